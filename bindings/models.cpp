@@ -1,0 +1,184 @@
+#include <torch/extension.h>
+
+#include "bindings.h"
+#include "tlcore/error.h"
+#include "tlcore/models/checkpoint.h"
+#include "tlcore/models/registry.h"
+#include "tlcore/models/torchscript.h"
+
+namespace py = pybind11;
+
+namespace tlcore::bindings {
+namespace {
+
+using models::ModelImpl;
+using models::StateDict;
+using Release = py::call_guard<py::gil_scoped_release>;
+
+models::HeadKind head_kind(const std::string& kind) {
+  if (kind == "linear") return models::HeadKind::kLinear;
+  if (kind == "dropout_linear") return models::HeadKind::kDropoutLinear;
+  if (kind == "mlp") return models::HeadKind::kMlp;
+  throw InvalidArgument("head kind must be 'linear', 'dropout_linear' or 'mlp', got '" + kind +
+                        "'");
+}
+
+py::dict to_dict(const StateDict& state) {
+  py::dict d;
+  for (const auto& [name, tensor] : state) d[py::str(name)] = tensor;
+  return d;
+}
+
+StateDict from_dict(const py::dict& d) {
+  StateDict state;
+  for (const auto& kv : d) state.emplace_back(kv.first.cast<std::string>(), kv.second.cast<at::Tensor>());
+  return state;
+}
+
+py::dict preprocess_dict(const models::Preprocess& p) {
+  py::dict d;
+  d["input_size"] = p.input_size;
+  d["resize_size"] = p.resize_size;
+  d["mean"] = p.mean;
+  d["std"] = p.std;
+  d["interpolation"] = p.interpolation;
+  return d;
+}
+
+}  // namespace
+
+void bind_models(py::module_& m) {
+  py::class_<ModelImpl, std::shared_ptr<ModelImpl>>(m, "Model")
+      .def("forward", &ModelImpl::forward, py::arg("x"), Release(), "Logits for an NCHW batch.")
+      .def("__call__", &ModelImpl::forward, py::arg("x"), Release())
+      .def("embed", &ModelImpl::embed, py::arg("x"), Release(), "Pooled embeddings, N x D.")
+      .def("classify", &ModelImpl::classify, py::arg("embedding"), Release(),
+           "The head alone: logits from N x D embeddings.")
+      .def_property_readonly("arch", &ModelImpl::arch)
+      .def_property_readonly("embedding_dim", &ModelImpl::embedding_dim)
+      .def_property_readonly("num_classes", &ModelImpl::num_classes)
+      .def_property_readonly("in_channels", &ModelImpl::in_channels)
+      .def_property_readonly("head_name", &ModelImpl::head_name)
+      .def_property_readonly("preprocess",
+                             [](const ModelImpl& self) { return preprocess_dict(self.preprocess()); })
+      .def_property_readonly("blocks",
+                             [](const ModelImpl& self) {
+                               std::vector<std::string> names;
+                               for (const auto& b : self.blocks()) names.push_back(b.name);
+                               return names;
+                             })
+      .def("block_prefixes",
+           [](const ModelImpl& self) {
+             std::vector<std::pair<std::string, std::vector<std::string>>> out;
+             for (const auto& b : self.blocks()) out.emplace_back(b.name, b.prefixes);
+             return out;
+           })
+      .def(
+          "set_head",
+          [](ModelImpl& self, int64_t num_classes, const std::string& kind, double dropout,
+             std::vector<int64_t> hidden) {
+            self.set_head(models::HeadOptions(num_classes)
+                              .kind(head_kind(kind))
+                              .dropout(dropout)
+                              .hidden(std::move(hidden)));
+          },
+          py::arg("num_classes"), py::arg("kind") = "linear", py::arg("dropout") = 0.2,
+          py::arg("hidden") = std::vector<int64_t>{})
+      .def("freeze_backbone", &ModelImpl::freeze_backbone)
+      .def("unfreeze_last", &ModelImpl::unfreeze_last, py::arg("k"))
+      .def("unfreeze_all", &ModelImpl::unfreeze_all)
+      .def("is_frozen", &ModelImpl::is_frozen, py::arg("block"))
+      .def_property_readonly("parameter_count", &ModelImpl::parameter_count)
+      .def_property_readonly("trainable_parameter_count", &ModelImpl::trainable_parameter_count)
+      .def("train", &ModelImpl::train, py::arg("mode") = true)
+      .def("eval", [](ModelImpl& self) { self.train(false); })
+      .def_property_readonly("training", [](const ModelImpl& self) { return self.is_training(); })
+      .def("to", [](ModelImpl& self, const std::string& device) { self.to(torch::Device(device)); },
+           py::arg("device"))
+      .def("parameters", [](const ModelImpl& self) { return self.parameters(); })
+      .def("named_parameters",
+           [](const ModelImpl& self) {
+             std::vector<std::pair<std::string, at::Tensor>> out;
+             for (const auto& p : self.named_parameters()) out.emplace_back(p.key(), p.value());
+             return out;
+           })
+      .def("parameter_shapes",
+           [](const ModelImpl& self) {
+             std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+             for (const auto& p : self.named_parameters()) {
+               out.emplace_back(p.key(), p.value().sizes().vec());
+             }
+             return out;
+           })
+      .def("state_dict", [](const ModelImpl& self) { return to_dict(self.state_dict()); })
+      .def(
+          "load_state_dict",
+          [](ModelImpl& self, const py::dict& state, bool strict, bool drop_head) {
+            auto entries = from_dict(state);
+            py::gil_scoped_release release;
+            return models::load_state_dict(
+                self, entries, models::LoadOptions().strict(strict).drop_head(drop_head));
+          },
+          py::arg("state"), py::arg("strict") = true, py::arg("drop_head") = false,
+          "Copies a name -> tensor dict in; returns the checkpoint's head entries it dropped.")
+      .def(
+          "load_checkpoint",
+          [](ModelImpl& self, const std::string& path, bool strict, bool drop_head) {
+            return models::load_checkpoint(
+                self, path, models::LoadOptions().strict(strict).drop_head(drop_head));
+          },
+          py::arg("path"), py::arg("strict") = true, py::arg("drop_head") = false, Release(),
+          "Loads a torch.save'd state dict from C++; returns the head entries it dropped.")
+      .def(
+          "save", [](const ModelImpl& self, const std::string& path) {
+            models::save_state_dict(self.state_dict(), path);
+          },
+          py::arg("path"), Release());
+
+  m.def(
+      "create_model",
+      [](const std::string& arch, int64_t num_classes, int64_t in_channels, int64_t input_size,
+         std::vector<int64_t> widths, double dropout) {
+        return models::create_model(arch, num_classes,
+                                    models::ModelOptions()
+                                        .in_channels(in_channels)
+                                        .input_size(input_size)
+                                        .widths(std::move(widths))
+                                        .dropout(dropout))
+            .ptr();
+      },
+      py::arg("arch"), py::arg("num_classes") = 1000, py::arg("in_channels") = 3,
+      py::arg("input_size") = 0, py::arg("widths") = std::vector<int64_t>{},
+      py::arg("dropout") = -1.0, Release());
+  m.def("model_names", &models::model_names);
+  m.def(
+      "load_torchscript_backbone",
+      [](const std::string& path, int64_t num_classes, int64_t input_size, int64_t resize_size,
+         std::vector<double> mean, std::vector<double> std, const std::string& interpolation) {
+        models::Preprocess p{input_size, resize_size, std::move(mean), std::move(std), interpolation};
+        return models::load_torchscript_backbone(path, num_classes, p).ptr();
+      },
+      py::arg("path"), py::arg("num_classes"), py::arg("input_size") = 224,
+      py::arg("resize_size") = 256, py::arg("mean") = std::vector<double>{0.485, 0.456, 0.406},
+      py::arg("std") = std::vector<double>{0.229, 0.224, 0.225},
+      py::arg("interpolation") = "bilinear", Release());
+  m.def(
+      "read_state_dict",
+      [](const std::string& path) {
+        StateDict state;
+        {
+          py::gil_scoped_release release;
+          state = models::read_state_dict(path);
+        }
+        return to_dict(state);
+      },
+      py::arg("path"), "Reads a torch.save'd state dict in C++ (no pickle module involved).");
+  m.def(
+      "save_state_dict",
+      [](const py::dict& state, const std::string& path) {
+        models::save_state_dict(from_dict(state), path);
+      },
+      py::arg("state"), py::arg("path"));
+}
+
+}  // namespace tlcore::bindings

@@ -1,0 +1,34 @@
+// Image decoding: any supported file in memory becomes an 8-bit RGB (or
+// grayscale) cv::Mat, or a FormatError naming the source. Never a silent
+// black or half-grey image: truncated files are errors.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include <opencv2/core/mat.hpp>
+
+namespace tlcore {
+
+struct DecodeOptions {
+  // 3: RGB (HxWx3), 1: grayscale (HxWx1). Alpha is dropped, 16-bit scaled to 8-bit,
+  // palette and CMYK converted.
+  int channels = 3;
+  // When > 0, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+  // scaling, far cheaper than decoding then shrinking) as long as its shorter
+  // side stays >= min_side.
+  int min_side = 0;
+};
+
+// Decodes `size` bytes at `data`. `source` names the origin in error messages.
+cv::Mat decode_image(const std::uint8_t* data, std::size_t size, const DecodeOptions& options,
+                     const std::string& source);
+
+// Reads and decodes a file. Throws NotFound if it does not exist.
+cv::Mat read_image(const std::string& path, const DecodeOptions& options = {});
+
+// True for .jpg .jpeg .png .bmp .webp in any case.
+bool has_image_extension(const std::string& name);
+
+}  // namespace tlcore

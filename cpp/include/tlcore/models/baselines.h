@@ -1,0 +1,60 @@
+// The two small baselines of the workshops: a simple CNN and an MLP. They train
+// from scratch, so their preprocessing is just a resize and a 0.5/0.5 normalisation.
+#pragma once
+
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/container/modulelist.h>
+
+#include "tlcore/models/model.h"
+
+namespace tlcore::models {
+
+struct SimpleCNNOptions {
+  TORCH_ARG(int64_t, num_classes) = 10;
+  // 1 for grayscale.
+  TORCH_ARG(int64_t, in_channels) = 3;
+  // One conv-BN-ReLU-maxpool block per entry.
+  TORCH_ARG(std::vector<int64_t>, channels) = std::vector<int64_t>{32, 64, 128};
+  TORCH_ARG(int64_t, input_size) = 32;
+  TORCH_ARG(double, dropout) = 0.2;
+};
+
+// Blocks features.0 .. features.(k-1); embedding: global average of the last block.
+// Head: "classifier" (dropout + linear).
+class SimpleCNNImpl : public ModelImpl {
+ public:
+  explicit SimpleCNNImpl(const SimpleCNNOptions& options = {});
+
+ protected:
+  torch::Tensor compute_embedding(const torch::Tensor& x) override;
+
+ private:
+  torch::nn::Sequential features_{nullptr};
+};
+TORCH_MODULE(SimpleCNN);
+
+struct MLPOptions {
+  TORCH_ARG(int64_t, num_classes) = 10;
+  TORCH_ARG(int64_t, in_channels) = 3;
+  // Inputs must be input_size x input_size: the first layer sees every pixel.
+  TORCH_ARG(int64_t, input_size) = 32;
+  TORCH_ARG(std::vector<int64_t>, hidden) = std::vector<int64_t>{512, 256};
+  TORCH_ARG(double, dropout) = 0.2;
+};
+
+// Blocks layers.0 .. layers.(k-1); embedding: the last hidden layer. Head: "classifier".
+class MLPImpl : public ModelImpl {
+ public:
+  explicit MLPImpl(const MLPOptions& options = {});
+
+ protected:
+  torch::Tensor compute_embedding(const torch::Tensor& x) override;
+
+ private:
+  torch::nn::ModuleList layers_{nullptr};
+  int64_t input_size_;
+  double dropout_;
+};
+TORCH_MODULE(MLP);
+
+}  // namespace tlcore::models

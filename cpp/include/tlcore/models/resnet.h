@@ -1,0 +1,33 @@
+// ResNet-18/34/50/101/152 with torchvision's layout (stride on the 3x3 conv, "v1.5").
+#pragma once
+
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+
+#include "tlcore/models/model.h"
+
+namespace tlcore::models {
+
+struct ResNetOptions {
+  explicit ResNetOptions(int64_t depth) : depth_(depth) {}
+  // 18, 34, 50, 101 or 152.
+  TORCH_ARG(int64_t, depth);
+  TORCH_ARG(int64_t, num_classes) = 1000;
+};
+
+class ResNetImpl : public ModelImpl {
+ public:
+  explicit ResNetImpl(const ResNetOptions& options);
+
+ protected:
+  torch::Tensor compute_embedding(const torch::Tensor& x) override;
+
+ private:
+  torch::nn::Conv2d conv1_{nullptr};
+  torch::nn::BatchNorm2d bn1_{nullptr};
+  torch::nn::Sequential layers_[4];
+};
+TORCH_MODULE(ResNet);
+
+}  // namespace tlcore::models

@@ -1,0 +1,18 @@
+// Any TorchScript module as a custom backbone: its output is the embedding
+// (a 4-D output is average-pooled), and a fresh head goes on top.
+#pragma once
+
+#include <string>
+
+#include "tlcore/models/model.h"
+
+namespace tlcore::models {
+
+// Loads `path` with torch::jit::load. The embedding size is found by running
+// one input_size x input_size image through the module. The backbone is one
+// block, "backbone"; while it is frozen the whole module stays in eval mode.
+// NotFound for a missing file, FormatError for one that is not TorchScript.
+Model load_torchscript_backbone(const std::string& path, int64_t num_classes,
+                                const Preprocess& preprocess = {});
+
+}  // namespace tlcore::models

@@ -1,0 +1,113 @@
+// The training engine: epochs over the C++ loader with Adam/AdamW/SGD,
+// schedules with warm-up, discriminative learning rates, gradient clipping,
+// label smoothing, class weights, early stopping with best-weight restore,
+// feature caching for frozen backbones, and an atomic checkpoint after every
+// epoch from which a killed run resumes to the same result.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "tlcore/loader.h"
+#include "tlcore/models/model.h"
+#include "tlcore/train/schedule.h"
+
+namespace tlcore {
+
+struct OptimizerOptions {
+  std::string name = "adam";  // adam | adamw | sgd
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+  double momentum = 0.9;  // sgd
+  bool nesterov = false;  // sgd
+  double beta1 = 0.9;     // adam, adamw
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  // Discriminative rates: the head trains at lr, the last trainable block at
+  // lr * layer_decay, the one before at lr * layer_decay^2, and so on.
+  double layer_decay = 1.0;
+};
+
+struct FitOptions {
+  std::int64_t epochs = 1;
+  std::string phase = "fit";  // names the phase in the history and the checkpoint
+  OptimizerOptions optimizer;
+  ScheduleOptions schedule;
+  double clip_grad_norm = 0.0;   // 0: off
+  double label_smoothing = 0.0;
+  std::vector<double> class_weights;  // empty: unweighted
+  // Early stopping on the validation metric ("val_accuracy", "val_f1" or "val_loss").
+  std::string monitor = "val_accuracy";
+  std::int64_t patience = 0;     // 0: off
+  bool restore_best = true;      // end with the best epoch's weights (needs validation data)
+  // Train the head on embeddings computed once (the backbone must be frozen and
+  // the loader's pipeline deterministic for the result to equal the slow path).
+  bool cache_features = false;
+  bool channels_last = true;
+  std::uint64_t seed = 0;
+  // Loader epochs start here, so phases of one recipe see different augmentations.
+  std::int64_t epoch_offset = 0;
+  std::string checkpoint;  // written after every epoch; resumed from when present
+};
+
+struct EpochStats {
+  std::int64_t epoch = 0;  // within the phase, from 0
+  std::string phase;
+  double train_loss = 0, train_accuracy = 0;
+  bool has_val = false;
+  double val_loss = 0, val_accuracy = 0, val_f1 = 0;
+  double lr = 0;  // the head's rate at the end of the epoch
+  double seconds = 0, images_per_second = 0;
+};
+
+struct FitResult {
+  std::vector<EpochStats> history;
+  std::int64_t best_epoch = -1;
+  bool stopped_early = false;
+  bool resumed = false;
+};
+
+struct Predictions {
+  at::Tensor logits;   // N x classes, float32
+  at::Tensor labels;   // N, int64
+  at::Tensor indices;  // N, int64: dataset indices
+  double loss = 0;     // mean cross-entropy
+};
+
+// Called after every epoch; returning false stops training (after the checkpoint).
+using EpochCallback = std::function<bool(const EpochStats&)>;
+// Called after every batch with (batch, batches, running mean loss).
+using BatchCallback = std::function<void(std::int64_t, std::int64_t, double)>;
+
+class Trainer {
+ public:
+  // `val` may be null (no validation metrics, no early stopping).
+  Trainer(models::Model model, std::shared_ptr<Loader> train, std::shared_ptr<Loader> val);
+
+  FitResult fit(const FitOptions& options, const EpochCallback& on_epoch = nullptr,
+                const BatchCallback& on_batch = nullptr);
+
+  models::Model model() const { return model_; }
+
+ private:
+  models::Model model_;
+  std::shared_ptr<Loader> train_;
+  std::shared_ptr<Loader> val_;
+};
+
+// Runs `model` in eval mode without autograd over one epoch of `loader`
+// (which should not shuffle for reports). `flip_tta` averages with the
+// horizontally flipped batch's softmax (logits are then log-probabilities).
+Predictions predict(models::Model model, Loader& loader, bool channels_last = true,
+                    bool flip_tta = false, const BatchCallback& on_batch = nullptr);
+
+// "balanced" class weights as scikit-learn computes them: n / (k * count_c).
+std::vector<double> balanced_class_weights(const std::vector<std::int64_t>& labels,
+                                           std::int64_t num_classes);
+
+}  // namespace tlcore

@@ -1,0 +1,48 @@
+#include "tlcore/data/dataset.h"
+
+#include <utility>
+
+#include "internal/checks.h"
+#include "tlcore/error.h"
+
+namespace tlcore {
+
+std::vector<std::int64_t> Dataset::labels() const {
+  const std::int64_t n = size();
+  std::vector<std::int64_t> out(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = label(i);
+  return out;
+}
+
+Subset::Subset(DatasetPtr parent, std::vector<std::int64_t> indices)
+    : parent_(std::move(parent)), indices_(std::move(indices)) {
+  if (!parent_) throw InvalidArgument("Subset: parent dataset is null");
+  const std::int64_t n = parent_->size();
+  for (std::int64_t index : indices_) {
+    if (index < 0 || index >= n) {
+      throw InvalidArgument("Subset: index " + std::to_string(index) +
+                            " out of range for a dataset of " + std::to_string(n) + " samples");
+    }
+  }
+}
+
+std::int64_t Subset::size() const { return static_cast<std::int64_t>(indices_.size()); }
+
+std::int64_t Subset::label(std::int64_t index) const { return parent_->label(parent_index(index)); }
+
+const std::vector<std::string>& Subset::classes() const { return parent_->classes(); }
+
+cv::Mat Subset::image(std::int64_t index, const DecodeOptions& options) const {
+  return parent_->image(parent_index(index), options);
+}
+
+std::string Subset::source(std::int64_t index) const {
+  return parent_->source(parent_index(index));
+}
+
+std::int64_t Subset::parent_index(std::int64_t index) const {
+  internal::check_index(index, size());
+  return indices_[static_cast<std::size_t>(index)];
+}
+
+}  // namespace tlcore

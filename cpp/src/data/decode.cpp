@@ -1,0 +1,196 @@
+#include "tlcore/data/decode.h"
+
+#include <turbojpeg.h>
+
+#include <algorithm>
+#include <cctype>
+#include <climits>
+#include <cstring>
+#include <memory>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "internal/checks.h"
+#include "internal/file_io.h"
+#include "tlcore/error.h"
+
+namespace tlcore {
+namespace {
+
+struct TjDestroy {
+  void operator()(void* handle) const { tjDestroy(handle); }
+};
+
+// A tjhandle is not safe to share between threads and costs an allocation to
+// create, so each thread keeps its own for its lifetime.
+tjhandle decompressor() {
+  thread_local std::unique_ptr<void, TjDestroy> handle{tjInitDecompress()};
+  if (!handle) {
+    throw Error(std::string("TurboJPEG: cannot create a decompressor: ") + tjGetErrorStr2(nullptr));
+  }
+  return handle.get();
+}
+
+bool starts_with(const std::uint8_t* data, std::size_t size, const char* magic, std::size_t n,
+                 std::size_t at = 0) {
+  return size >= at + n && std::memcmp(data + at, magic, n) == 0;
+}
+
+bool is_jpeg(const std::uint8_t* data, std::size_t size) {
+  return starts_with(data, size, "\xFF\xD8\xFF", 3);
+}
+
+const char* format_name(const std::uint8_t* data, std::size_t size) {
+  if (starts_with(data, size, "\x89PNG\r\n\x1A\n", 8)) return "PNG";
+  if (starts_with(data, size, "BM", 2)) return "BMP";
+  if (starts_with(data, size, "RIFF", 4) && starts_with(data, size, "WEBP", 4, 8)) return "WEBP";
+  return nullptr;
+}
+
+// The largest DCT reduction (1/8, 1/4, 1/2) that keeps the shorter side >= min_side.
+tjscalingfactor choose_scale(int width, int height, int min_side) {
+  if (min_side > 0) {
+    for (int denom : {8, 4, 2}) {
+      const tjscalingfactor factor{1, denom};
+      if (std::min(TJSCALED(width, factor), TJSCALED(height, factor)) >= min_side) return factor;
+    }
+  }
+  return {1, 1};
+}
+
+// Adobe CMYK JPEGs (the only kind in practice) store inverted ink values, so
+// each channel times K / 255 is the RGB value; the same rule as OpenCV's libjpeg path.
+cv::Mat cmyk_to_rgb(const cv::Mat& cmyk) {
+  cv::Mat rgb(cmyk.rows, cmyk.cols, CV_8UC3);
+  const std::uint8_t* src = cmyk.ptr<std::uint8_t>();
+  std::uint8_t* dst = rgb.ptr<std::uint8_t>();
+  const std::size_t pixels = cmyk.total();
+  for (std::size_t i = 0; i < pixels; ++i, src += 4, dst += 3) {
+    const unsigned k = src[3];
+    for (int c = 0; c < 3; ++c) dst[c] = static_cast<std::uint8_t>((src[c] * k + 127) / 255);
+  }
+  return rgb;
+}
+
+cv::Mat decode_jpeg(const std::uint8_t* data, std::size_t size, const DecodeOptions& options,
+                    const std::string& source) {
+  tjhandle tj = decompressor();
+  const auto jpeg_size = static_cast<unsigned long>(size);
+  int width = 0, height = 0, subsampling = 0, colorspace = 0;
+  if (tjDecompressHeader3(tj, data, jpeg_size, &width, &height, &subsampling, &colorspace) != 0) {
+    throw FormatError(source + ": corrupt JPEG header (" + tjGetErrorStr2(tj) + ")");
+  }
+  const tjscalingfactor scale = choose_scale(width, height, options.min_side);
+  const int out_width = TJSCALED(width, scale);
+  const int out_height = TJSCALED(height, scale);
+
+  // libjpeg cannot convert CMYK to RGB itself: decode the inks, convert below.
+  const bool cmyk = colorspace == TJCS_CMYK || colorspace == TJCS_YCCK;
+  int pixel_format = TJPF_RGB;
+  int type = CV_8UC3;
+  if (cmyk) {
+    pixel_format = TJPF_CMYK;
+    type = CV_8UC4;
+  } else if (options.channels == 1) {
+    pixel_format = TJPF_GRAY;
+    type = CV_8UC1;
+  }
+  cv::Mat out(out_height, out_width, type);
+  // Warnings ("Premature end of JPEG file") mean missing or damaged data that
+  // libjpeg would paint grey: they are errors here.
+  if (tjDecompress2(tj, data, jpeg_size, out.data, out_width, static_cast<int>(out.step[0]),
+                    out_height, pixel_format, TJFLAG_STOPONWARNING) != 0) {
+    const bool warning = tjGetErrorCode(tj) == TJERR_WARNING;
+    throw FormatError(source +
+                      (warning ? ": truncated or corrupt JPEG data (" : ": corrupt JPEG (") +
+                      tjGetErrorStr2(tj) + ")");
+  }
+  if (!cmyk) return out;
+  cv::Mat rgb = cmyk_to_rgb(out);
+  if (options.channels == 3) return rgb;
+  cv::Mat gray;
+  cv::cvtColor(rgb, gray, cv::COLOR_RGB2GRAY);
+  return gray;
+}
+
+// PNG, BMP, WEBP and whatever else OpenCV reads: any depth, 1 to 4 channels.
+cv::Mat decode_other(const std::uint8_t* data, std::size_t size, const DecodeOptions& options,
+                     const std::string& source) {
+  const char* format = format_name(data, size);
+  if (size > static_cast<std::size_t>(INT_MAX)) {
+    throw FormatError(source + ": image data too large (" + std::to_string(size) + " bytes)");
+  }
+  const cv::Mat encoded(1, static_cast<int>(size), CV_8UC1, const_cast<std::uint8_t*>(data));
+  cv::Mat decoded;
+  try {
+    decoded = cv::imdecode(encoded, cv::IMREAD_UNCHANGED);
+  } catch (const cv::Exception& e) {
+    throw FormatError(source + ": cannot decode " + (format ? format : "image") + " (" + e.what() +
+                      ")");
+  }
+  if (decoded.empty()) {
+    if (!format) {
+      throw FormatError(source + ": not an image (not JPEG, PNG, BMP or WEBP data)");
+    }
+    throw FormatError(source + ": truncated or corrupt " + format + " data");
+  }
+
+  if (decoded.depth() == CV_16U) {
+    cv::Mat eight;
+    // 65535 -> 255 exactly; a plain shift would turn 0x00FF into 0.
+    decoded.convertTo(eight, CV_8U, 1.0 / 257.0);
+    decoded = eight;
+  } else if (decoded.depth() != CV_8U) {
+    throw FormatError(source + ": unsupported sample depth (only 8- and 16-bit images)");
+  }
+
+  const bool gray_out = options.channels == 1;
+  cv::Mat out;
+  switch (decoded.channels()) {
+    case 1:
+      if (gray_out) return decoded;
+      cv::cvtColor(decoded, out, cv::COLOR_GRAY2RGB);
+      return out;
+    case 2:  // gray + alpha
+      cv::extractChannel(decoded, out, 0);
+      if (gray_out) return out;
+      cv::cvtColor(out, decoded, cv::COLOR_GRAY2RGB);
+      return decoded;
+    case 3:
+      cv::cvtColor(decoded, out, gray_out ? cv::COLOR_BGR2GRAY : cv::COLOR_BGR2RGB);
+      return out;
+    case 4:
+      cv::cvtColor(decoded, out, gray_out ? cv::COLOR_BGRA2GRAY : cv::COLOR_BGRA2RGB);
+      return out;
+    default:
+      throw FormatError(source + ": unsupported channel count " +
+                        std::to_string(decoded.channels()));
+  }
+}
+
+}  // namespace
+
+cv::Mat decode_image(const std::uint8_t* data, std::size_t size, const DecodeOptions& options,
+                     const std::string& source) {
+  internal::check_options(options);
+  if (size == 0 || data == nullptr) throw FormatError(source + ": empty image data (0 bytes)");
+  if (is_jpeg(data, size)) return decode_jpeg(data, size, options, source);
+  return decode_other(data, size, options, source);
+}
+
+cv::Mat read_image(const std::string& path, const DecodeOptions& options) {
+  const std::vector<std::uint8_t> bytes = internal::read_file(path);
+  return decode_image(bytes.data(), bytes.size(), options, path);
+}
+
+bool has_image_extension(const std::string& name) {
+  const std::size_t dot = name.find_last_of('.');
+  if (dot == std::string::npos || name.find('/', dot) != std::string::npos) return false;
+  std::string ext = name.substr(dot + 1);
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return ext == "jpg" || ext == "jpeg" || ext == "png" || ext == "bmp" || ext == "webp";
+}
+
+}  // namespace tlcore

@@ -1,0 +1,33 @@
+// Argument checks and name tests shared by the data sources (private to cpp/src/data).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "tlcore/data/decode.h"
+#include "tlcore/error.h"
+
+namespace tlcore::internal {
+
+// True for names that start with '.' (hidden on Unix, macOS "._" resource forks).
+inline bool is_hidden(const std::string& name) { return !name.empty() && name[0] == '.'; }
+
+// InvalidArgument unless 0 <= index < size.
+inline void check_index(std::int64_t index, std::int64_t size) {
+  if (index < 0 || index >= size) {
+    throw InvalidArgument("index " + std::to_string(index) + " out of range for a dataset of " +
+                          std::to_string(size) + " samples");
+  }
+}
+
+// InvalidArgument unless the options ask for 1 or 3 channels and min_side >= 0.
+inline void check_options(const DecodeOptions& options) {
+  if (options.channels != 1 && options.channels != 3) {
+    throw InvalidArgument("channels must be 1 or 3, got " + std::to_string(options.channels));
+  }
+  if (options.min_side < 0) {
+    throw InvalidArgument("min_side must be >= 0, got " + std::to_string(options.min_side));
+  }
+}
+
+}  // namespace tlcore::internal

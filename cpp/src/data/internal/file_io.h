@@ -1,0 +1,20 @@
+// Reading whole files, shared by the data sources (private to cpp/src/data).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tlcore::internal {
+
+// Appends the whole file at `path` to `out`. NotFound if it does not exist,
+// Error for any other failure to read it, both naming the path.
+void append_file(const std::string& path, std::vector<std::uint8_t>& out);
+
+// The whole file at `path` (see append_file).
+std::vector<std::uint8_t> read_file(const std::string& path);
+
+// Size in bytes of the regular file at `path`; NotFound if absent.
+std::uint64_t file_size(const std::string& path);
+
+}  // namespace tlcore::internal

@@ -1,0 +1,72 @@
+// Building blocks shared by the model families (private to cpp/src/models).
+// Child names follow torchvision's so that state dicts match key for key.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+
+namespace tlcore::models::detail {
+
+// A Sequential with a plain Tensor forward, so that it can sit inside another
+// Sequential or an AnyModule (torch::nn::Sequential's templated forward cannot).
+class SeqImpl : public torch::nn::SequentialImpl {
+ public:
+  using SequentialImpl::SequentialImpl;
+  torch::Tensor forward(torch::Tensor x) { return SequentialImpl::forward(std::move(x)); }
+};
+TORCH_MODULE(Seq);
+
+enum class Act { kNone, kReLU, kReLU6, kHardswish, kSiLU, kSigmoid, kHardsigmoid };
+
+torch::Tensor activate(torch::Tensor x, Act act);
+
+// torchvision's _make_divisible: round to a multiple of `divisor`, never more than 10% down.
+int64_t make_divisible(double v, int64_t divisor, int64_t min_value = 0);
+
+struct ConvNormActOptions {
+  ConvNormActOptions(int64_t in, int64_t out, int64_t kernel) : in_(in), out_(out), kernel_(kernel) {}
+  TORCH_ARG(int64_t, in);
+  TORCH_ARG(int64_t, out);
+  TORCH_ARG(int64_t, kernel);
+  TORCH_ARG(int64_t, stride) = 1;
+  TORCH_ARG(int64_t, groups) = 1;
+  TORCH_ARG(Act, act) = Act::kReLU;
+  TORCH_ARG(double, bn_eps) = 1e-5;
+  TORCH_ARG(double, bn_momentum) = 0.1;
+};
+
+// torchvision's Conv2dNormActivation: children "0" (conv, no bias) and "1" (BatchNorm2d).
+class ConvNormActImpl : public torch::nn::Module {
+ public:
+  explicit ConvNormActImpl(const ConvNormActOptions& o);
+  torch::Tensor forward(torch::Tensor x);
+
+ private:
+  torch::nn::Conv2d conv_{nullptr};
+  torch::nn::BatchNorm2d bn_{nullptr};
+  Act act_;
+};
+TORCH_MODULE(ConvNormAct);
+
+// torchvision's SqueezeExcitation: fc1, fc2 as 1x1 convolutions.
+class SqueezeExcitationImpl : public torch::nn::Module {
+ public:
+  SqueezeExcitationImpl(int64_t channels, int64_t squeeze, Act act, Act scale_act);
+  torch::Tensor forward(torch::Tensor x);
+
+ private:
+  torch::nn::Conv2d fc1_{nullptr}, fc2_{nullptr};
+  Act act_, scale_act_;
+};
+TORCH_MODULE(SqueezeExcitation);
+
+// How a family initialises its Linear layers (torchvision differs per family).
+enum class LinearInit { kDefault, kNormal001, kUniformFanOut };
+
+// torchvision's shared scheme: conv kaiming-normal (fan_out), BatchNorm 1/0, Linear per `linear`.
+void init_weights(torch::nn::Module& root, LinearInit linear);
+
+torch::Tensor global_avg_pool(const torch::Tensor& x);
+
+}  // namespace tlcore::models::detail

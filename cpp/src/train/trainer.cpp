@@ -1,0 +1,420 @@
+#include "tlcore/train/trainer.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+
+#include "optimizer.h"
+#include "tlcore/augment/rng.h"
+#include "tlcore/error.h"
+#include "tlcore/metrics/classification.h"
+
+namespace tlcore {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::uint64_t kDropoutStream = 0x44524f504f5554ULL;
+
+void to_channels_last(models::ModelImpl& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : model.parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+torch::Tensor prepare(const torch::Tensor& images, bool channels_last) {
+  auto x = images.scalar_type() == torch::kByte ? images.to(torch::kFloat).div_(255) : images;
+  return channels_last && x.dim() == 4 ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
+}
+
+double metric_of(const EpochStats& s, const std::string& monitor) {
+  if (monitor == "val_accuracy") return s.val_accuracy;
+  if (monitor == "val_f1") return s.val_f1;
+  if (monitor == "val_loss") return -s.val_loss;  // larger is better everywhere below
+  throw InvalidArgument("unknown monitor '" + monitor + "' (known: val_accuracy, val_f1, val_loss)");
+}
+
+// Validation metrics from logits: loss, accuracy and macro F1.
+void score(const Predictions& p, std::int64_t num_classes, EpochStats& s) {
+  const auto pred = p.logits.argmax(1).contiguous();
+  const auto labels = p.labels.contiguous();
+  std::vector<std::int64_t> y(labels.data_ptr<std::int64_t>(),
+                              labels.data_ptr<std::int64_t>() + labels.numel());
+  std::vector<std::int64_t> yhat(pred.data_ptr<std::int64_t>(),
+                                 pred.data_ptr<std::int64_t>() + pred.numel());
+  const auto report = classification_report(y, yhat, num_classes);
+  s.has_val = true;
+  s.val_loss = p.loss;
+  s.val_accuracy = report.accuracy;
+  s.val_f1 = report.macro.f1;
+}
+
+// Every field of the history as one row of doubles, so the checkpoint stores it as a tensor.
+constexpr int kHistoryFields = 10;
+std::vector<double> to_row(const EpochStats& s) {
+  return {double(s.epoch), s.train_loss, s.train_accuracy, double(s.has_val), s.val_loss,
+          s.val_accuracy,  s.val_f1,     s.lr,             s.seconds,          s.images_per_second};
+}
+EpochStats from_row(const double* r, const std::string& phase) {
+  EpochStats s;
+  s.epoch = static_cast<std::int64_t>(r[0]);
+  s.phase = phase;
+  s.train_loss = r[1];
+  s.train_accuracy = r[2];
+  s.has_val = r[3] != 0;
+  s.val_loss = r[4];
+  s.val_accuracy = r[5];
+  s.val_f1 = r[6];
+  s.lr = r[7];
+  s.seconds = r[8];
+  s.images_per_second = r[9];
+  return s;
+}
+
+// What a checkpoint holds besides the weights and the optimizer.
+struct Progress {
+  std::vector<EpochStats> history;
+  std::int64_t best_epoch = -1;
+  double best_metric = -std::numeric_limits<double>::infinity();
+  std::int64_t bad_epochs = 0;
+  bool stopped = false;
+};
+
+void write_state(torch::serialize::OutputArchive& archive, const std::string& prefix,
+                 const models::StateDict& state) {
+  for (const auto& [name, tensor] : state) archive.write(prefix + name, tensor.contiguous(), true);
+}
+
+void read_state(torch::serialize::InputArchive& archive, const std::string& prefix,
+                models::ModelImpl& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& item : model.named_parameters()) {
+    torch::Tensor t;
+    archive.read(prefix + item.key(), t);
+    item.value().copy_(t);
+  }
+  for (auto& item : model.named_buffers()) {
+    torch::Tensor t;
+    archive.read(prefix + item.key(), t, true);
+    item.value().copy_(t);
+  }
+}
+
+void save_checkpoint(const std::string& path, const FitOptions& o, models::ModelImpl& model,
+                     torch::optim::Optimizer& optimizer, const Progress& p,
+                     const models::StateDict& best) {
+  torch::serialize::OutputArchive archive;
+  archive.write("meta.arch", c10::IValue(model.arch()));
+  archive.write("meta.phase", c10::IValue(o.phase));
+  archive.write("meta.best_epoch", c10::IValue(p.best_epoch));
+  archive.write("meta.best_metric", c10::IValue(p.best_metric));
+  archive.write("meta.bad_epochs", c10::IValue(p.bad_epochs));
+  archive.write("meta.stopped", c10::IValue(p.stopped));
+  auto history = torch::zeros({std::int64_t(p.history.size()), kHistoryFields}, torch::kDouble);
+  for (std::size_t i = 0; i < p.history.size(); ++i) {
+    const auto row = to_row(p.history[i]);
+    for (int j = 0; j < kHistoryFields; ++j) history[std::int64_t(i)][j] = row[std::size_t(j)];
+  }
+  archive.write("meta.history", history, true);
+  write_state(archive, "model.", model.state_dict());
+  write_state(archive, "best.", best);
+  torch::serialize::OutputArchive opt_archive;
+  optimizer.save(opt_archive);
+  archive.write("optimizer", opt_archive);
+  // Write beside the target, then rename: a kill mid-write never leaves a torn checkpoint.
+  const fs::path target(path);
+  if (target.has_parent_path()) fs::create_directories(target.parent_path());
+  const std::string tmp = path + ".tmp";
+  archive.save_to(tmp);
+  fs::rename(tmp, target);
+}
+
+bool load_checkpoint(const std::string& path, const FitOptions& o, models::ModelImpl& model,
+                     torch::optim::Optimizer& optimizer, Progress& p, models::StateDict& best) {
+  if (path.empty() || !fs::exists(path)) return false;
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    throw FormatError(path + ": not a readable tlcore checkpoint (" + e.what_without_backtrace() + ")");
+  }
+  c10::IValue v;
+  archive.read("meta.arch", v);
+  if (v.toStringRef() != model.arch())
+    throw InvalidArgument(path + ": checkpoint of a " + v.toStringRef() + ", not a " + model.arch());
+  archive.read("meta.phase", v);
+  if (v.toStringRef() != o.phase)
+    throw InvalidArgument(path + ": checkpoint of phase '" + v.toStringRef() + "', not '" +
+                          o.phase + "'");
+  archive.read("meta.best_epoch", v);
+  p.best_epoch = v.toInt();
+  archive.read("meta.best_metric", v);
+  p.best_metric = v.toDouble();
+  archive.read("meta.bad_epochs", v);
+  p.bad_epochs = v.toInt();
+  archive.read("meta.stopped", v);
+  p.stopped = v.toBool();
+  torch::Tensor history;
+  archive.read("meta.history", history, true);
+  history = history.contiguous();
+  p.history.clear();
+  for (std::int64_t i = 0; i < history.size(0); ++i)
+    p.history.push_back(from_row(history[i].data_ptr<double>(), o.phase));
+  read_state(archive, "model.", model);
+  best = model.state_dict();
+  if (p.best_epoch >= 0) {
+    // Read into a copy of the current weights so `best` keeps its own storage.
+    for (auto& [name, tensor] : best) {
+      torch::Tensor t;
+      archive.read("best." + name, t, true);
+      tensor = t.clone();
+    }
+  }
+  torch::serialize::InputArchive opt_archive;
+  archive.read("optimizer", opt_archive);
+  optimizer.load(opt_archive);
+  return true;
+}
+
+models::StateDict snapshot(const models::ModelImpl& model) {
+  auto state = model.state_dict();
+  for (auto& item : state) item.second = item.second.detach().clone();
+  return state;
+}
+
+void restore(models::ModelImpl& model, const models::StateDict& state) {
+  torch::NoGradGuard no_grad;
+  auto params = model.named_parameters();
+  auto buffers = model.named_buffers();
+  for (const auto& [name, tensor] : state) {
+    if (auto* p = params.find(name)) {
+      p->copy_(tensor);
+    } else if (auto* b = buffers.find(name)) {
+      b->copy_(tensor);
+    }
+  }
+}
+
+// Embeddings of one loader epoch, one row per dataset index (row_of[index]).
+struct Features {
+  torch::Tensor embeddings;
+  torch::Tensor labels;
+  std::vector<std::int64_t> row_of;
+};
+
+Features cache_features(models::ModelImpl& model, Loader& loader, std::int64_t epoch,
+                        bool channels_last) {
+  torch::InferenceMode guard;
+  model.eval();
+  std::vector<torch::Tensor> embeddings, labels;
+  Features f;
+  f.row_of.assign(static_cast<std::size_t>(loader.dataset().size()), -1);
+  std::int64_t row = 0;
+  loader.start_epoch(epoch);
+  while (auto batch = loader.next()) {
+    embeddings.push_back(model.embed(prepare(batch->images, channels_last)));
+    labels.push_back(batch->labels);
+    const auto* idx = batch->indices.data_ptr<std::int64_t>();
+    for (std::int64_t k = 0; k < batch->indices.size(0); ++k) f.row_of[std::size_t(idx[k])] = row++;
+  }
+  f.embeddings = torch::cat(embeddings).clone();
+  f.labels = torch::cat(labels).clone();
+  return f;
+}
+
+}  // namespace
+
+std::vector<double> balanced_class_weights(const std::vector<std::int64_t>& labels,
+                                           std::int64_t num_classes) {
+  std::vector<double> counts(static_cast<std::size_t>(num_classes), 0.0);
+  for (auto y : labels) {
+    if (y < 0 || y >= num_classes) throw InvalidArgument("class weights: label out of range");
+    counts[static_cast<std::size_t>(y)] += 1;
+  }
+  std::vector<double> w(counts.size(), 0.0);
+  for (std::size_t c = 0; c < counts.size(); ++c)
+    w[c] = counts[c] > 0 ? double(labels.size()) / (double(num_classes) * counts[c]) : 0.0;
+  return w;
+}
+
+Predictions predict(models::Model model, Loader& loader, bool channels_last, bool flip_tta,
+                    const BatchCallback& on_batch) {
+  torch::InferenceMode guard;
+  const bool was_training = model->is_training();
+  model->eval();
+  if (channels_last) to_channels_last(*model);
+  std::vector<torch::Tensor> logits, labels, indices;
+  loader.start_epoch(0);
+  double loss_sum = 0;
+  std::int64_t n = 0, b = 0;
+  while (auto batch = loader.next()) {
+    auto x = prepare(batch->images, channels_last);
+    auto out = model->forward(x);
+    if (flip_tta) {
+      auto flipped = model->forward(x.flip({3}));
+      out = ((torch::softmax(out, 1) + torch::softmax(flipped, 1)) / 2).log();
+    }
+    const auto loss = torch::nll_loss(torch::log_softmax(out, 1), batch->labels, {},
+                                      at::Reduction::Sum);
+    loss_sum += loss.item<double>();
+    n += batch->labels.size(0);
+    logits.push_back(out.to(torch::kFloat));
+    labels.push_back(batch->labels);
+    indices.push_back(batch->indices);
+    if (on_batch) on_batch(++b, loader.num_batches(), loss_sum / double(std::max<std::int64_t>(n, 1)));
+  }
+  model->train(was_training);
+  Predictions p;
+  p.logits = torch::cat(logits).clone();
+  p.labels = torch::cat(labels).clone();
+  p.indices = torch::cat(indices).clone();
+  p.loss = loss_sum / double(std::max<std::int64_t>(n, 1));
+  return p;
+}
+
+Trainer::Trainer(models::Model model, std::shared_ptr<Loader> train, std::shared_ptr<Loader> val)
+    : model_(std::move(model)), train_(std::move(train)), val_(std::move(val)) {
+  if (!model_) throw InvalidArgument("Trainer: model is null");
+  if (!train_) throw InvalidArgument("Trainer: training loader is null");
+}
+
+FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
+                       const BatchCallback& on_batch) {
+  if (o.epochs < 0) throw InvalidArgument("epochs must be >= 0");
+  if (o.label_smoothing < 0 || o.label_smoothing >= 1)
+    throw InvalidArgument("label_smoothing must be in [0, 1)");
+  validate(o.schedule);
+  const std::int64_t classes = model_->num_classes();
+  if (!o.class_weights.empty() && std::int64_t(o.class_weights.size()) != classes)
+    throw InvalidArgument("class_weights has " + std::to_string(o.class_weights.size()) +
+                          " entries for " + std::to_string(classes) + " classes");
+  if (o.patience > 0 && !val_) throw InvalidArgument("early stopping needs validation data");
+  if (o.patience > 0 || (o.restore_best && val_)) metric_of(EpochStats{}, o.monitor);
+  auto& model = *model_;
+  if (o.cache_features) {
+    for (const auto& item : model.named_parameters())
+      if (item.value().requires_grad() && !models::has_prefix(item.key(), model.head_name()))
+        throw InvalidArgument("cache_features needs a frozen backbone, but '" + item.key() +
+                              "' is trainable");
+  }
+  if (o.channels_last) to_channels_last(model);
+  auto opt = detail::make_optimizer(model, o.optimizer);
+  const auto weights = o.class_weights.empty()
+                           ? torch::Tensor()
+                           : torch::tensor(o.class_weights, torch::kDouble).to(torch::kFloat);
+  auto loss_options = torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing);
+  if (weights.defined()) loss_options.weight(weights);
+
+  FitResult result;
+  Progress progress;
+  models::StateDict best;
+  result.resumed = load_checkpoint(o.checkpoint, o, model, *opt.optimizer, progress, best);
+
+  Features train_features, val_features;
+  if (o.cache_features && !progress.stopped && std::int64_t(progress.history.size()) < o.epochs) {
+    train_features = cache_features(model, *train_, o.epoch_offset, o.channels_last);
+    if (val_) val_features = cache_features(model, *val_, 0, o.channels_last);
+  }
+  const std::int64_t batch_size = train_->options().batch_size;
+  const std::int64_t steps_per_epoch = train_->num_batches();
+  const std::int64_t total_steps = steps_per_epoch * o.epochs;
+
+  for (std::int64_t epoch = std::int64_t(progress.history.size());
+       epoch < o.epochs && !progress.stopped; ++epoch) {
+    const auto start = Clock::now();
+    // Dropout draws from torch's global generator: reseeding per epoch makes a
+    // resumed run draw what the uninterrupted run drew.
+    torch::manual_seed(mix64(o.seed ^ mix64(kDropoutStream + std::uint64_t(o.epoch_offset + epoch))));
+    model.train(true);
+    double loss_sum = 0;
+    std::int64_t seen = 0, correct = 0, step = epoch * steps_per_epoch, b = 0;
+    auto train_step = [&](const torch::Tensor& logits, const torch::Tensor& y) {
+      detail::set_lr(opt, lr_factor(o.schedule, step++, total_steps, steps_per_epoch));
+      auto loss = torch::nn::functional::cross_entropy(logits, y, loss_options);
+      opt.optimizer->zero_grad();
+      loss.backward();
+      if (o.clip_grad_norm > 0) {
+        std::vector<torch::Tensor> params;
+        for (auto& g : opt.optimizer->param_groups())
+          params.insert(params.end(), g.params().begin(), g.params().end());
+        torch::nn::utils::clip_grad_norm_(params, o.clip_grad_norm);
+      }
+      opt.optimizer->step();
+      const auto n = y.size(0);
+      loss_sum += loss.item<double>() * double(n);
+      correct += logits.argmax(1).eq(y).sum().item<std::int64_t>();
+      seen += n;
+      if (on_batch) on_batch(++b, steps_per_epoch, loss_sum / double(seen));
+    };
+    if (o.cache_features) {
+      // Replays the loader's own batches, so the result equals the slow path's.
+      const auto order = train_->epoch_indices(o.epoch_offset + epoch);
+      for (std::size_t i = 0; i < order.size(); i += std::size_t(batch_size)) {
+        const std::size_t end = std::min(order.size(), i + std::size_t(batch_size));
+        std::vector<std::int64_t> rows;
+        for (std::size_t k = i; k < end; ++k) {
+          const std::int64_t r = train_features.row_of[std::size_t(order[k])];
+          if (r >= 0) rows.push_back(r);  // -1: a corrupt sample the loader skipped
+        }
+        if (rows.empty()) continue;
+        const auto idx = torch::tensor(rows, torch::kLong);
+        train_step(model.classify(train_features.embeddings.index_select(0, idx)),
+                   train_features.labels.index_select(0, idx));
+      }
+    } else {
+      train_->start_epoch(o.epoch_offset + epoch);
+      while (auto batch = train_->next())
+        train_step(model.forward(prepare(batch->images, o.channels_last)), batch->labels);
+    }
+
+    EpochStats s;
+    s.epoch = epoch;
+    s.phase = o.phase;
+    s.train_loss = loss_sum / double(std::max<std::int64_t>(seen, 1));
+    s.train_accuracy = double(correct) / double(std::max<std::int64_t>(seen, 1));
+    s.lr = opt.optimizer->param_groups().front().options().get_lr();
+    if (val_) {
+      Predictions p;
+      if (o.cache_features) {
+        torch::InferenceMode guard;
+        model.eval();
+        p.logits = model.classify(val_features.embeddings);
+        p.labels = val_features.labels;
+        p.loss = torch::nn::functional::cross_entropy(p.logits, p.labels).item<double>();
+      } else {
+        p = predict(model_, *val_, o.channels_last);
+      }
+      score(p, classes, s);
+    }
+    s.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    s.images_per_second = double(seen) / std::max(s.seconds, 1e-9);
+    progress.history.push_back(s);
+
+    if (s.has_val) {
+      const double metric = metric_of(s, o.monitor);
+      if (metric > progress.best_metric) {
+        progress.best_metric = metric;
+        progress.best_epoch = epoch;
+        progress.bad_epochs = 0;
+        if (o.restore_best) best = snapshot(model);
+      } else if (o.patience > 0 && ++progress.bad_epochs >= o.patience) {
+        progress.stopped = true;
+      }
+    }
+    const bool go_on = on_epoch ? on_epoch(s) : true;
+    if (!go_on) progress.stopped = true;
+    if (!o.checkpoint.empty()) save_checkpoint(o.checkpoint, o, model, *opt.optimizer, progress, best);
+  }
+  if (o.restore_best && progress.best_epoch >= 0 && !best.empty()) restore(model, best);
+  result.history = progress.history;
+  result.best_epoch = progress.best_epoch;
+  result.stopped_early = progress.stopped;
+  return result;
+}
+
+}  // namespace tlcore

@@ -1,0 +1,49 @@
+"""tlcore: transfer learning for image classification with a fast C++ core.
+
+Usage::
+
+    import tlcore
+    data = tlcore.ImageData("flowers/train", val_split=0.2, seed=42, image_size=224)
+    learner = tlcore.Learner("mobilenet_v2", data, weights="imagenet")
+    learner.fit_head(5, lr=1e-3)
+    learner.fine_tune(5, lr=1e-4, unfreeze=3)
+    print(learner.evaluate().to_markdown())
+"""
+from __future__ import annotations
+
+import torch  # noqa: F401  (loads libtorch before the extension that links it)
+
+from . import _core
+from ._core import (
+    Dataset,
+    Pipeline,
+    available_cores,
+    num_threads,
+    per_class_subset,
+    set_num_threads,
+    stratified_split,
+)
+from .data import DataLoader, fashion_mnist, open_dataset
+from .learner import Classifier, ImageData, Learner, load
+from .report import Report
+
+__version__ = _core.__version__
+
+__all__ = [
+    "__version__",
+    "Classifier",
+    "DataLoader",
+    "Dataset",
+    "ImageData",
+    "Learner",
+    "Report",
+    "Pipeline",
+    "available_cores",
+    "fashion_mnist",
+    "load",
+    "num_threads",
+    "open_dataset",
+    "per_class_subset",
+    "set_num_threads",
+    "stratified_split",
+]

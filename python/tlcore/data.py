@@ -1,0 +1,140 @@
+"""Datasets and the C++ batch loader.
+
+Usage::
+
+    ds = tlcore.open_dataset("flowers/train")
+    for images, labels in tlcore.DataLoader(ds, "imagenet-train", image_size=224, batch_size=64):
+        ...
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Tuple, Union
+
+import torch
+
+from . import _core
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+
+
+def open_dataset(path: PathLike, train: bool = True) -> "_core.Dataset":
+    """Opens a labelled image source, recognised by its layout.
+
+    A folder of class folders, a tar archive of one, a CIFAR-10/100 binary folder or
+    ``.bin`` file, or an MNIST-style IDX images file (its labels file beside it).
+
+    Usage: ``ds = tlcore.open_dataset("flowers/train")``
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    name = p.name.lower()
+    if p.is_file() and name.endswith(_ARCHIVE_SUFFIXES):
+        return _core.open_image_archive(str(p))
+    if p.is_file() and name.endswith(".bin") or _is_cifar_dir(p):
+        return _core.open_cifar(str(p), train)
+    if p.is_file() and "idx3" in name:
+        labels = p.with_name(p.name.replace("images-idx3", "labels-idx1"))
+        return _core.open_idx(str(p), str(labels), [])
+    if p.is_dir():
+        return _core.open_image_folder(str(p))
+    raise ValueError(f"{p}: not a recognised dataset (folder of class folders, tar archive, "
+                     "CIFAR binary or IDX file)")
+
+
+def fashion_mnist(train: bool = True, root: PathLike = FASHION_MNIST_DIR) -> "_core.Dataset":
+    """Fashion-MNIST from Debian's dataset-fashion-mnist package (no download).
+
+    Usage: ``ds = tlcore.fashion_mnist(train=False)``
+    """
+    split = "train" if train else "t10k"
+    root = Path(root)
+    images, labels = root / f"{split}-images-idx3-ubyte.gz", root / f"{split}-labels-idx1-ubyte.gz"
+    if not images.exists():
+        raise FileNotFoundError(
+            f"{images}: Fashion-MNIST is missing; install it with `apt-get install dataset-fashion-mnist`")
+    return _core.open_idx(str(images), str(labels), FASHION_MNIST_CLASSES)
+
+
+def _is_cifar_dir(p: Path) -> bool:
+    return p.is_dir() and any((p / f).exists() for f in ("data_batch_1.bin", "train.bin", "test_batch.bin"))
+
+
+class DataLoader:
+    """Batches of ``(images, labels)`` tensors made by C++ worker threads.
+
+    ``transform`` is a preset name ("imagenet-train", "imagenet-eval", "cifar-train",
+    "cifar-eval") or a ``tlcore.Pipeline``. Each epoch reshuffles from ``(seed, epoch)``;
+    iterating again starts the next epoch, ``set_epoch`` picks one.
+
+    Usage::
+
+        loader = tlcore.DataLoader(ds, "imagenet-train", image_size=224, batch_size=64)
+        for images, labels in loader: ...
+    """
+
+    def __init__(
+        self,
+        dataset: "_core.Dataset",
+        transform: Union[str, "_core.Pipeline"] = "imagenet-eval",
+        image_size: int = 224,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        num_workers: int = 0,
+        prefetch: int = 2,
+        channels: int = 3,
+        uint8_output: bool = False,
+        pin_memory: bool = False,
+        skip_corrupt: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.dataset = dataset
+        self.pipeline = (
+            _core.Pipeline.preset(transform, image_size, channels) if isinstance(transform, str) else transform
+        )
+        self._loader = _core.Loader(
+            dataset, self.pipeline, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+            seed=seed, num_workers=num_workers, prefetch=prefetch, uint8_output=uint8_output,
+            pin_memory=pin_memory, skip_corrupt=skip_corrupt, rank=rank, world_size=world_size,
+        )
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Makes the next iteration produce epoch ``epoch``."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per epoch (of this rank)."""
+        return self._loader.num_samples
+
+    @property
+    def skipped(self) -> int:
+        """Corrupt samples skipped so far (``skip_corrupt=True``)."""
+        return self._loader.skipped
+
+    def batches(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Like iteration, but yields ``(images, labels, dataset_indices)``."""
+        self._loader.start_epoch(self.epoch)
+        self.epoch += 1
+        while (batch := self._loader.next()) is not None:
+            yield batch
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels, _ in self.batches():
+            yield images, labels

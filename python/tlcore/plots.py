@@ -1,0 +1,102 @@
+"""matplotlib plots for training runs and reports; every function writes a PNG.
+
+Usage: ``tlcore.plots.curves(learner.history, "runs/curves.png")``
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .report import atomic_write_bytes  # noqa: E402
+
+
+def _save(fig: "plt.Figure", path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def curves(history: Sequence[Dict[str, float]], path: Path) -> Path:
+    """Loss, accuracy and macro F1 per epoch, train vs validation, with phase boundaries."""
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, key, title in zip(axes, ("loss", "accuracy", "f1"), ("Loss", "Accuracy", "Macro F1")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            values = [h.get(f"{split}_{key}") for h in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, [np.nan if v is None else v for v in values], style, label=split)
+        phases = [h.get("phase") for h in history]
+        for i in range(1, len(phases)):
+            if phases[i] != phases[i - 1]:
+                ax.axvline(epochs[i] - 0.5, color="gray", linestyle="--", linewidth=1)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)
+
+
+def confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: Path) -> Path:
+    """Counts and row-normalised (recall) confusion matrices side by side."""
+    matrix = np.asarray(matrix)
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
+    k = len(classes)
+    size = max(5.0, 0.45 * k + 2)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    for ax, data, title, fmt in ((axes[0], matrix, "Counts", "d"), (axes[1], normalised, "Normalised by true class", ".2f")):
+        im = ax.imshow(data, cmap="Blues")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_xticks(range(k), classes, rotation=90 if k > 6 else 45, ha="right" if k <= 6 else "center")
+        ax.set_yticks(range(k), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title)
+        if k <= 20:
+            threshold = data.max() / 2 if data.size else 0
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=8,
+                            color="white" if data[i, j] > threshold else "black")
+    return _save(fig, path)
+
+
+def prediction_grid(images: Sequence[np.ndarray], true: Sequence[int], predicted: Sequence[int],
+                    confidence: Sequence[float], classes: Sequence[str], path: Path,
+                    title: Optional[str] = None, columns: int = 6) -> Path:
+    """Images (uint8 HxWxC) titled "predicted (confidence) / true"; mistakes in red."""
+    n = len(images)
+    rows = max(1, (n + columns - 1) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, t, p, c in zip(axes.flat, images, true, predicted, confidence):
+        ax.imshow(image.squeeze(), cmap="gray" if image.ndim == 2 or image.shape[-1] == 1 else None)
+        ax.set_title(f"{classes[p]} ({c:.0%})\ntrue: {classes[t]}", fontsize=8,
+                     color="black" if p == t else "red")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def comparison(rows: List[Dict[str, float]], path: Path) -> Path:
+    """Bar charts of accuracy, accuracy per million parameters and inference speed per backbone."""
+    names = [r["backbone"] for r in rows]
+    keys = [("accuracy", "Validation accuracy"), ("acc_per_mparam", "Accuracy per million parameters"),
+            ("inference_img_s", "Inference images/s")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4))
+    for ax, (key, title) in zip(axes, keys):
+        ax.bar(names, [r[key] for r in rows], color="tab:blue")
+        ax.set_title(title)
+        ax.tick_params(axis="x", rotation=30)
+        ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,43 @@
+"""Builds tlcore._core through CMake (pybind11's cmake_example pattern).
+
+Debian has no scikit-build-core; this keeps `pip install --no-build-isolation .`
+(and `-e .`) working offline. The CMake build folder is `build/` in the source
+tree, shared with `ctest`, so an install after a test build only relinks.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+
+
+class CMakeExtension(Extension):
+    def __init__(self, name: str) -> None:
+        super().__init__(name, sources=[])
+
+
+class CMakeBuild(build_ext):
+    def build_extension(self, ext: Extension) -> None:
+        out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
+        build_dir = Path(os.environ.get("TLCORE_BUILD_DIR", ROOT / "build"))
+        build_dir.mkdir(parents=True, exist_ok=True)
+        jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
+        subprocess.run(
+            [
+                "cmake", "-S", str(ROOT), "-B", str(build_dir),
+                f"-DPython3_EXECUTABLE={sys.executable}",
+                f"-DTLCORE_PYTHON_OUT={out_dir}",
+                "-DCMAKE_BUILD_TYPE=Release",
+            ],
+            check=True,
+        )
+        subprocess.run(
+            ["cmake", "--build", str(build_dir), "--target", "_core", "-j", jobs], check=True
+        )
+
+
+setup(ext_modules=[CMakeExtension("tlcore._core")], cmdclass={"build_ext": CMakeBuild})

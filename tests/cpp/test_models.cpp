@@ -1,0 +1,335 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "tlcore/error.h"
+#include "tlcore/models/checkpoint.h"
+#include "tlcore/models/registry.h"
+#include "tlcore/models/torchscript.h"
+
+namespace tlcore::models {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::map<std::string, std::vector<int64_t>> shapes(const ModelImpl& m) {
+  std::map<std::string, std::vector<int64_t>> out;
+  for (const auto& [name, t] : m.state_dict()) out[name] = t.sizes().vec();
+  return out;
+}
+
+// A temp folder removed with the test.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "tlcore-models-XXXXXX").string();
+    if (!::mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
+    path = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ModelRegistry, ListsEveryArchitecture) {
+  const auto names = model_names();
+  const std::set<std::string> have(names.begin(), names.end());
+  for (const char* arch :
+       {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg11", "vgg11_bn", "vgg13",
+        "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "mobilenet_v2", "mobilenet_v3_small",
+        "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
+        "efficientnet_b3", "simple_cnn", "mlp"}) {
+    EXPECT_TRUE(have.count(arch)) << arch;
+  }
+  EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
+}
+
+TEST(ModelRegistry, UnknownNameListsKnownOnes) {
+  const auto msg = error_of([] { create_model("resnet51"); });
+  EXPECT_NE(msg.find("unknown model 'resnet51'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("resnet50"), std::string::npos) << msg;
+  EXPECT_THROW(create_model("resnet51"), InvalidArgument);
+}
+
+TEST(ModelRegistry, DuplicateRegistrationThrows) {
+  EXPECT_THROW(register_model("resnet18", [](int64_t n, const ModelOptions& o) {
+                 return create_model("mlp", n, o);
+               }),
+               InvalidArgument);
+  register_model("test_tiny_mlp", [](int64_t n, const ModelOptions&) {
+    return create_model("mlp", n, ModelOptions().input_size(4).widths({8}));
+  });
+  EXPECT_THROW(register_model("test_tiny_mlp", [](int64_t n, const ModelOptions& o) {
+                 return create_model("mlp", n, o);
+               }),
+               InvalidArgument);
+  EXPECT_EQ(create_model("test_tiny_mlp", 3)->forward(torch::rand({2, 3, 4, 4})).sizes(),
+            (std::vector<int64_t>{2, 3}));
+}
+
+TEST(ModelRegistry, RejectsKnobsAnArchitectureLacks) {
+  EXPECT_THROW(create_model("resnet18", 10, ModelOptions().in_channels(1)), InvalidArgument);
+  EXPECT_THROW(create_model("resnet18", 0), InvalidArgument);
+  EXPECT_THROW(create_model("mlp", 10, ModelOptions().widths({0})), InvalidArgument);
+}
+
+// Names, shapes and counts below are torchvision 0.14's (state_dict() and the
+// num_params of its weight metadata).
+TEST(ModelNames, MatchTorchvision) {
+  struct Case {
+    const char* arch;
+    size_t entries;
+    int64_t params;
+  };
+  for (const Case& c : {Case{"resnet18", 122, 11689512}, Case{"mobilenet_v2", 314, 3504872},
+                        Case{"efficientnet_b0", 360, 5288548},
+                        Case{"mobilenet_v3_small", 244, 2542856}, Case{"vgg11_bn", 62, 132868840}}) {
+    auto m = create_model(c.arch);
+    EXPECT_EQ(m->state_dict().size(), c.entries) << c.arch;
+    EXPECT_EQ(m->parameter_count(), c.params) << c.arch;
+  }
+  auto r = shapes(*create_model("resnet18"));
+  EXPECT_EQ(r.at("conv1.weight"), (std::vector<int64_t>{64, 3, 7, 7}));
+  EXPECT_EQ(r.at("layer2.0.downsample.0.weight"), (std::vector<int64_t>{128, 64, 1, 1}));
+  EXPECT_EQ(r.at("layer1.0.bn1.num_batches_tracked"), (std::vector<int64_t>{}));
+  EXPECT_EQ(r.at("fc.weight"), (std::vector<int64_t>{1000, 512}));
+  auto mb = shapes(*create_model("mobilenet_v2"));
+  EXPECT_EQ(mb.at("features.1.conv.0.0.weight"), (std::vector<int64_t>{32, 1, 3, 3}));
+  EXPECT_EQ(mb.at("features.1.conv.1.weight"), (std::vector<int64_t>{16, 32, 1, 1}));
+  EXPECT_EQ(mb.at("features.18.0.weight"), (std::vector<int64_t>{1280, 320, 1, 1}));
+  EXPECT_EQ(mb.at("classifier.1.weight"), (std::vector<int64_t>{1000, 1280}));
+  // PyTorch's order: a module's parameters, then its buffers, depth first.
+  const auto sd = create_model("resnet18")->state_dict();
+  EXPECT_EQ(sd[0].first, "conv1.weight");
+  EXPECT_EQ(sd[3].first, "bn1.running_mean");
+  EXPECT_EQ(sd.back().first, "fc.bias");
+}
+
+TEST(ModelNames, BlocksCoverTheBackbone) {
+  for (const auto& arch : model_names()) {
+    if (arch.rfind("test_", 0) == 0) continue;
+    auto m = create_model(arch, 5);
+    for (const auto& p : m->named_parameters()) {
+      bool covered = has_prefix(p.key(), m->head_name());
+      for (const auto& b : m->blocks()) {
+        for (const auto& prefix : b.prefixes) covered = covered || has_prefix(p.key(), prefix);
+      }
+      EXPECT_TRUE(covered) << arch << ": " << p.key();
+    }
+  }
+  std::vector<std::string> names;
+  for (const auto& b : create_model("resnet50")->blocks()) names.push_back(b.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"stem", "layer1", "layer2", "layer3", "layer4"}));
+  EXPECT_EQ(create_model("mobilenet_v2")->blocks().size(), 19u);
+  EXPECT_EQ(create_model("efficientnet_b0")->blocks().back().name, "features.8");
+}
+
+TEST(ModelShapes, EmbeddingAndLogits) {
+  torch::NoGradGuard no_grad;
+  const std::map<std::string, int64_t> dims{{"resnet18", 512}, {"resnet50", 2048},
+                                            {"mobilenet_v2", 1280}, {"mobilenet_v3_small", 1024},
+                                            {"efficientnet_b2", 1408}, {"vgg11", 4096},
+                                            {"simple_cnn", 128}, {"mlp", 256}};
+  for (const auto& [arch, dim] : dims) {
+    auto m = create_model(arch, 7);
+    m->eval();
+    EXPECT_EQ(m->embedding_dim(), dim) << arch;
+    const auto x = torch::rand({2, 3, 32, 32});
+    EXPECT_EQ(m->embed(x).sizes(), (std::vector<int64_t>{2, dim})) << arch;
+    EXPECT_EQ(m->forward(x).sizes(), (std::vector<int64_t>{2, 7})) << arch;
+  }
+  auto gray = create_model("simple_cnn", 10, ModelOptions().in_channels(1).widths({8, 16}));
+  EXPECT_EQ(gray->forward(torch::rand({3, 1, 28, 28})).sizes(), (std::vector<int64_t>{3, 10}));
+  EXPECT_THROW(gray->forward(torch::rand({3, 3, 28, 28})), InvalidArgument);
+  EXPECT_THROW(create_model("mlp")->forward(torch::rand({1, 3, 28, 28})), InvalidArgument);
+  EXPECT_THROW(create_model("resnet18")->forward(torch::rand({3, 32, 32})), InvalidArgument);
+}
+
+TEST(ModelPreprocess, FollowsTorchvisionWeights) {
+  const auto r = create_model("resnet50")->preprocess();
+  EXPECT_EQ(r.input_size, 224);
+  EXPECT_EQ(r.resize_size, 256);
+  EXPECT_EQ(r.interpolation, "bilinear");
+  EXPECT_DOUBLE_EQ(r.mean[0], 0.485);
+  EXPECT_DOUBLE_EQ(r.std[2], 0.225);
+  const auto e = create_model("efficientnet_b3")->preprocess();
+  EXPECT_EQ(e.input_size, 300);
+  EXPECT_EQ(e.resize_size, 320);
+  EXPECT_EQ(e.interpolation, "bicubic");
+  EXPECT_EQ(create_model("simple_cnn", 2, ModelOptions().in_channels(1))->preprocess().mean.size(),
+            1u);
+}
+
+TEST(ModelHeads, ReplacesTheClassifier) {
+  auto m = create_model("resnet18");
+  m->set_head(HeadOptions(4).kind(HeadKind::kMlp).hidden({256, 128}).dropout(0.3));
+  auto s = shapes(*m);
+  EXPECT_EQ(s.count("fc.weight"), 0u);
+  EXPECT_EQ(s.at("fc.0.weight"), (std::vector<int64_t>{256, 512}));
+  EXPECT_EQ(s.at("fc.3.weight"), (std::vector<int64_t>{128, 256}));
+  EXPECT_EQ(s.at("fc.6.weight"), (std::vector<int64_t>{4, 128}));
+  EXPECT_EQ(m->num_classes(), 4);
+  m->eval();
+  EXPECT_EQ(m->forward(torch::rand({2, 3, 32, 32})).sizes(), (std::vector<int64_t>{2, 4}));
+
+  auto v = create_model("vgg11");
+  v->set_head(HeadOptions(3).kind(HeadKind::kDropoutLinear));
+  s = shapes(*v);
+  EXPECT_EQ(s.at("classifier.6.1.weight"), (std::vector<int64_t>{3, 4096}));
+  EXPECT_EQ(s.at("classifier.3.weight"), (std::vector<int64_t>{4096, 4096}));
+  EXPECT_THROW(m->set_head(HeadOptions(4).kind(HeadKind::kMlp)), InvalidArgument);
+  EXPECT_THROW(m->set_head(HeadOptions(0)), InvalidArgument);
+}
+
+TEST(ModelFreezing, CountsAndBatchNorm) {
+  auto m = create_model("resnet18", 10);
+  const int64_t total = m->parameter_count();
+  const int64_t head = 512 * 10 + 10;
+  const int64_t layer4 = 8393728;  // torchvision resnet18().layer4
+  EXPECT_EQ(m->trainable_parameter_count(), total);
+  m->freeze_backbone();
+  EXPECT_EQ(m->trainable_parameter_count(), head);
+  m->unfreeze_last(1);
+  EXPECT_EQ(m->trainable_parameter_count(), head + layer4);
+  EXPECT_TRUE(m->is_frozen("layer3"));
+  EXPECT_FALSE(m->is_frozen("layer4"));
+  m->train();
+  for (const auto& mod : m->named_modules("", false)) {
+    if (mod.value()->as<torch::nn::BatchNorm2d>() == nullptr) continue;
+    EXPECT_EQ(mod.value()->is_training(), has_prefix(mod.key(), "layer4")) << mod.key();
+  }
+  // A training-mode forward leaves frozen running statistics alone.
+  const auto stats = m->named_buffers()["layer1.0.bn1.running_mean"].clone();
+  const auto live = m->named_buffers()["layer4.0.bn1.running_mean"].clone();
+  m->forward(torch::rand({2, 3, 32, 32}));
+  EXPECT_TRUE(torch::equal(stats, m->named_buffers()["layer1.0.bn1.running_mean"]));
+  EXPECT_FALSE(torch::equal(live, m->named_buffers()["layer4.0.bn1.running_mean"]));
+  m->unfreeze_all();
+  EXPECT_EQ(m->trainable_parameter_count(), total);
+  m->train();
+  EXPECT_TRUE(m->named_modules()["layer1.0.bn1"]->is_training());
+  EXPECT_THROW(m->unfreeze_last(6), InvalidArgument);
+  EXPECT_THROW(m->is_frozen("layer5"), InvalidArgument);
+}
+
+TEST(ModelCheckpoint, RoundTrip) {
+  TempDir dir;
+  torch::manual_seed(0);
+  auto a = create_model("mobilenet_v3_small", 6);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& b : a->buffers()) {
+      if (b.is_floating_point()) b.uniform_(0.5, 1.5);
+    }
+  }
+  const auto path = dir.file("m.pt");
+  save_state_dict(a->state_dict(), path);
+  const auto back = read_state_dict(path);
+  const auto orig = a->state_dict();
+  ASSERT_EQ(back.size(), orig.size());
+  for (size_t k = 0; k < orig.size(); ++k) {
+    EXPECT_EQ(back[k].first, orig[k].first);
+    EXPECT_TRUE(torch::equal(back[k].second, orig[k].second)) << orig[k].first;
+  }
+  auto b = create_model("mobilenet_v3_small", 6);
+  EXPECT_TRUE(load_checkpoint(*b, path).empty());
+  a->eval();
+  b->eval();
+  torch::NoGradGuard no_grad;
+  const auto x = torch::rand({2, 3, 64, 64});
+  EXPECT_TRUE(torch::allclose(a->forward(x), b->forward(x)));
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+}
+
+TEST(ModelCheckpoint, HeadOfAnotherClassCount) {
+  TempDir dir;
+  auto a = create_model("resnet18", 1000);
+  const auto path = dir.file("r.pt");
+  save_state_dict(a->state_dict(), path);
+  auto b = create_model("resnet18", 5);
+  const auto fresh = b->named_parameters()["fc.weight"].clone();
+  const auto msg = error_of([&] { load_checkpoint(*b, path); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("fc.weight"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("drop_head"), std::string::npos) << msg;
+  const auto dropped = load_checkpoint(*b, path, LoadOptions().drop_head(true));
+  EXPECT_EQ(dropped, (std::vector<std::string>{"fc.bias", "fc.weight"}));
+  EXPECT_TRUE(torch::equal(b->named_parameters()["fc.weight"], fresh));
+  EXPECT_TRUE(torch::equal(b->named_parameters()["conv1.weight"],
+                           a->named_parameters()["conv1.weight"]));
+  // A head that fits is loaded even with drop_head.
+  auto c = create_model("resnet18", 1000);
+  EXPECT_TRUE(load_checkpoint(*c, path, LoadOptions().drop_head(true)).empty());
+  EXPECT_TRUE(torch::equal(c->named_parameters()["fc.weight"], a->named_parameters()["fc.weight"]));
+}
+
+TEST(ModelCheckpoint, BadFilesGiveClearErrors) {
+  TempDir dir;
+  auto m = create_model("resnet18");
+  EXPECT_THROW(load_checkpoint(*m, dir.file("missing.pth")), NotFound);
+  const auto junk = dir.file("junk.pth");
+  std::ofstream(junk) << "not a checkpoint at all";
+  EXPECT_THROW(read_state_dict(junk), FormatError);
+  // A truncated archive.
+  const auto good = dir.file("good.pth");
+  save_state_dict(create_model("mlp", 2, ModelOptions().input_size(4))->state_dict(), good);
+  const auto size = fs::file_size(good);
+  fs::copy_file(good, dir.file("cut.pth"));
+  fs::resize_file(dir.file("cut.pth"), size / 2);
+  EXPECT_THROW(read_state_dict(dir.file("cut.pth")), FormatError);
+  // Another architecture's file: every problem listed, the file named.
+  const auto msg = error_of([&] { load_checkpoint(*m, good); });
+  EXPECT_NE(msg.find(good), std::string::npos) << msg;
+  EXPECT_NE(msg.find("missing"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("unexpected"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("layers.0.weight"), std::string::npos) << msg;
+  EXPECT_THROW(load_checkpoint(*m, good), InvalidArgument);
+  // Non-strict loads what matches, still rejecting shape mismatches.
+  auto mlp = create_model("mlp", 2, ModelOptions().input_size(4).widths({16}));
+  EXPECT_THROW(load_checkpoint(*mlp, good, LoadOptions().strict(false)), InvalidArgument);
+}
+
+fs::path shared_dir() {
+  if (const char* env = std::getenv("TLCORE_SHARED")) return env;
+  // This file lives in <repo>/tests/cpp; shared data sits beside the repository.
+  return fs::path(__FILE__).parent_path() / ".." / ".." / ".." / "shared";
+}
+
+TEST(ModelCheckpoint, ReadsTorchvisionFile) {
+  const auto path = shared_dir() / "weights" / "mobilenet_v2-imagenet-dequantized.pth";
+  if (!fs::exists(path)) GTEST_SKIP() << "shared weights not found at " << path;
+  auto m = create_model("mobilenet_v2");
+  EXPECT_TRUE(load_checkpoint(*m, path.string()).empty());
+  EXPECT_THROW(load_checkpoint(*create_model("mobilenet_v3_small"), path.string()), InvalidArgument);
+}
+
+TEST(ModelTorchScript, CustomBackbone) {
+  const auto path = shared_dir() / "weights" / "mobilenet_v2-imagenet-int8-torchscript.pt";
+  if (!fs::exists(path)) GTEST_SKIP() << "shared weights not found at " << path;
+  auto m = load_torchscript_backbone(path.string(), 3);
+  EXPECT_EQ(m->embedding_dim(), 1000);
+  m->eval();
+  torch::NoGradGuard no_grad;
+  EXPECT_EQ(m->forward(torch::rand({2, 3, 224, 224})).sizes(), (std::vector<int64_t>{2, 3}));
+  EXPECT_THROW(read_state_dict(path.string()), InvalidArgument);
+  EXPECT_THROW(load_torchscript_backbone("/nonexistent.pt", 3), NotFound);
+}
+
+}  // namespace
+}  // namespace tlcore::models

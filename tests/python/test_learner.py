@@ -1,0 +1,160 @@
+"""Training engine end to end on real data (Fashion-MNIST from Debian), small and fast."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import tlcore
+from tlcore import _core
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    try:
+        return tlcore.fashion_mnist(train=True)
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
+def small_data(fashion, per_class, val_split=0.0, **kw):
+    subset = _core.Subset(fashion, _core.per_class_subset(fashion.labels(), per_class, 0))
+    return tlcore.ImageData(subset, val_split=val_split, seed=0, image_size=28, batch_size=16, channels=1,
+                            train_transform="cifar-eval", eval_transform="cifar-eval", **kw)
+
+
+def test_overfits_a_tiny_subset(fashion):
+    data = small_data(fashion, 4)  # 40 images... keep 32 of them
+    data.train = _core.Subset(data.train, list(range(32)))
+    learner = tlcore.Learner("simple_cnn", data, verbose=False)
+    learner.fit(40, lr=3e-3)
+    report = learner.evaluate("train")
+    assert report.accuracy == 1.0
+    assert learner.history[-1]["train_loss"] < learner.history[0]["train_loss"] / 10
+
+
+def test_two_phases_history_and_report(fashion, tmp_path):
+    data = small_data(fashion, 30, val_split=0.25)
+    learner = tlcore.Learner("simple_cnn", data, verbose=False)
+    learner.fit_head(2, lr=1e-2)
+    learner.fine_tune(2, lr=1e-3, unfreeze="all")
+    assert [h["phase"] for h in learner.history] == ["head", "head", "finetune", "finetune"]
+    assert all("val_accuracy" in h for h in learner.history)
+    report = learner.evaluate()
+    assert report.num_samples == len(data.val)
+    assert report.overfitting_gap is not None
+    paths = report.save(tmp_path)
+    assert json.loads(paths["json"].read_text())["accuracy"] == pytest.approx(report.accuracy)
+
+
+def test_save_load_predict_matches_learner(fashion, tmp_path):
+    data = small_data(fashion, 10, val_split=0.2)
+    learner = tlcore.Learner("simple_cnn", data, verbose=False)
+    learner.fit(1, lr=1e-3)
+    path = learner.save(tmp_path / "m.tlc")
+    clf = tlcore.load(path)
+    probs, _, indices = learner.predictions("val")
+    image = data.val.image(int(indices[0]), channels=1)
+    torch.testing.assert_close(clf.predict_proba([image])[0], probs[0], atol=1e-5, rtol=1e-4)
+    assert clf.predict(image)["prediction"] in data.classes
+    with pytest.raises(ValueError):
+        (tmp_path / "bad.tlc").write_bytes(b"not a model")
+        tlcore.load(tmp_path / "bad.tlc")
+
+
+def test_frozen_training_changes_only_the_head(fashion):
+    data = small_data(fashion, 5)
+    learner = tlcore.Learner("simple_cnn", data, verbose=False)
+    before = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    learner.fit_head(1, lr=1e-2, cache_features=False)
+    after = learner.model.state_dict()
+    head = learner.model.head_name
+    for name, value in before.items():
+        changed = not torch.equal(value, after[name])
+        assert changed == (name.startswith(head + ".") and "weight" in name or
+                           name.startswith(head + ".") and "bias" in name), name
+
+
+def test_feature_cache_equals_the_slow_path(fashion):
+    """Head training on cached embeddings gives the same weights as running the frozen backbone."""
+    def run(cache):
+        data = small_data(fashion, 6)
+        learner = tlcore.Learner("simple_cnn", data, verbose=False)
+        before = learner.model.state_dict()[learner.model.head_name + ".weight"].clone()
+        learner.fit_head(2, lr=1e-2, cache_features=cache, augment=False, seed=1)
+        after = learner.model.state_dict()[learner.model.head_name + ".weight"]
+        assert not torch.equal(before, after)
+        return after
+
+    torch.testing.assert_close(run(True), run(False), atol=1e-4, rtol=1e-3)
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, torch, tlcore
+    from tlcore import _core
+    ds = tlcore.fashion_mnist(train=True)
+    sub = _core.Subset(ds, _core.per_class_subset(ds.labels(), 8, 0))
+    data = tlcore.ImageData(sub, val_split=0.25, seed=0, image_size=28, batch_size=16, channels=1,
+                            train_transform="cifar-train", eval_transform="cifar-eval")
+    learner = tlcore.Learner("simple_cnn", data, verbose=False, checkpoint_dir=sys.argv[1])
+    kill_after = int(sys.argv[2])
+    if kill_after >= 0:
+        orig = tlcore.learner._Progress.on_epoch
+        def on_epoch(self, s):
+            if s.epoch == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return orig(self, s)
+        tlcore.learner._Progress.on_epoch = on_epoch
+    learner.fit(4, lr=1e-3, patience=10)
+    torch.save(learner.model.state_dict(), sys.argv[3])
+""")
+
+
+def test_resume_after_kill_gives_the_same_weights(fashion, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(RESUME_SCRIPT)
+    run = lambda *a: subprocess.run([sys.executable, str(script), *map(str, a)], capture_output=True, text=True)
+    assert run(tmp_path / "a", -1, tmp_path / "a.pt").returncode == 0
+    killed = run(tmp_path / "b", 2, tmp_path / "b.pt")
+    assert killed.returncode != 0 and not (tmp_path / "b.pt").exists()
+    resumed = run(tmp_path / "b", -1, tmp_path / "b.pt")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = torch.load(tmp_path / "a.pt"), torch.load(tmp_path / "b.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+
+
+def test_onecycle_matches_torch():
+    s = _core.ScheduleOptions()
+    s.name = "onecycle"
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.SGD(params, lr=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=50)
+    for step in range(50):
+        assert _core.lr_factor(s, step, 50, 10) * 0.1 == pytest.approx(opt.param_groups[0]["lr"], rel=1e-6)
+        opt.step()
+        sched.step()
+
+
+def test_cosine_matches_torch():
+    s = _core.ScheduleOptions()
+    s.name = "cosine"
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.SGD(params, lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=30)
+    for step in range(30):
+        assert _core.lr_factor(s, step, 30, 10) * 0.1 == pytest.approx(opt.param_groups[0]["lr"], rel=1e-6, abs=1e-12)
+        opt.step()
+        sched.step()
+
+
+def test_balanced_weights_match_sklearn():
+    from sklearn.utils.class_weight import compute_class_weight
+    import numpy as np
+
+    y = np.array([0] * 10 + [1] * 30 + [2] * 5)
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=y)
+    np.testing.assert_allclose(_core.balanced_class_weights(y.tolist(), 3), expected)

@@ -1,0 +1,328 @@
+"""The model zoo against torchvision, the oracle: same names, same logits, real weights."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from tlcore import _core
+
+# Input sizes small enough to keep the file fast, large enough for every stride.
+PARITY = {
+    "resnet18": 64, "resnet34": 64, "resnet50": 64, "resnet101": 64, "resnet152": 64,
+    "vgg11": 32, "vgg11_bn": 32, "vgg13": 32, "vgg13_bn": 32,
+    "vgg16": 32, "vgg16_bn": 32, "vgg19": 32, "vgg19_bn": 32,
+    "mobilenet_v2": 64, "mobilenet_v3_small": 64, "mobilenet_v3_large": 64,
+    "efficientnet_b0": 64, "efficientnet_b1": 64, "efficientnet_b2": 64, "efficientnet_b3": 64,
+}
+
+
+def randomize_norms(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial BatchNorm statistics and affine parameters, so eval-mode BN is really tested."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_((torch.rand(n, generator=g) - 0.5) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_((torch.rand(n, generator=g) - 0.5) * 0.2)
+                m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=g)))
+
+
+@pytest.mark.parametrize("arch", sorted(PARITY))
+def test_parity_with_torchvision(arch):
+    torch.manual_seed(0)
+    ref = getattr(torchvision.models, arch)()
+    randomize_norms(ref)
+    ref.eval()
+    state = ref.state_dict()
+
+    model = _core.create_model(arch)
+    ours = model.state_dict()
+    assert list(ours) == list(state)  # same names, same order
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in state.items()}
+
+    assert model.load_state_dict(state) == []
+    model.eval()
+    x = torch.randn(2, 3, PARITY[arch], PARITY[arch])
+    with torch.no_grad():
+        expected = ref(x)
+        got = model(x)
+    assert got.shape == expected.shape == (2, 1000)
+    assert expected.abs().max() > 1e-3  # the comparison is not between two near-zero outputs
+    assert (got - expected).abs().max().item() <= 1e-4
+    assert model.embed(x).shape == (2, model.embedding_dim)
+
+
+@pytest.mark.parametrize("arch,strip", [("resnet18", "fc"), ("mobilenet_v2", "classifier"),
+                                        ("mobilenet_v3_small", "classifier.3"), ("vgg11", "classifier.6")])
+def test_embedding_is_the_input_of_the_head(arch, strip):
+    torch.manual_seed(1)
+    ref = getattr(torchvision.models, arch)()
+    randomize_norms(ref, 1)
+    ref.eval()
+    model = _core.create_model(arch)
+    model.load_state_dict(ref.state_dict())
+    model.eval()
+    parent = ref
+    *path, last = strip.split(".")
+    for p in path:
+        parent = getattr(parent, p) if not p.isdigit() else parent[int(p)]
+    if last.isdigit():
+        parent[int(last)] = nn.Identity()
+    else:
+        setattr(parent, last, nn.Identity())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (model.embed(x) - ref(x)).abs().max().item() <= 1e-4
+
+
+class RefSimpleCNN(nn.Module):
+    """The documented simple_cnn, written independently in PyTorch."""
+
+    def __init__(self, in_channels, widths, num_classes):
+        super().__init__()
+        blocks, c = [], in_channels
+        for w in widths:
+            blocks.append(nn.Sequential(nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w)))
+            c = w
+        self.features = nn.Sequential(*blocks)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(c, num_classes))
+
+    def forward(self, x):
+        for b in self.features:
+            x = F.relu(b(x))
+            if x.shape[2] >= 2 and x.shape[3] >= 2:
+                x = F.max_pool2d(x, 2)
+        return self.classifier(x.mean((2, 3)))
+
+
+class RefMLP(nn.Module):
+    def __init__(self, inputs, hidden, num_classes):
+        super().__init__()
+        sizes = [inputs, *hidden]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.classifier = nn.Linear(sizes[-1], num_classes)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        for layer in self.layers:
+            x = F.relu(layer(x))
+        return self.classifier(x)
+
+
+@pytest.mark.parametrize("arch,ref,kwargs,shape", [
+    ("simple_cnn", lambda: RefSimpleCNN(1, [8, 16, 32], 10), dict(in_channels=1, widths=[8, 16, 32]), (1, 28)),
+    ("simple_cnn", lambda: RefSimpleCNN(3, [32, 64, 128], 10), {}, (3, 32)),
+    ("mlp", lambda: RefMLP(28 * 28, [64, 32], 10), dict(in_channels=1, input_size=28, widths=[64, 32]), (1, 28)),
+])
+def test_baselines_match_a_pytorch_reference(arch, ref, kwargs, shape):
+    torch.manual_seed(2)
+    reference = ref()
+    randomize_norms(reference, 2)
+    reference.eval()
+    model = _core.create_model(arch, 10, **kwargs)
+    assert list(model.state_dict()) == list(reference.state_dict())
+    model.load_state_dict(reference.state_dict())
+    model.eval()
+    x = torch.randn(4, shape[0], shape[1], shape[1])
+    with torch.no_grad():
+        assert (model(x) - reference(x)).abs().max().item() <= 1e-4
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="unknown model 'resnet51'.*resnet50"):
+        _core.create_model("resnet51")
+    with pytest.raises(ValueError, match="in_channels"):
+        _core.create_model("resnet18", 10, in_channels=1)
+    names = _core.model_names()
+    assert set(PARITY) | {"simple_cnn", "mlp"} <= set(names)
+
+
+def test_preprocess_matches_torchvision_weights():
+    for arch, weights in [("resnet50", torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
+                          ("mobilenet_v2", torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1),
+                          ("efficientnet_b1", torchvision.models.EfficientNet_B1_Weights.IMAGENET1K_V1),
+                          ("efficientnet_b3", torchvision.models.EfficientNet_B3_Weights.IMAGENET1K_V1)]:
+        t = weights.transforms()
+        p = _core.create_model(arch).preprocess
+        assert p["input_size"] == t.crop_size[0]
+        assert p["resize_size"] == t.resize_size[0]
+        assert p["mean"] == pytest.approx(list(t.mean))
+        assert p["std"] == pytest.approx(list(t.std))
+        assert p["interpolation"] == t.interpolation.value
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+def _state(seed=3):
+    torch.manual_seed(seed)
+    ref = torchvision.models.mobilenet_v3_small(num_classes=7)
+    randomize_norms(ref, seed)
+    return ref.eval()
+
+
+@pytest.mark.parametrize("zipfile", [True, False], ids=["zip", "legacy"])
+def test_torch_save_file_loads_from_cpp(tmp_path, zipfile):
+    ref = _state()
+    path = tmp_path / "m.pth"
+    torch.save(ref.state_dict(), path, _use_new_zipfile_serialization=zipfile)
+    model = _core.create_model("mobilenet_v3_small", 7)
+    assert model.load_checkpoint(str(path)) == []
+    model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (model(x) - ref(x)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("zipfile", [True, False], ids=["zip", "legacy"])
+def test_read_state_dict_matches_torch_load(tmp_path, zipfile):
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    state = {
+        "half": torch.randn(3, 5).half(), "bf16": torch.randn(4).bfloat16(),
+        "long": torch.arange(5), "int": torch.arange(6, dtype=torch.int32), "bool": torch.rand(7) > 0.5,
+        "u8": torch.arange(9, dtype=torch.uint8), "double": torch.randn(2, 2, dtype=torch.float64),
+        "scalar": torch.tensor(3), "empty": torch.zeros(0, 4),
+        "transposed": base.t(), "view": base[1:3, 2:5], "base": base,
+    }
+    path = tmp_path / "s.pth"
+    torch.save(state, path, _use_new_zipfile_serialization=zipfile)
+    got = _core.read_state_dict(str(path))
+    expected = torch.load(path)
+    assert list(got) == list(expected)
+    for k, v in expected.items():
+        assert got[k].dtype == v.dtype, k
+        assert torch.equal(got[k], v), k
+
+
+def test_training_checkpoint_with_state_dict_entry(tmp_path):
+    ref = _state()
+    path = tmp_path / "ckpt.pth"
+    torch.save({"epoch": 3, "state_dict": ref.state_dict(), "args": {"lr": 0.1}}, path)
+    model = _core.create_model("mobilenet_v3_small", 7)
+    model.load_checkpoint(str(path))
+    assert torch.equal(model.state_dict()["features.0.0.weight"], ref.state_dict()["features.0.0.weight"])
+
+
+def test_own_checkpoint_reads_with_torch_load(tmp_path):
+    model = _core.create_model("resnet18", 4)
+    path = tmp_path / "own.pth"
+    model.save(str(path))
+    loaded = torch.load(path)
+    mine = model.state_dict()
+    assert list(loaded) == list(mine)
+    assert all(torch.equal(loaded[k], mine[k]) for k in mine)
+    tv = torchvision.models.resnet18(num_classes=4)
+    tv.load_state_dict(loaded)  # strict, by torchvision itself
+
+
+def test_checkpoint_errors(tmp_path):
+    model = _core.create_model("resnet18", 5)
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        model.load_checkpoint(str(tmp_path / "missing.pth"))
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="junk.pth.*not a PyTorch checkpoint"):
+        model.load_checkpoint(str(junk))
+    other = tmp_path / "mnv3.pth"
+    torch.save(_state().state_dict(), other)
+    with pytest.raises(ValueError, match=r"mnv3.pth: does not fit resnet18: missing 122 .*unexpected"):
+        model.load_checkpoint(str(other))
+    tv = tmp_path / "r1000.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), tv)
+    with pytest.raises(ValueError, match=r"fc.weight \(checkpoint \[1000, 512\], model \[5, 512\]\).*drop_head"):
+        model.load_checkpoint(str(tv))
+    fresh = model.state_dict()["fc.weight"].clone()
+    assert sorted(model.load_checkpoint(str(tv), drop_head=True)) == ["fc.bias", "fc.weight"]
+    assert torch.equal(model.state_dict()["fc.weight"], fresh)
+
+
+# -- freezing ---------------------------------------------------------------------------------
+
+def test_training_step_changes_only_the_unfrozen_part():
+    torch.manual_seed(4)
+    model = _core.create_model("resnet18", 3)
+    model.freeze_backbone()
+    assert model.trainable_parameter_count == 512 * 3 + 3
+    model.unfreeze_last(1)
+    assert [b for b in model.blocks if not model.is_frozen(b)] == ["layer4"]
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    after = model.state_dict()
+    for name, old in before.items():
+        changed = not torch.equal(old, after[name])
+        trainable = name.startswith(("layer4.", "fc."))
+        if name.endswith("num_batches_tracked") or name.endswith(("running_mean", "running_var")):
+            assert changed == name.startswith("layer4."), name
+        else:
+            assert changed == trainable, name
+
+
+def test_heads_and_counts():
+    model = _core.create_model("mobilenet_v2", 10)
+    model.set_head(10, "mlp", 0.3, [256, 128])
+    shapes = dict(model.parameter_shapes())
+    assert shapes["classifier.0.weight"] == [256, 1280]
+    assert shapes["classifier.6.weight"] == [10, 128]
+    model.freeze_backbone()
+    head = 1280 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+    assert model.trainable_parameter_count == head
+    assert model.parameter_count == 3504872 - 1281000 + head
+    with pytest.raises(ValueError, match="head kind"):
+        model.set_head(3, "svm")
+
+
+# -- real weights -----------------------------------------------------------------------------
+
+PHOTOS = {"dog.jpg": 249, "eagle.jpg": 21, "giraffe.jpg": 340}  # malamute, kite, zebra
+
+
+def _photos(shared_dir):
+    from PIL import Image
+    from torchvision import transforms as T
+
+    tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                    T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    return torch.stack([tf(Image.open(shared_dir / "data" / "photos" / n).convert("RGB")) for n in PHOTOS])
+
+
+def test_pretrained_mobilenet_v2_predicts_the_photos(shared_dir):
+    path = shared_dir / "weights" / "mobilenet_v2-imagenet-dequantized.pth"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    model = _core.create_model("mobilenet_v2")
+    assert model.load_checkpoint(str(path)) == []
+    model.eval()
+    with torch.no_grad():
+        pred = model(_photos(shared_dir)).argmax(1).tolist()
+    assert pred == list(PHOTOS.values())
+
+
+def test_torchscript_backbone(shared_dir):
+    path = shared_dir / "weights" / "mobilenet_v2-imagenet-int8-torchscript.pt"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    model = _core.load_torchscript_backbone(str(path), 5)
+    assert model.embedding_dim == 1000
+    model.eval()
+    x = _photos(shared_dir)
+    with torch.no_grad():
+        emb = model.embed(x)
+        expected = torch.jit.load(str(path)).eval()(x)
+        assert model(x).shape == (3, 5)
+    assert (emb - expected).abs().max().item() <= 1e-4
+    assert emb.argmax(1).tolist() == list(PHOTOS.values())
+    with pytest.raises(ValueError, match="TorchScript"):
+        _core.read_state_dict(str(path))
