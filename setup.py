@@ -1,10 +1,13 @@
 """Builds tlcore._core through CMake (pybind11's cmake_example pattern).
 
+CMake leaves the module in build/python/tlcore; this copies it where setuptools wants it.
+
 Debian has no scikit-build-core; this keeps `pip install --no-build-isolation .`
 (and `-e .`) working offline. The CMake build folder is `build/` in the source
 tree, shared with `ctest`, so an install after a test build only relinks.
 """
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +33,6 @@ class CMakeBuild(build_ext):
             [
                 "cmake", "-S", str(ROOT), "-B", str(build_dir),
                 f"-DPython3_EXECUTABLE={sys.executable}",
-                f"-DTLCORE_PYTHON_OUT={out_dir}",
                 "-DCMAKE_BUILD_TYPE=Release",
             ],
             check=True,
@@ -38,6 +40,11 @@ class CMakeBuild(build_ext):
         subprocess.run(
             ["cmake", "--build", str(build_dir), "--target", "_core", "-j", jobs], check=True
         )
+        built = sorted((build_dir / "python" / "tlcore").glob("_core.*"))
+        if not built:
+            raise RuntimeError(f"CMake built no _core module under {build_dir}/python/tlcore")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(built[-1], out_dir / Path(self.get_ext_fullpath(ext.name)).name)
 
 
 setup(ext_modules=[CMakeExtension("tlcore._core")], cmdclass={"build_ext": CMakeBuild})

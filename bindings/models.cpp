@@ -31,7 +31,8 @@ py::dict to_dict(const StateDict& state) {
 
 StateDict from_dict(const py::dict& d) {
   StateDict state;
-  for (const auto& kv : d) state.emplace_back(kv.first.cast<std::string>(), kv.second.cast<at::Tensor>());
+  for (const auto& kv : d)
+    state.emplace_back(kv.first.cast<std::string>(), kv.second.cast<at::Tensor>());
   return state;
 }
 
@@ -59,8 +60,8 @@ void bind_models(py::module_& m) {
       .def_property_readonly("num_classes", &ModelImpl::num_classes)
       .def_property_readonly("in_channels", &ModelImpl::in_channels)
       .def_property_readonly("head_name", &ModelImpl::head_name)
-      .def_property_readonly("preprocess",
-                             [](const ModelImpl& self) { return preprocess_dict(self.preprocess()); })
+      .def_property_readonly(
+          "preprocess", [](const ModelImpl& self) { return preprocess_dict(self.preprocess()); })
       .def_property_readonly("blocks",
                              [](const ModelImpl& self) {
                                std::vector<std::string> names;
@@ -93,8 +94,9 @@ void bind_models(py::module_& m) {
       .def("train", &ModelImpl::train, py::arg("mode") = true)
       .def("eval", [](ModelImpl& self) { self.train(false); })
       .def_property_readonly("training", [](const ModelImpl& self) { return self.is_training(); })
-      .def("to", [](ModelImpl& self, const std::string& device) { self.to(torch::Device(device)); },
-           py::arg("device"))
+      .def(
+          "to", [](ModelImpl& self, const std::string& device) { self.to(torch::Device(device)); },
+          py::arg("device"))
       .def("parameters", [](const ModelImpl& self) { return self.parameters(); })
       .def("named_parameters",
            [](const ModelImpl& self) {
@@ -130,7 +132,8 @@ void bind_models(py::module_& m) {
           py::arg("path"), py::arg("strict") = true, py::arg("drop_head") = false, Release(),
           "Loads a torch.save'd state dict from C++; returns the head entries it dropped.")
       .def(
-          "save", [](const ModelImpl& self, const std::string& path) {
+          "save",
+          [](const ModelImpl& self, const std::string& path) {
             models::save_state_dict(self.state_dict(), path);
           },
           py::arg("path"), Release());
@@ -155,7 +158,8 @@ void bind_models(py::module_& m) {
       "load_torchscript_backbone",
       [](const std::string& path, int64_t num_classes, int64_t input_size, int64_t resize_size,
          std::vector<double> mean, std::vector<double> std, const std::string& interpolation) {
-        models::Preprocess p{input_size, resize_size, std::move(mean), std::move(std), interpolation};
+        models::Preprocess p{input_size, resize_size, std::move(mean), std::move(std),
+                             interpolation};
         return models::load_torchscript_backbone(path, num_classes, p).ptr();
       },
       py::arg("path"), py::arg("num_classes"), py::arg("input_size") = 224,

@@ -36,10 +36,11 @@ fi
 
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 if [ ! -f build/CMakeCache.txt ]; then
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release \
-    -DPython3_EXECUTABLE="$PWD/.venv/bin/python" -DTLCORE_PYTHON_OUT="$PWD/python/tlcore"
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE="$PWD/.venv/bin/python"
 fi
 cmake --build build
+# The editable install imports the module from the source tree.
+cp -u build/python/tlcore/_core.*.so python/tlcore/
 
 if ! .venv/bin/python -c "import tlcore" >/dev/null 2>&1 || [ ! -x .venv/bin/tlcore ]; then
   echo "setup: pip install -e ."

@@ -135,8 +135,10 @@ class Learner:
     def __init__(self, arch: str, data: ImageData, weights: Optional[PathLike] = None,
                  head: str = "linear", dropout: float = 0.2, hidden: Sequence[int] = (),
                  checkpoint_dir: Optional[PathLike] = None, verbose: bool = True,
-                 **model_options) -> None:
+                 seed: Optional[int] = None, **model_options) -> None:
         self.arch, self.data, self.verbose = arch, data, verbose
+        # The new layers' initial weights come from torch's global generator.
+        torch.manual_seed(data.seed if seed is None else seed)
         self.model = _core.create_model(arch, len(data.classes), in_channels=data.channels,
                                         **model_options)
         if weights is not None:
@@ -145,6 +147,7 @@ class Learner:
             log.info("loaded %s (%s)%s", path, arch, " without its head" if dropped else "")
         self.head = {"kind": head, "dropout": dropout, "hidden": list(hidden)}
         if head != "linear" or hidden:
+            torch.manual_seed(data.seed if seed is None else seed)
             self.model.set_head(len(data.classes), head, dropout, list(hidden))
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.history: List[Dict[str, object]] = []

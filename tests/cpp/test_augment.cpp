@@ -616,15 +616,16 @@ TEST(AugmentPipeline, PresetsHaveTheirSizesStatisticsAndBounds) {
   EXPECT_EQ(cifar.ops().size(), 3u);  // Resize((64, 64)), PadRandomCrop(padding 8), flip
   EXPECT_EQ(cifar.ops()[1]->repr(), "PadRandomCrop(size=(64, 64), padding=8, mode='zero')");
 
-  // Reduced-decode bounds: Resize(256) needs 256; the eval crop alone needs full
-  // resolution; RandomResizedCrop's smallest box is sqrt(0.08 * 3/4) of the image side.
-  EXPECT_EQ(imagenet.decode_options().min_side, 256);
+  // Reduced-decode bounds, with Pillow's reducing gap of 2: Resize(256) needs 512;
+  // a crop alone needs full resolution; RandomResizedCrop's smallest box is
+  // sqrt(0.08 * 3/4) of the image side.
+  EXPECT_EQ(imagenet.decode_options().min_side, 512);
   EXPECT_EQ(imagenet.decode_options().channels, 3);
   EXPECT_EQ(Pipeline::preset("imagenet-train", 224).decode_options().min_side,
-            static_cast<int>(std::ceil(224 / std::sqrt(0.08 * 0.75))));
+            static_cast<int>(std::ceil(2 * 224 / std::sqrt(0.08 * 0.75))));
   EXPECT_EQ(Pipeline::preset("cifar-eval", 32, 1).decode_options().min_side, 0);
   EXPECT_EQ(Pipeline::preset("cifar-eval", 32, 1).decode_options().channels, 1);
-  EXPECT_EQ(Pipeline::preset("cifar-train", 64).decode_options().min_side, 64);
+  EXPECT_EQ(Pipeline::preset("cifar-train", 64).decode_options().min_side, 128);
   EXPECT_EQ(Pipeline({std::make_shared<CenterCrop>(8)}, 8, 8, {0.5f}, {0.5f}, 1)
                 .decode_options()
                 .min_side,

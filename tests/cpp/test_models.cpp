@@ -50,11 +50,17 @@ std::string error_of(const std::function<void()>& f) {
 TEST(ModelRegistry, ListsEveryArchitecture) {
   const auto names = model_names();
   const std::set<std::string> have(names.begin(), names.end());
-  for (const char* arch :
-       {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg11", "vgg11_bn", "vgg13",
-        "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "mobilenet_v2", "mobilenet_v3_small",
-        "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
-        "efficientnet_b3", "simple_cnn", "mlp"}) {
+  for (const char* arch : {"resnet18",           "resnet34",
+                           "resnet50",           "resnet101",
+                           "resnet152",          "vgg11",
+                           "vgg11_bn",           "vgg13",
+                           "vgg13_bn",           "vgg16",
+                           "vgg16_bn",           "vgg19",
+                           "vgg19_bn",           "mobilenet_v2",
+                           "mobilenet_v3_small", "mobilenet_v3_large",
+                           "efficientnet_b0",    "efficientnet_b1",
+                           "efficientnet_b2",    "efficientnet_b3",
+                           "simple_cnn",         "mlp"}) {
     EXPECT_TRUE(have.count(arch)) << arch;
   }
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
@@ -68,17 +74,17 @@ TEST(ModelRegistry, UnknownNameListsKnownOnes) {
 }
 
 TEST(ModelRegistry, DuplicateRegistrationThrows) {
-  EXPECT_THROW(register_model("resnet18", [](int64_t n, const ModelOptions& o) {
-                 return create_model("mlp", n, o);
-               }),
-               InvalidArgument);
+  EXPECT_THROW(
+      register_model("resnet18",
+                     [](int64_t n, const ModelOptions& o) { return create_model("mlp", n, o); }),
+      InvalidArgument);
   register_model("test_tiny_mlp", [](int64_t n, const ModelOptions&) {
     return create_model("mlp", n, ModelOptions().input_size(4).widths({8}));
   });
-  EXPECT_THROW(register_model("test_tiny_mlp", [](int64_t n, const ModelOptions& o) {
-                 return create_model("mlp", n, o);
-               }),
-               InvalidArgument);
+  EXPECT_THROW(
+      register_model("test_tiny_mlp",
+                     [](int64_t n, const ModelOptions& o) { return create_model("mlp", n, o); }),
+      InvalidArgument);
   EXPECT_EQ(create_model("test_tiny_mlp", 3)->forward(torch::rand({2, 3, 4, 4})).sizes(),
             (std::vector<int64_t>{2, 3}));
 }
@@ -97,9 +103,10 @@ TEST(ModelNames, MatchTorchvision) {
     size_t entries;
     int64_t params;
   };
-  for (const Case& c : {Case{"resnet18", 122, 11689512}, Case{"mobilenet_v2", 314, 3504872},
-                        Case{"efficientnet_b0", 360, 5288548},
-                        Case{"mobilenet_v3_small", 244, 2542856}, Case{"vgg11_bn", 62, 132868840}}) {
+  for (const Case& c :
+       {Case{"resnet18", 122, 11689512}, Case{"mobilenet_v2", 314, 3504872},
+        Case{"efficientnet_b0", 360, 5288548}, Case{"mobilenet_v3_small", 244, 2542856},
+        Case{"vgg11_bn", 62, 132868840}}) {
     auto m = create_model(c.arch);
     EXPECT_EQ(m->state_dict().size(), c.entries) << c.arch;
     EXPECT_EQ(m->parameter_count(), c.params) << c.arch;
@@ -134,7 +141,8 @@ TEST(ModelNames, BlocksCoverTheBackbone) {
     }
   }
   std::vector<std::string> names;
-  for (const auto& b : create_model("resnet50")->blocks()) names.push_back(b.name);
+  const auto resnet = create_model("resnet50");
+  for (const auto& b : resnet->blocks()) names.push_back(b.name);
   EXPECT_EQ(names, (std::vector<std::string>{"stem", "layer1", "layer2", "layer3", "layer4"}));
   EXPECT_EQ(create_model("mobilenet_v2")->blocks().size(), 19u);
   EXPECT_EQ(create_model("efficientnet_b0")->blocks().back().name, "features.8");
@@ -142,10 +150,10 @@ TEST(ModelNames, BlocksCoverTheBackbone) {
 
 TEST(ModelShapes, EmbeddingAndLogits) {
   torch::NoGradGuard no_grad;
-  const std::map<std::string, int64_t> dims{{"resnet18", 512}, {"resnet50", 2048},
-                                            {"mobilenet_v2", 1280}, {"mobilenet_v3_small", 1024},
+  const std::map<std::string, int64_t> dims{{"resnet18", 512},         {"resnet50", 2048},
+                                            {"mobilenet_v2", 1280},    {"mobilenet_v3_small", 1024},
                                             {"efficientnet_b2", 1408}, {"vgg11", 4096},
-                                            {"simple_cnn", 128}, {"mlp", 256}};
+                                            {"simple_cnn", 128},       {"mlp", 256}};
   for (const auto& [arch, dim] : dims) {
     auto m = create_model(arch, 7);
     m->eval();
@@ -271,8 +279,8 @@ TEST(ModelCheckpoint, HeadOfAnotherClassCount) {
   const auto dropped = load_checkpoint(*b, path, LoadOptions().drop_head(true));
   EXPECT_EQ(dropped, (std::vector<std::string>{"fc.bias", "fc.weight"}));
   EXPECT_TRUE(torch::equal(b->named_parameters()["fc.weight"], fresh));
-  EXPECT_TRUE(torch::equal(b->named_parameters()["conv1.weight"],
-                           a->named_parameters()["conv1.weight"]));
+  EXPECT_TRUE(
+      torch::equal(b->named_parameters()["conv1.weight"], a->named_parameters()["conv1.weight"]));
   // A head that fits is loaded even with drop_head.
   auto c = create_model("resnet18", 1000);
   EXPECT_TRUE(load_checkpoint(*c, path, LoadOptions().drop_head(true)).empty());
@@ -316,7 +324,8 @@ TEST(ModelCheckpoint, ReadsTorchvisionFile) {
   if (!fs::exists(path)) GTEST_SKIP() << "shared weights not found at " << path;
   auto m = create_model("mobilenet_v2");
   EXPECT_TRUE(load_checkpoint(*m, path.string()).empty());
-  EXPECT_THROW(load_checkpoint(*create_model("mobilenet_v3_small"), path.string()), InvalidArgument);
+  EXPECT_THROW(load_checkpoint(*create_model("mobilenet_v3_small"), path.string()),
+               InvalidArgument);
 }
 
 TEST(ModelTorchScript, CustomBackbone) {

@@ -296,11 +296,12 @@ def test_per_class_subset_and_subset_view(tmp_path):
     picked = _core.per_class_subset(ds.labels().tolist(), 2, 1)
     assert Counter(ds.labels()[picked].tolist()) == {0: 2, 1: 1, 2: 1}
 
-    view = _core.Subset(ds, [4, 0])
+    view = _core.Subset(ds, [4, 0])  # c/3.png, a/1.png
     assert len(view) == 2 and view.classes == ["a", "b", "c"]
     np.testing.assert_array_equal(view.indices, [4, 0])
-    assert view.source(1) == ds.source(0)
-    np.testing.assert_array_equal(view.image(0), np.asarray(photo(10, 8, 0)))
+    np.testing.assert_array_equal(view.labels(), [2, 0])
+    assert view.source(0) == str(tmp_path / "c" / "3.png")
+    np.testing.assert_array_equal(view.image(1), np.asarray(photo(10, 8, 1)))
     with pytest.raises(ValueError, match="out of range"):
         _core.Subset(ds, [5])
 

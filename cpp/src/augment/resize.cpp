@@ -57,7 +57,7 @@ cv::Mat Resize::apply(const cv::Mat& image, Rng& /*rng*/) const { return apply(i
 int Resize::min_input_side(int /*after*/) const {
   // An exact size may change the aspect ratio: a shorter side of max(h, w)
   // keeps both sides of any input at least the target.
-  return shorter_ > 0 ? shorter_ : std::max(height_, width_);
+  return kReducingGap * (shorter_ > 0 ? shorter_ : std::max(height_, width_));
 }
 
 std::string Resize::repr() const {

@@ -95,7 +95,7 @@ cv::Mat RandomResizedCrop::apply(const cv::Mat& image, Rng& rng) const {
 
 int RandomResizedCrop::min_input_side(int /*after*/) const {
   const double shrink = std::sqrt(scale_[0] * std::min(ratio_[0], 1.0 / ratio_[1]));
-  const double side = std::ceil(std::max(height_, width_) / shrink);
+  const double side = std::ceil(kReducingGap * std::max(height_, width_) / shrink);
   // A tiny minimum scale asks for more than any image has: decode at full size.
   return side < static_cast<double>(std::numeric_limits<int>::max()) ? static_cast<int>(side) : 0;
 }

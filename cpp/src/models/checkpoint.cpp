@@ -69,20 +69,14 @@ StateDict to_state_dict(const PyRef& root, const std::string& path) {
 }
 
 StateDict read_zip(const std::string& path) {
-  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
-  try {
-    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
-  } catch (const c10::Error& e) {
-    throw FormatError(path + ": not a readable PyTorch zip archive: " + e.what_without_backtrace());
-  }
+  auto reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
   if (reader->hasRecord("constants.pkl") || !reader->hasRecord("data.pkl")) {
     throw InvalidArgument(path +
                           ": is a TorchScript module or another archive, not a state dict; "
                           "use it as a TorchScript backbone instead");
   }
   std::map<std::string, torch::Tensor> storages;
-  detail::StorageLoader load = [&](const std::string& key, torch::ScalarType dtype,
-                                   int64_t numel) {
+  detail::StorageLoader load = [&](const std::string& key, torch::ScalarType dtype, int64_t numel) {
     auto it = storages.find(key);
     if (it != storages.end()) return it->second;
     const std::string record = "data/" + key;
@@ -102,7 +96,8 @@ StateDict read_zip(const std::string& path) {
 
 StateDict read_legacy(const std::vector<char>& bytes, const std::string& path) {
   detail::PickleInput in{bytes.data(), bytes.size()};
-  detail::StorageLoader none = [&](const std::string&, torch::ScalarType, int64_t) -> torch::Tensor {
+  detail::StorageLoader none = [&](const std::string&, torch::ScalarType,
+                                   int64_t) -> torch::Tensor {
     throw FormatError(path + ": storage outside the main pickle");
   };
   auto magic = detail::unpickle(in, none, path);
@@ -170,10 +165,18 @@ StateDict read_state_dict(const std::string& path) {
   if (!file) throw NotFound(path + ": no such checkpoint file");
   char head[4] = {};
   file.read(head, 4);
-  if (file.gcount() == 4 && std::memcmp(head, "PK\x03\x04", 4) == 0) return read_zip(path);
+  if (file.gcount() == 4 && std::memcmp(head, "PK\x03\x04", 4) == 0) {
+    try {
+      return read_zip(path);
+    } catch (const c10::Error& e) {
+      // A damaged record inside an archive whose directory was readable.
+      throw FormatError(path + ": damaged PyTorch archive: " + e.what_without_backtrace());
+    }
+  }
   if (file.gcount() >= 2 && static_cast<unsigned char>(head[0]) == 0x80) {
     file.seekg(0);
-    std::vector<char> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    std::vector<char> bytes((std::istreambuf_iterator<char>(file)),
+                            std::istreambuf_iterator<char>());
     return read_legacy(bytes, path);
   }
   throw FormatError(path + ": not a PyTorch checkpoint (neither a zip archive nor a pickle)");
@@ -230,9 +233,7 @@ std::vector<std::string> load_state_dict(ModelImpl& model, const StateDict& stat
     drop = !fits || theirs != ours;
     if (drop) dropped.assign(theirs.begin(), theirs.end());
   }
-  auto is_dropped = [&](const std::string& name) {
-    return drop && has_prefix(name, head);
-  };
+  auto is_dropped = [&](const std::string& name) { return drop && has_prefix(name, head); };
 
   std::vector<std::string> unexpected, mismatched, missing;
   std::set<std::string> present, loadable;
@@ -247,24 +248,28 @@ std::vector<std::string> load_state_dict(ModelImpl& model, const StateDict& stat
     if (it->second.sizes() == tensor.sizes()) {
       loadable.insert(name);
     } else {
-      mismatched.push_back(name + " (checkpoint " + shape(tensor) + ", model " +
-                           shape(it->second) + ")");
+      mismatched.push_back(name + " (checkpoint " + shape(tensor) + ", model " + shape(it->second) +
+                           ")");
     }
   }
   bool head_only = !mismatched.empty();
   for (const auto& name : order) {
     if (!present.count(name) && !is_dropped(name)) missing.push_back(name);
-    if (present.count(name) && !loadable.count(name)) head_only = head_only && has_prefix(name, head);
+    if (present.count(name) && !loadable.count(name))
+      head_only = head_only && has_prefix(name, head);
   }
-  const bool fail = !mismatched.empty() || (options.strict() && (!missing.empty() || !unexpected.empty()));
+  const bool fail =
+      !mismatched.empty() || (options.strict() && (!missing.empty() || !unexpected.empty()));
   if (fail) {
     std::string msg = source + ": does not fit " + model.arch() + ":";
-    if (!missing.empty()) msg += " missing " + std::to_string(missing.size()) + " [" + list(missing) + "];";
+    if (!missing.empty())
+      msg += " missing " + std::to_string(missing.size()) + " [" + list(missing) + "];";
     if (!unexpected.empty()) {
       msg += " unexpected " + std::to_string(unexpected.size()) + " [" + list(unexpected) + "];";
     }
     if (!mismatched.empty()) {
-      msg += " shape mismatch " + std::to_string(mismatched.size()) + " [" + list(mismatched) + "];";
+      msg +=
+          " shape mismatch " + std::to_string(mismatched.size()) + " [" + list(mismatched) + "];";
     }
     if (head_only && !options.drop_head()) {
       msg += " the head '" + head + "' differs: load with drop_head to keep a fresh head";

@@ -24,9 +24,10 @@ class MBConvImpl : public nn::Module {
     if (expanded != in) {
       block->push_back(ConvNormAct(ConvNormActOptions(in, expanded, 1).act(Act::kSiLU)));
     }
-    block->push_back(ConvNormAct(
-        ConvNormActOptions(expanded, expanded, kernel).stride(stride).groups(expanded).act(
-            Act::kSiLU)));
+    block->push_back(ConvNormAct(ConvNormActOptions(expanded, expanded, kernel)
+                                     .stride(stride)
+                                     .groups(expanded)
+                                     .act(Act::kSiLU)));
     block->push_back(detail::SqueezeExcitation(expanded, std::max<int64_t>(1, in / 4), Act::kSiLU,
                                                Act::kSigmoid));
     block->push_back(ConvNormAct(ConvNormActOptions(expanded, out, 1).act(Act::kNone)));
@@ -89,8 +90,9 @@ EfficientNetImpl::EfficientNetImpl(const EfficientNetOptions& o)
     : ModelImpl("efficientnet_b" + std::to_string(o.variant()), preprocess_of(o.variant())) {
   const Variant v = variant_of(o.variant());
 
-  constexpr double kSetting[][6] = {  // expand, kernel, stride, in, out, layers
-      {1, 3, 1, 32, 16, 1},  {6, 3, 2, 16, 24, 2},  {6, 5, 2, 24, 40, 2},   {6, 3, 2, 40, 80, 3},
+  constexpr double kSetting[][6] = {
+      // expand, kernel, stride, in, out, layers
+      {1, 3, 1, 32, 16, 1},  {6, 3, 2, 16, 24, 2},   {6, 5, 2, 24, 40, 2},  {6, 3, 2, 40, 80, 3},
       {6, 5, 1, 80, 112, 3}, {6, 5, 2, 112, 192, 4}, {6, 3, 1, 192, 320, 1}};
   auto width = [&](double c) { return detail::make_divisible(c * v.width, 8); };
   auto depth = [&](double n) { return static_cast<int64_t>(std::ceil(n * v.depth)); };
@@ -107,7 +109,8 @@ EfficientNetImpl::EfficientNetImpl(const EfficientNetOptions& o)
     int64_t in = width(s[3]);
     const int64_t out = width(s[4]);
     for (int64_t i = 0; i < depth(s[5]); ++i, ++id) {
-      const double drop = o.stochastic_depth() * static_cast<double>(id) / static_cast<double>(total);
+      const double drop =
+          o.stochastic_depth() * static_cast<double>(id) / static_cast<double>(total);
       stage->push_back(MBConv(in, out, static_cast<int64_t>(s[1]),
                               i == 0 ? static_cast<int64_t>(s[2]) : 1, s[0], drop));
       in = out;

@@ -33,11 +33,12 @@ int64_t make_divisible(double v, int64_t divisor, int64_t min_value) {
 }
 
 ConvNormActImpl::ConvNormActImpl(const ConvNormActOptions& o) : act_(o.act()) {
-  conv_ = register_module("0", torch::nn::Conv2d(torch::nn::Conv2dOptions(o.in(), o.out(), o.kernel())
-                                                     .stride(o.stride())
-                                                     .padding((o.kernel() - 1) / 2)
-                                                     .groups(o.groups())
-                                                     .bias(false)));
+  conv_ =
+      register_module("0", torch::nn::Conv2d(torch::nn::Conv2dOptions(o.in(), o.out(), o.kernel())
+                                                 .stride(o.stride())
+                                                 .padding((o.kernel() - 1) / 2)
+                                                 .groups(o.groups())
+                                                 .bias(false)));
   bn_ = register_module(
       "1", torch::nn::BatchNorm2d(
                torch::nn::BatchNorm2dOptions(o.out()).eps(o.bn_eps()).momentum(o.bn_momentum())));
@@ -63,7 +64,7 @@ torch::Tensor SqueezeExcitationImpl::forward(torch::Tensor x) {
 
 void init_weights(torch::nn::Module& root, LinearInit linear) {
   torch::NoGradGuard no_grad;
-  for (auto& m : root.modules()) {
+  for (auto& m : root.modules(/*include_self=*/false)) {
     if (auto* conv = m->as<torch::nn::Conv2d>()) {
       torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
       if (conv->bias.defined()) conv->bias.zero_();

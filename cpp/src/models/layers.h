@@ -25,7 +25,8 @@ torch::Tensor activate(torch::Tensor x, Act act);
 int64_t make_divisible(double v, int64_t divisor, int64_t min_value = 0);
 
 struct ConvNormActOptions {
-  ConvNormActOptions(int64_t in, int64_t out, int64_t kernel) : in_(in), out_(out), kernel_(kernel) {}
+  ConvNormActOptions(int64_t in, int64_t out, int64_t kernel)
+      : in_(in), out_(out), kernel_(kernel) {}
   TORCH_ARG(int64_t, in);
   TORCH_ARG(int64_t, out);
   TORCH_ARG(int64_t, kernel);

@@ -17,7 +17,8 @@ class InvertedResidualImpl : public nn::Module {
       : residual_(stride == 1 && in == out) {
     const int64_t hidden = in * expand;
     nn::Sequential conv;
-    if (expand != 1) conv->push_back(ConvNormAct(ConvNormActOptions(in, hidden, 1).act(Act::kReLU6)));
+    if (expand != 1)
+      conv->push_back(ConvNormAct(ConvNormActOptions(in, hidden, 1).act(Act::kReLU6)));
     conv->push_back(ConvNormAct(
         ConvNormActOptions(hidden, hidden, 3).stride(stride).groups(hidden).act(Act::kReLU6)));
     conv->push_back(nn::Conv2d(nn::Conv2dOptions(hidden, out, 1).bias(false)));
@@ -39,9 +40,9 @@ TORCH_MODULE(InvertedResidual);
 
 MobileNetV2Impl::MobileNetV2Impl(const MobileNetV2Options& o)
     : ModelImpl("mobilenet_v2", Preprocess{}) {
-  constexpr int64_t kSetting[][4] = {  // expand t, channels c, repeats n, stride s
-      {1, 16, 1, 1}, {6, 24, 2, 2}, {6, 32, 3, 2}, {6, 64, 4, 2},
-      {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
+  constexpr int64_t kSetting[][4] = {// expand t, channels c, repeats n, stride s
+                                     {1, 16, 1, 1}, {6, 24, 2, 2},  {6, 32, 3, 2}, {6, 64, 4, 2},
+                                     {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
   constexpr int64_t kLastChannel = 1280;
   features_ = nn::Sequential();
   features_->push_back(ConvNormAct(ConvNormActOptions(3, 32, 3).stride(2).act(Act::kReLU6)));

@@ -25,13 +25,13 @@ struct Setting {
 // Tables 1 and 2 of the MobileNetV3 paper, as in torchvision's _mobilenet_v3_conf.
 const std::vector<Setting>& settings(bool large) {
   static const std::vector<Setting> kLarge{
-      {16, 3, 16, 16, false, false, 1},    {16, 3, 64, 24, false, false, 2},
-      {24, 3, 72, 24, false, false, 1},    {24, 5, 72, 40, true, false, 2},
-      {40, 5, 120, 40, true, false, 1},    {40, 5, 120, 40, true, false, 1},
-      {40, 3, 240, 80, false, true, 2},    {80, 3, 200, 80, false, true, 1},
-      {80, 3, 184, 80, false, true, 1},    {80, 3, 184, 80, false, true, 1},
-      {80, 3, 480, 112, true, true, 1},    {112, 3, 672, 112, true, true, 1},
-      {112, 5, 672, 160, true, true, 2},   {160, 5, 960, 160, true, true, 1},
+      {16, 3, 16, 16, false, false, 1},  {16, 3, 64, 24, false, false, 2},
+      {24, 3, 72, 24, false, false, 1},  {24, 5, 72, 40, true, false, 2},
+      {40, 5, 120, 40, true, false, 1},  {40, 5, 120, 40, true, false, 1},
+      {40, 3, 240, 80, false, true, 2},  {80, 3, 200, 80, false, true, 1},
+      {80, 3, 184, 80, false, true, 1},  {80, 3, 184, 80, false, true, 1},
+      {80, 3, 480, 112, true, true, 1},  {112, 3, 672, 112, true, true, 1},
+      {112, 5, 672, 160, true, true, 2}, {160, 5, 960, 160, true, true, 1},
       {160, 5, 960, 160, true, true, 1}};
   static const std::vector<Setting> kSmall{
       {16, 3, 16, 16, true, false, 2},  {16, 3, 72, 24, false, false, 2},
@@ -47,8 +47,7 @@ const std::vector<Setting>& settings(bool large) {
 // [expand], depthwise, [squeeze-excitation], project.
 class InvertedResidualImpl : public nn::Module {
  public:
-  explicit InvertedResidualImpl(const Setting& s)
-      : residual_(s.stride == 1 && s.in == s.out) {
+  explicit InvertedResidualImpl(const Setting& s) : residual_(s.stride == 1 && s.in == s.out) {
     const Act act = s.hardswish ? Act::kHardswish : Act::kReLU;
     nn::Sequential block;
     if (s.expanded != s.in) block->push_back(ConvNormAct(cna(s.in, s.expanded, 1, act)));

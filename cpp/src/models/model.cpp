@@ -22,8 +22,8 @@ torch::nn::AnyModule make_head(int64_t in_features, const HeadOptions& o) {
     case HeadKind::kLinear:
       return torch::nn::AnyModule(torch::nn::Linear(in_features, o.num_classes()));
     case HeadKind::kDropoutLinear:
-      return torch::nn::AnyModule(detail::Seq(
-          torch::nn::Dropout(o.dropout()), torch::nn::Linear(in_features, o.num_classes())));
+      return torch::nn::AnyModule(detail::Seq(torch::nn::Dropout(o.dropout()),
+                                              torch::nn::Linear(in_features, o.num_classes())));
     case HeadKind::kMlp: {
       if (o.hidden().empty()) throw InvalidArgument("head: an MLP head needs hidden sizes");
       detail::Seq seq;
@@ -146,9 +146,8 @@ void ModelImpl::apply_freezing() {
   for (auto& p : named_parameters()) {
     const auto b = block_of(p.key());
     // Parameters outside every block and the head belong to the backbone's first stage.
-    const bool frozen = in_head(p.key())
-                            ? false
-                            : (b >= 0 ? frozen_[b] : !frozen_.empty() && frozen_.front());
+    const bool frozen =
+        in_head(p.key()) ? false : (b >= 0 ? frozen_[b] : !frozen_.empty() && frozen_.front());
     p.value().set_requires_grad(!frozen);
   }
   train(is_training());

@@ -80,8 +80,7 @@ void register_builtins(Registry& r) {
       require_plain(name, o);
       Model model = as_model(EfficientNet(EfficientNetOptions(v).num_classes(n)));
       if (o.dropout() >= 0.0) {
-        model->set_head(
-            HeadOptions(n).kind(HeadKind::kDropoutLinear).dropout(o.dropout()));
+        model->set_head(HeadOptions(n).kind(HeadKind::kDropoutLinear).dropout(o.dropout()));
       }
       return model;
     });

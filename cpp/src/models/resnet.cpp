@@ -34,8 +34,8 @@ class ResidualImpl : public nn::Module {
       bn2_ = register_module("bn2", nn::BatchNorm2d(width));
     }
     if (stride != 1 || in != out) {
-      downsample_ = register_module("downsample", nn::Sequential(conv(in, out, 1, stride),
-                                                                 nn::BatchNorm2d(out)));
+      downsample_ = register_module("downsample",
+                                    nn::Sequential(conv(in, out, 1, stride), nn::BatchNorm2d(out)));
     }
   }
 

@@ -29,11 +29,11 @@ PyRef make_string(std::string s) {
 
 torch::ScalarType storage_dtype(const std::string& type) {
   static const std::map<std::string, torch::ScalarType> kTypes{
-      {"torch.FloatStorage", torch::kFloat},      {"torch.DoubleStorage", torch::kDouble},
-      {"torch.HalfStorage", torch::kHalf},        {"torch.BFloat16Storage", torch::kBFloat16},
-      {"torch.LongStorage", torch::kLong},        {"torch.IntStorage", torch::kInt},
-      {"torch.ShortStorage", torch::kShort},      {"torch.CharStorage", torch::kChar},
-      {"torch.ByteStorage", torch::kByte},        {"torch.BoolStorage", torch::kBool},
+      {"torch.FloatStorage", torch::kFloat}, {"torch.DoubleStorage", torch::kDouble},
+      {"torch.HalfStorage", torch::kHalf},   {"torch.BFloat16Storage", torch::kBFloat16},
+      {"torch.LongStorage", torch::kLong},   {"torch.IntStorage", torch::kInt},
+      {"torch.ShortStorage", torch::kShort}, {"torch.CharStorage", torch::kChar},
+      {"torch.ByteStorage", torch::kByte},   {"torch.BoolStorage", torch::kBool},
       {"torch.UntypedStorage", torch::kByte}};
   auto it = kTypes.find(type);
   if (it == kTypes.end()) throw Unsupported("unsupported storage type " + type);
@@ -243,7 +243,8 @@ class Machine {
         default: {
           char hex[8];
           std::snprintf(hex, sizeof hex, "0x%02x", op);
-          fail(std::string("unsupported pickle opcode ") + hex + " at offset " + std::to_string(at));
+          fail(std::string("unsupported pickle opcode ") + hex + " at offset " +
+               std::to_string(at));
         }
       }
     }
@@ -288,14 +289,16 @@ class Machine {
       return big;
     }
     uint64_t v = 0;
-    for (uint64_t k = 0; k < n; ++k) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[k])) << (8 * k);
+    for (uint64_t k = 0; k < n; ++k)
+      v |= static_cast<uint64_t>(static_cast<uint8_t>(p[k])) << (8 * k);
     if (n > 0 && n < 8 && (static_cast<uint8_t>(p[n - 1]) & 0x80)) v |= ~uint64_t{0} << (8 * n);
     return make_int(static_cast<int64_t>(v));
   }
 
   void push(PyRef o) { stack_.push_back(std::move(o)); }
   PyRef pop() {
-    if (stack_.empty() || (!marks_.empty() && stack_.size() == marks_.back())) fail("stack underflow");
+    if (stack_.empty() || (!marks_.empty() && stack_.size() == marks_.back()))
+      fail("stack underflow");
     auto o = std::move(stack_.back());
     stack_.pop_back();
     return o;
@@ -383,6 +386,10 @@ class Machine {
     const std::string& name = callable->s;
     if (callable->kind == PyObject::Kind::kGlobal && args->kind == PyObject::Kind::kTuple) {
       if (name == "collections.OrderedDict") return make(PyObject::Kind::kDict);
+      // LibTorch's own pickler (torch::pickle_save) tags typed containers.
+      if (name.rfind("torch.jit._pickle.", 0) == 0 && !args->items.empty()) {
+        return args->items[0];
+      }
       if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") {
         return rebuild_tensor(args->items);
       }

@@ -14,12 +14,13 @@ class TorchScriptBackboneImpl : public ModelImpl {
  public:
   TorchScriptBackboneImpl(const std::string& path, int64_t num_classes, const Preprocess& pre)
       : ModelImpl("torchscript", pre, /*in_channels=*/0), path_(path) {
-    if (!std::filesystem::is_regular_file(path)) throw NotFound(path + ": no such TorchScript file");
+    if (!std::filesystem::is_regular_file(path))
+      throw NotFound(path + ": no such TorchScript file");
     try {
       script_ = torch::jit::load(path, torch::kCPU);
     } catch (const c10::Error& e) {
-      throw FormatError(path + ": not a loadable TorchScript module: " +
-                        e.what_without_backtrace());
+      throw FormatError(path +
+                        ": not a loadable TorchScript module: " + e.what_without_backtrace());
     }
     mirror_tensors();
     script_.eval();
@@ -27,6 +28,12 @@ class TorchScriptBackboneImpl : public ModelImpl {
     {
       torch::NoGradGuard no_grad;
       dim = compute_embedding(torch::zeros({1, 3, pre.input_size, pre.input_size})).size(1);
+      // Modules traced on one image often bake the batch size in (a reshape to [1, -1]).
+      try {
+        per_image_ = run(torch::zeros({2, 3, pre.input_size, pre.input_size})).size(0) != 2;
+      } catch (const InvalidArgument&) {
+        per_image_ = true;
+      }
     }
     init_head({{"backbone", {"backbone"}}}, "head", dim, HeadOptions(num_classes));
   }
@@ -38,22 +45,31 @@ class TorchScriptBackboneImpl : public ModelImpl {
 
  protected:
   torch::Tensor compute_embedding(const torch::Tensor& x) override {
+    if (!per_image_ || x.size(0) == 1) return run(x);
+    std::vector<torch::Tensor> rows;
+    for (int64_t i = 0; i < x.size(0); ++i) rows.push_back(run(x.narrow(0, i, 1)));
+    return torch::cat(rows);
+  }
+
+ private:
+  torch::Tensor run(const torch::Tensor& x) {
     torch::IValue out;
     try {
       out = script_.forward({x});
     } catch (const c10::Error& e) {
-      throw InvalidArgument(path_ + ": the TorchScript module failed on its input: " +
-                            e.what_without_backtrace());
+      throw InvalidArgument(
+          path_ + ": the TorchScript module failed on its input: " + e.what_without_backtrace());
     }
-    if (!out.isTensor()) throw InvalidArgument(path_ + ": the TorchScript module must return a tensor");
+    if (!out.isTensor())
+      throw InvalidArgument(path_ + ": the TorchScript module must return a tensor");
     auto y = out.toTensor();
     if (y.is_quantized()) y = y.dequantize();
     if (y.dim() == 4) return detail::global_avg_pool(y);
-    if (y.dim() < 2) throw InvalidArgument(path_ + ": the TorchScript module returned a scalar or 1-D output");
+    if (y.dim() < 2)
+      throw InvalidArgument(path_ + ": the TorchScript module returned a scalar or 1-D output");
     return y.flatten(1);
   }
 
- private:
   // The module's tensors become this model's parameters and buffers (the same
   // tensors, under "backbone."), so optimisers, freezing and state_dict see them.
   void mirror_tensors() {
@@ -82,6 +98,7 @@ class TorchScriptBackboneImpl : public ModelImpl {
 
   std::string path_;
   torch::jit::Module script_;
+  bool per_image_ = false;
 };
 
 }  // namespace

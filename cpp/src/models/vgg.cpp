@@ -17,11 +17,11 @@ std::vector<int64_t> config_of(int64_t depth) {
     case 13:
       return {64, 64, kPool, 128, 128, kPool, 256, 256, kPool, 512, 512, kPool, 512, 512, kPool};
     case 16:
-      return {64,  64,  kPool, 128, 128, kPool, 256, 256, 256,  kPool,
-              512, 512, 512,   kPool, 512, 512, 512, kPool};
+      return {64,    64,  kPool, 128, 128,   kPool, 256, 256, 256,
+              kPool, 512, 512,   512, kPool, 512,   512, 512, kPool};
     case 19:
-      return {64,  64,  kPool, 128, 128, kPool, 256, 256, 256, 256, kPool,
-              512, 512, 512,   512,  kPool, 512, 512, 512, 512, kPool};
+      return {64,  64,  kPool, 128, 128,   kPool, 256, 256, 256, 256,  kPool,
+              512, 512, 512,   512, kPool, 512,   512, 512, 512, kPool};
     default:
       throw InvalidArgument("vgg: depth must be 11, 13, 16 or 19, got " + std::to_string(depth));
   }

@@ -2,8 +2,8 @@
 // from scratch, so their preprocessing is just a resize and a 0.5/0.5 normalisation.
 #pragma once
 
-#include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/container/sequential.h>
 
 #include "tlcore/models/model.h"
 
