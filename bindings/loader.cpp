@@ -50,7 +50,8 @@ void bind_loader(py::module_& m) {
       .def_property_readonly("num_samples", &Loader::num_samples)
       .def_property_readonly("skipped", &Loader::skipped)
       .def_property_readonly("batch_size", [](const Loader& l) { return l.options().batch_size; })
-      .def_property_readonly("num_workers", [](const Loader& l) { return l.options().num_workers; });
+      .def_property_readonly("num_workers",
+                             [](const Loader& l) { return l.options().num_workers; });
 }
 
 }  // namespace tlcore::bindings

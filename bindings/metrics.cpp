@@ -43,7 +43,8 @@ void bind_metrics(py::module_& m) {
   m.def(
       "top_k_accuracy",
       [](const torch::Tensor& scores, const std::vector<std::int64_t>& y_true, std::int64_t k) {
-        if (scores.dim() != 2) throw InvalidArgument("top_k_accuracy: scores must be 2-D (n x classes)");
+        if (scores.dim() != 2)
+          throw InvalidArgument("top_k_accuracy: scores must be 2-D (n x classes)");
         const auto s = scores.to(torch::kFloat).contiguous();
         return top_k_accuracy(s.data_ptr<float>(), s.size(0), s.size(1), y_true, k);
       },

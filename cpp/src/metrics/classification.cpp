@@ -18,8 +18,8 @@ void check_label(std::int64_t y, std::int64_t num_classes, const char* what) {
 }  // namespace
 
 ClassificationReport classification_report(const std::vector<std::int64_t>& y_true,
-                                            const std::vector<std::int64_t>& y_pred,
-                                            std::int64_t num_classes) {
+                                           const std::vector<std::int64_t>& y_pred,
+                                           std::int64_t num_classes) {
   if (y_true.size() != y_pred.size())
     throw InvalidArgument("classification_report: " + std::to_string(y_true.size()) +
                           " true labels but " + std::to_string(y_pred.size()) + " predictions");

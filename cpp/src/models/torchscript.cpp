@@ -59,6 +59,9 @@ class TorchScriptBackboneImpl : public ModelImpl {
     } catch (const c10::Error& e) {
       throw InvalidArgument(
           path_ + ": the TorchScript module failed on its input: " + e.what_without_backtrace());
+    } catch (const std::runtime_error& e) {
+      // The interpreter rethrows failures inside the module as plain runtime errors.
+      throw InvalidArgument(path_ + ": the TorchScript module failed on its input: " + e.what());
     }
     if (!out.isTensor())
       throw InvalidArgument(path_ + ": the TorchScript module must return a tensor");

@@ -78,7 +78,8 @@ OptimizerWithGroups make_optimizer(models::ModelImpl& model, const OptimizerOpti
 
 void set_lr(OptimizerWithGroups& opt, double factor) {
   auto& groups = opt.optimizer->param_groups();
-  for (std::size_t i = 0; i < groups.size(); ++i) groups[i].options().set_lr(opt.base_lr[i] * factor);
+  for (std::size_t i = 0; i < groups.size(); ++i)
+    groups[i].options().set_lr(opt.base_lr[i] * factor);
 }
 
 }  // namespace tlcore::detail

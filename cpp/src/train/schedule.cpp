@@ -10,7 +10,9 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 
-double cosine(double from, double to, double t) { return to + (from - to) * 0.5 * (1 + std::cos(kPi * t)); }
+double cosine(double from, double to, double t) {
+  return to + (from - to) * 0.5 * (1 + std::cos(kPi * t));
+}
 
 }  // namespace
 

@@ -36,7 +36,8 @@ double metric_of(const EpochStats& s, const std::string& monitor) {
   if (monitor == "val_accuracy") return s.val_accuracy;
   if (monitor == "val_f1") return s.val_f1;
   if (monitor == "val_loss") return -s.val_loss;  // larger is better everywhere below
-  throw InvalidArgument("unknown monitor '" + monitor + "' (known: val_accuracy, val_f1, val_loss)");
+  throw InvalidArgument("unknown monitor '" + monitor +
+                        "' (known: val_accuracy, val_f1, val_loss)");
 }
 
 // Validation metrics from logits: loss, accuracy and macro F1.
@@ -57,8 +58,9 @@ void score(const Predictions& p, std::int64_t num_classes, EpochStats& s) {
 // Every field of the history as one row of doubles, so the checkpoint stores it as a tensor.
 constexpr int kHistoryFields = 10;
 std::vector<double> to_row(const EpochStats& s) {
-  return {double(s.epoch), s.train_loss, s.train_accuracy, double(s.has_val), s.val_loss,
-          s.val_accuracy,  s.val_f1,     s.lr,             s.seconds,          s.images_per_second};
+  return {double(s.epoch), s.train_loss,       s.train_accuracy, double(s.has_val),
+          s.val_loss,      s.val_accuracy,     s.val_f1,         s.lr,
+          s.seconds,       s.images_per_second};
 }
 EpochStats from_row(const double* r, const std::string& phase) {
   EpochStats s;
@@ -141,12 +143,14 @@ bool load_checkpoint(const std::string& path, const FitOptions& o, models::Model
   try {
     archive.load_from(path);
   } catch (const c10::Error& e) {
-    throw FormatError(path + ": not a readable tlcore checkpoint (" + e.what_without_backtrace() + ")");
+    throw FormatError(path + ": not a readable tlcore checkpoint (" + e.what_without_backtrace() +
+                      ")");
   }
   c10::IValue v;
   archive.read("meta.arch", v);
   if (v.toStringRef() != model.arch())
-    throw InvalidArgument(path + ": checkpoint of a " + v.toStringRef() + ", not a " + model.arch());
+    throw InvalidArgument(path + ": checkpoint of a " + v.toStringRef() + ", not a " +
+                          model.arch());
   archive.read("meta.phase", v);
   if (v.toStringRef() != o.phase)
     throw InvalidArgument(path + ": checkpoint of phase '" + v.toStringRef() + "', not '" +
@@ -259,14 +263,15 @@ Predictions predict(models::Model model, Loader& loader, bool channels_last, boo
       auto flipped = model->forward(x.flip({3}));
       out = ((torch::softmax(out, 1) + torch::softmax(flipped, 1)) / 2).log();
     }
-    const auto loss = torch::nll_loss(torch::log_softmax(out, 1), batch->labels, {},
-                                      at::Reduction::Sum);
+    const auto loss =
+        torch::nll_loss(torch::log_softmax(out, 1), batch->labels, {}, at::Reduction::Sum);
     loss_sum += loss.item<double>();
     n += batch->labels.size(0);
     logits.push_back(out.to(torch::kFloat));
     labels.push_back(batch->labels);
     indices.push_back(batch->indices);
-    if (on_batch) on_batch(++b, loader.num_batches(), loss_sum / double(std::max<std::int64_t>(n, 1)));
+    if (on_batch)
+      on_batch(++b, loader.num_batches(), loss_sum / double(std::max<std::int64_t>(n, 1)));
   }
   model->train(was_training);
   Predictions p;
@@ -307,7 +312,8 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
   const auto weights = o.class_weights.empty()
                            ? torch::Tensor()
                            : torch::tensor(o.class_weights, torch::kDouble).to(torch::kFloat);
-  auto loss_options = torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing);
+  auto loss_options =
+      torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing);
   if (weights.defined()) loss_options.weight(weights);
 
   FitResult result;
@@ -329,7 +335,8 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
     const auto start = Clock::now();
     // Dropout draws from torch's global generator: reseeding per epoch makes a
     // resumed run draw what the uninterrupted run drew.
-    torch::manual_seed(mix64(o.seed ^ mix64(kDropoutStream + std::uint64_t(o.epoch_offset + epoch))));
+    torch::manual_seed(
+        mix64(o.seed ^ mix64(kDropoutStream + std::uint64_t(o.epoch_offset + epoch))));
     model.train(true);
     double loss_sum = 0;
     std::int64_t seen = 0, correct = 0, step = epoch * steps_per_epoch, b = 0;
@@ -408,7 +415,8 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
     }
     const bool go_on = on_epoch ? on_epoch(s) : true;
     if (!go_on) progress.stopped = true;
-    if (!o.checkpoint.empty()) save_checkpoint(o.checkpoint, o, model, *opt.optimizer, progress, best);
+    if (!o.checkpoint.empty())
+      save_checkpoint(o.checkpoint, o, model, *opt.optimizer, progress, best);
   }
   if (o.restore_best && progress.best_epoch >= 0 && !best.empty()) restore(model, best);
   result.history = progress.history;

@@ -27,8 +27,8 @@ struct ClassificationReport {
 
 // Labels must lie in [0, num_classes); throws InvalidArgument otherwise or on a size mismatch.
 ClassificationReport classification_report(const std::vector<std::int64_t>& y_true,
-                                            const std::vector<std::int64_t>& y_pred,
-                                            std::int64_t num_classes);
+                                           const std::vector<std::int64_t>& y_pred,
+                                           std::int64_t num_classes);
 
 // Fraction of rows whose true label is among the k highest scores. `scores` is
 // row-major n x num_classes; ties are broken toward the lower class index.

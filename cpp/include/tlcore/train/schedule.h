@@ -11,11 +11,11 @@ struct ScheduleOptions {
   std::string name = "constant";  // constant | step | cosine | onecycle
   double warmup_epochs = 0;       // linear warm-up from warmup_start of the rate (not for onecycle)
   double warmup_start = 0.01;
-  double step_epochs = 10;        // step: multiply by gamma every step_epochs
+  double step_epochs = 10;  // step: multiply by gamma every step_epochs
   double gamma = 0.1;
-  double min_factor = 0.0;        // cosine: floor as a fraction of the base rate
-  double pct_start = 0.3;         // onecycle: fraction of training spent rising (torch's OneCycleLR)
-  double div_factor = 25.0;       // onecycle: initial rate = base / div_factor
+  double min_factor = 0.0;   // cosine: floor as a fraction of the base rate
+  double pct_start = 0.3;    // onecycle: fraction of training spent rising (torch's OneCycleLR)
+  double div_factor = 25.0;  // onecycle: initial rate = base / div_factor
   double final_div_factor = 1e4;  // onecycle: final rate = initial / final_div_factor
 };
 

@@ -38,13 +38,13 @@ struct FitOptions {
   std::string phase = "fit";  // names the phase in the history and the checkpoint
   OptimizerOptions optimizer;
   ScheduleOptions schedule;
-  double clip_grad_norm = 0.0;   // 0: off
+  double clip_grad_norm = 0.0;  // 0: off
   double label_smoothing = 0.0;
   std::vector<double> class_weights;  // empty: unweighted
   // Early stopping on the validation metric ("val_accuracy", "val_f1" or "val_loss").
   std::string monitor = "val_accuracy";
-  std::int64_t patience = 0;     // 0: off
-  bool restore_best = true;      // end with the best epoch's weights (needs validation data)
+  std::int64_t patience = 0;  // 0: off
+  bool restore_best = true;   // end with the best epoch's weights (needs validation data)
   // Train the head on embeddings computed once (the backbone must be frozen and
   // the loader's pipeline deterministic for the result to equal the slow path).
   bool cache_features = false;
