@@ -3,6 +3,7 @@
 #include "bindings.h"
 #include "tlcore/error.h"
 #include "tlcore/models/checkpoint.h"
+#include "tlcore/models/inference.h"
 #include "tlcore/models/registry.h"
 #include "tlcore/models/torchscript.h"
 
@@ -34,6 +35,12 @@ StateDict from_dict(const py::dict& d) {
   for (const auto& kv : d)
     state.emplace_back(kv.first.cast<std::string>(), kv.second.cast<at::Tensor>());
   return state;
+}
+
+models::InferenceOutput inference_output(const std::string& output) {
+  if (output == "logits") return models::InferenceOutput::kLogits;
+  if (output == "embedding") return models::InferenceOutput::kEmbedding;
+  throw InvalidArgument("output must be 'logits' or 'embedding', got '" + output + "'");
 }
 
 py::dict preprocess_dict(const models::Preprocess& p) {
@@ -132,11 +139,27 @@ void bind_models(py::module_& m) {
           py::arg("path"), py::arg("strict") = true, py::arg("drop_head") = false, Release(),
           "Loads a torch.save'd state dict from C++; returns the head entries it dropped.")
       .def(
+          "compile_for_inference",
+          [](std::shared_ptr<ModelImpl> self, int64_t image_size, const std::string& output) {
+            const auto kind = inference_output(output);
+            py::gil_scoped_release release;
+            return models::InferenceModel(std::move(self), image_size, kind);
+          },
+          py::arg("image_size") = 0, py::arg("output") = "logits",
+          "A frozen snapshot for fast inference: BatchNorm folded, oneDNN prepacked weights, no "
+          "autograd. Compile again after the weights change.")
+      .def(
           "save",
           [](const ModelImpl& self, const std::string& path) {
             models::save_state_dict(self.state_dict(), path);
           },
           py::arg("path"), Release());
+
+  py::class_<models::InferenceModel>(m, "InferenceModel")
+      .def("forward", &models::InferenceModel::forward, py::arg("x"), Release())
+      .def("__call__", &models::InferenceModel::forward, py::arg("x"), Release())
+      .def_property_readonly("image_size", &models::InferenceModel::image_size)
+      .def_property_readonly("compiled", &models::InferenceModel::compiled);
 
   m.def(
       "create_model",

@@ -9,6 +9,7 @@
 
 #include "tlcore/error.h"
 #include "tlcore/models/checkpoint.h"
+#include "tlcore/models/inference.h"
 #include "tlcore/models/registry.h"
 #include "tlcore/models/torchscript.h"
 
@@ -347,6 +348,33 @@ TEST(ModelTorchScript, CustomBackbone) {
   }
   EXPECT_THROW(read_state_dict(path.string()), InvalidArgument);
   EXPECT_THROW(load_torchscript_backbone("/nonexistent.pt", 3), NotFound);
+}
+
+TEST(ModelInference, MatchesEagerWithoutAutograd) {
+  torch::manual_seed(5);
+  auto model = create_model("resnet18", 4);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& b : model->buffers()) {
+      if (b.is_floating_point()) b.uniform_(0.5, 1.5);
+    }
+  }
+  model->eval();
+  const auto x = torch::rand({3, 3, 64, 64});
+  torch::Tensor expected, embedding;
+  {
+    torch::NoGradGuard no_grad;
+    expected = model->forward(x);
+    embedding = model->embed(x);
+  }
+  const InferenceModel fast(model.ptr(), 64);
+  const auto got = fast.forward(x);
+  EXPECT_FALSE(got.requires_grad());
+  EXPECT_LE((got - expected).abs().max().item<double>(), 1e-3);
+  const InferenceModel features(model.ptr(), 64, InferenceOutput::kEmbedding);
+  EXPECT_LE((features.forward(x) - embedding).abs().max().item<double>(), 1e-3);
+  EXPECT_THROW(fast.forward(torch::rand({3, 3, 32, 32})), InvalidArgument);
+  EXPECT_THROW(fast.forward(torch::rand({3, 1, 64, 64})), InvalidArgument);
 }
 
 }  // namespace

@@ -337,3 +337,72 @@ def test_torchscript_backbone(shared_dir):
     assert [top[0][0], top[2][0]] == [249, 340] and 21 in top[1]
     with pytest.raises(ValueError, match="TorchScript"):
         _core.read_state_dict(str(path))
+
+
+# -- inference path ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch,size", [("mobilenet_v2", 64), ("mobilenet_v3_small", 64),
+                                       ("efficientnet_b0", 64), ("resnet50", 64), ("vgg11_bn", 224)])
+def test_compiled_inference_matches_torchvision(arch, size):
+    torch.manual_seed(6)
+    kwargs = {"init_weights": False} if arch.startswith("vgg") else {}
+    ref = getattr(torchvision.models, arch)(**kwargs)
+    randomize_norms(ref, 6)
+    ref.eval()
+    model = _core.create_model(arch)
+    model.load_state_dict(ref.state_dict())
+    fast = model.compile_for_inference(size)
+    assert fast.compiled
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        expected = ref(x)
+    got = fast(x)
+    assert not got.requires_grad
+    # Folding BatchNorm into the convolutions reorders float arithmetic: close, not equal.
+    assert (got - expected).abs().max().item() <= 1e-3 * max(1.0, expected.abs().max().item())
+    embed = model.compile_for_inference(size, output="embedding")(x)
+    assert embed.shape == (2, model.embedding_dim)
+
+
+def test_compiled_inference_checks_its_input():
+    fast = _core.create_model("simple_cnn", 4).compile_for_inference()
+    assert fast.image_size == 32
+    assert fast(torch.rand(2, 3, 32, 32)).shape == (2, 4)
+    with pytest.raises(ValueError, match="compiled for float N x 3 x 32 x 32"):
+        fast(torch.rand(2, 3, 64, 64))
+    # oneDNN cannot pool VGG's 1x1 map of a 32 px image to 7x7: eager, still right.
+    vgg = _core.create_model("vgg11", 3).compile_for_inference(32)
+    assert not vgg.compiled and vgg(torch.rand(1, 3, 32, 32)).shape == (1, 3)
+    with pytest.raises(ValueError, match="output must be"):
+        _core.create_model("simple_cnn", 4).compile_for_inference(output="probabilities")
+
+
+def test_float_torchscript_backbone_trains_and_freezes(tmp_path):
+    torch.manual_seed(7)
+    net = torchvision.models.resnet18(num_classes=16).eval()
+    path = tmp_path / "r18.pt"
+    torch.jit.script(net).save(str(path))
+    model = _core.load_torchscript_backbone(str(path), 3, input_size=64)
+    assert model.embedding_dim == 16
+    state = model.state_dict()
+    assert torch.equal(state["backbone.conv1.weight"], net.conv1.weight)
+    assert "backbone.layer1.0.bn1.running_mean" in state and "head.weight" in state
+    model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (model.embed(x) - net(x)).abs().max().item() <= 1e-4
+    model.freeze_backbone()
+    assert model.trainable_parameter_count == 16 * 3 + 3
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    F.cross_entropy(model(x), torch.tensor([0, 2])).backward()
+    opt.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"head.weight", "head.bias"}  # frozen backbone: BN statistics untouched too
+    with pytest.raises(FileNotFoundError):
+        _core.load_torchscript_backbone(str(tmp_path / "none.pt"), 3)
+    with pytest.raises(ValueError, match="not a loadable TorchScript"):
+        (tmp_path / "bad.pt").write_bytes(b"junk")
+        _core.load_torchscript_backbone(str(tmp_path / "bad.pt"), 3)

@@ -1,0 +1,44 @@
+// The fast path for evaluation and prediction: a model traced once and handed
+// to TorchScript's freezing and inference passes, so BatchNorm is folded into
+// the convolutions, convolutions run in oneDNN with prepacked weights and fused
+// activations, and no autograd state is kept. The same passes as Python's
+// torch.jit.optimize_for_inference, applied from C++.
+#pragma once
+
+#include <memory>
+
+#include "tlcore/models/model.h"
+
+namespace torch::jit {
+struct Module;
+}  // namespace torch::jit
+
+namespace tlcore::models {
+
+enum class InferenceOutput { kLogits, kEmbedding };
+
+class InferenceModel {
+ public:
+  // Compiles a snapshot of `model` (weights are copied: compile again after training)
+  // for image_size x image_size inputs; 0 means the model's preprocess().input_size.
+  // The model itself is left as it was, apart from being put in eval mode.
+  // A TorchScript backbone, or a graph oneDNN cannot run at this size (VGG below
+  // 224 px), runs eagerly under InferenceMode instead; compiled() says which.
+  explicit InferenceModel(std::shared_ptr<ModelImpl> model, int64_t image_size = 0,
+                          InferenceOutput output = InferenceOutput::kLogits);
+
+  // Logits (or embeddings) for an N x C x image_size x image_size float batch.
+  torch::Tensor forward(const torch::Tensor& x) const;
+
+  int64_t image_size() const { return image_size_; }
+  bool compiled() const { return compiled_ != nullptr; }
+  InferenceOutput output() const { return output_; }
+
+ private:
+  std::shared_ptr<ModelImpl> model_;
+  std::shared_ptr<torch::jit::Module> compiled_;
+  int64_t image_size_;
+  InferenceOutput output_;
+};
+
+}  // namespace tlcore::models

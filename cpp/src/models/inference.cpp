@@ -1,0 +1,86 @@
+#include "tlcore/models/inference.h"
+
+#include <torch/csrc/jit/frontend/tracer.h>
+#include <torch/script.h>
+
+#include <sstream>
+
+#include "tlcore/error.h"
+
+namespace tlcore::models {
+namespace {
+
+// The tracer recognises the model's tensors by identity when they are
+// attributes of the module being traced: they become getattr nodes, which
+// freezing then turns into constants it can fold and prepack.
+std::shared_ptr<torch::jit::Module> compile(ModelImpl& model, int64_t size,
+                                            InferenceOutput output) {
+  auto module = std::make_shared<torch::jit::Module>("tlcore.InferenceModel");
+  module->register_attribute("training", c10::BoolType::get(), false);
+  int64_t index = 0;
+  for (const auto& entry : model.state_dict()) {
+    module->register_buffer("t" + std::to_string(index++), entry.second);
+  }
+  const int64_t channels = model.in_channels() > 0 ? model.in_channels() : 3;
+  const auto example = torch::rand({1, channels, size, size});
+  auto run = [&](torch::jit::Stack in) -> torch::jit::Stack {
+    const auto& x = in.at(0).toTensor();
+    return {output == InferenceOutput::kLogits ? model.forward(x) : model.embed(x)};
+  };
+  torch::NoGradGuard no_grad;
+  auto traced = torch::jit::tracer::trace(
+      {example}, run, [](const torch::autograd::Variable&) { return std::string(); },
+      /*strict=*/false, /*force_outplace=*/false, module.get());
+  auto* method = module->_ivalue()->compilation_unit()->create_function(
+      c10::QualifiedName(*module->type()->name(), "forward"), traced.first->graph);
+  module->type()->addMethod(method);
+  auto optimized =
+      std::make_shared<torch::jit::Module>(torch::jit::optimize_for_inference(*module));
+  // oneDNN lacks some shapes (VGG's 7x7 pooling of a smaller map): try once, which also warms up.
+  try {
+    optimized->forward({example});
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+  return optimized;
+}
+
+}  // namespace
+
+InferenceModel::InferenceModel(std::shared_ptr<ModelImpl> model, int64_t image_size,
+                               InferenceOutput output)
+    : model_(std::move(model)), output_(output) {
+  if (!model_) throw InvalidArgument("InferenceModel: no model given");
+  image_size_ = image_size > 0 ? image_size : model_->preprocess().input_size;
+  model_->eval();
+  if (model_->arch() == "torchscript") return;
+  try {
+    compiled_ = compile(*model_, image_size_, output_);
+  } catch (const c10::Error& e) {
+    throw Error(model_->arch() +
+                ": could not compile for inference: " + e.what_without_backtrace());
+  }
+}
+
+torch::Tensor InferenceModel::forward(const torch::Tensor& x) const {
+  const int64_t channels = model_->in_channels();
+  if (!x.defined() || x.dim() != 4 || (channels > 0 && x.size(1) != channels) ||
+      x.size(2) != image_size_ || x.size(3) != image_size_ || !x.is_floating_point()) {
+    std::ostringstream msg;
+    msg << model_->arch() << ": compiled for float N x " << (channels > 0 ? channels : 3) << " x "
+        << image_size_ << " x " << image_size_ << " batches, got ";
+    if (x.defined()) {
+      msg << x.scalar_type() << " " << x.sizes();
+    } else {
+      msg << "an undefined tensor";
+    }
+    throw InvalidArgument(msg.str());
+  }
+  c10::InferenceMode guard;
+  if (!compiled_) {
+    return output_ == InferenceOutput::kLogits ? model_->forward(x) : model_->embed(x);
+  }
+  return compiled_->forward({x.to(torch::kFloat).contiguous()}).toTensor();
+}
+
+}  // namespace tlcore::models
