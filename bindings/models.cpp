@@ -40,7 +40,8 @@ StateDict from_dict(const py::dict& d) {
 models::InferenceOutput inference_output(const std::string& output) {
   if (output == "logits") return models::InferenceOutput::kLogits;
   if (output == "embedding") return models::InferenceOutput::kEmbedding;
-  throw InvalidArgument("output must be 'logits' or 'embedding', got '" + output + "'");
+  if (output == "features") return models::InferenceOutput::kFeatures;
+  throw InvalidArgument("output must be 'logits', 'embedding' or 'features', got '" + output + "'");
 }
 
 py::dict preprocess_dict(const models::Preprocess& p) {
@@ -60,6 +61,11 @@ void bind_models(py::module_& m) {
       .def("forward", &ModelImpl::forward, py::arg("x"), Release(), "Logits for an NCHW batch.")
       .def("__call__", &ModelImpl::forward, py::arg("x"), Release())
       .def("embed", &ModelImpl::embed, py::arg("x"), Release(), "Pooled embeddings, N x D.")
+      .def("features", &ModelImpl::features, py::arg("x"), py::arg("blocks"), Release(),
+           "The feature map after the first `blocks` blocks.")
+      .def("embed_from", &ModelImpl::embed_from, py::arg("features"), py::arg("blocks"), Release(),
+           "The embedding from features(x, blocks).")
+      .def_property_readonly("splittable_blocks", &ModelImpl::splittable_blocks)
       .def("classify", &ModelImpl::classify, py::arg("embedding"), Release(),
            "The head alone: logits from N x D embeddings.")
       .def_property_readonly("arch", &ModelImpl::arch)
@@ -140,12 +146,13 @@ void bind_models(py::module_& m) {
           "Loads a torch.save'd state dict from C++; returns the head entries it dropped.")
       .def(
           "compile_for_inference",
-          [](std::shared_ptr<ModelImpl> self, int64_t image_size, const std::string& output) {
+          [](std::shared_ptr<ModelImpl> self, int64_t image_size, const std::string& output,
+             int64_t blocks) {
             const auto kind = inference_output(output);
             py::gil_scoped_release release;
-            return models::InferenceModel(std::move(self), image_size, kind);
+            return models::InferenceModel(std::move(self), image_size, kind, blocks);
           },
-          py::arg("image_size") = 0, py::arg("output") = "logits",
+          py::arg("image_size") = 0, py::arg("output") = "logits", py::arg("blocks") = 0,
           "A frozen snapshot for fast inference: BatchNorm folded, oneDNN prepacked weights, no "
           "autograd. Compile again after the weights change.")
       .def(

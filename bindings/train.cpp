@@ -72,6 +72,7 @@ void bind_train(py::module_& m) {
       .def_readwrite("patience", &FitOptions::patience)
       .def_readwrite("restore_best", &FitOptions::restore_best)
       .def_readwrite("cache_features", &FitOptions::cache_features)
+      .def_readwrite("compile_frozen", &FitOptions::compile_frozen)
       .def_readwrite("channels_last", &FitOptions::channels_last)
       .def_readwrite("seed", &FitOptions::seed)
       .def_readwrite("epoch_offset", &FitOptions::epoch_offset)
@@ -115,16 +116,16 @@ void bind_train(py::module_& m) {
   m.def(
       "predict",
       [](std::shared_ptr<models::ModelImpl> model, Loader& loader, bool channels_last,
-         bool flip_tta, py::object on_batch) {
+         bool flip_tta, py::object on_batch, bool compiled) {
         auto batch_cb = batch_callback(std::move(on_batch));
         py::gil_scoped_release release;
-        const auto p =
-            predict(models::Model(std::move(model)), loader, channels_last, flip_tta, batch_cb);
+        const auto p = predict(models::Model(std::move(model)), loader, channels_last, flip_tta,
+                               batch_cb, compiled);
         py::gil_scoped_acquire gil;
         return py::make_tuple(p.logits, p.labels, p.indices, p.loss);
       },
       py::arg("model"), py::arg("loader"), py::arg("channels_last") = true,
-      py::arg("flip_tta") = false, py::arg("on_batch") = py::none());
+      py::arg("flip_tta") = false, py::arg("on_batch") = py::none(), py::arg("compiled") = true);
   m.def("balanced_class_weights", &balanced_class_weights, py::arg("labels"),
         py::arg("num_classes"));
 }

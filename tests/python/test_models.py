@@ -406,3 +406,32 @@ def test_float_torchscript_backbone_trains_and_freezes(tmp_path):
     with pytest.raises(ValueError, match="not a loadable TorchScript"):
         (tmp_path / "bad.pt").write_bytes(b"junk")
         _core.load_torchscript_backbone(str(tmp_path / "bad.pt"), 3)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0"])
+def test_backbone_cut_into_prefix_and_tail(arch):
+    torch.manual_seed(8)
+    ref = getattr(torchvision.models, arch)()
+    randomize_norms(ref, 8)
+    ref.eval()
+    model = _core.create_model(arch)
+    model.load_state_dict(ref.state_dict())
+    model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = ref(x)
+        n = model.splittable_blocks
+        assert n >= 5
+        for k in (0, 1, n // 2, n):
+            logits = model.classify(model.embed_from(model.features(x, k), k))
+            assert (logits - expected).abs().max().item() <= 1e-4, k
+    # The compiled prefix feeds the eager tail: a frozen stem/body with a trained end.
+    k = n - 2
+    prefix = model.compile_for_inference(64, output="features", blocks=k)
+    with torch.no_grad():
+        got = model.classify(model.embed_from(prefix(x), k))
+    assert (got - expected).abs().max().item() <= 1e-3 * max(1.0, expected.abs().max().item())
+    with pytest.raises(ValueError, match="cannot cut"):
+        model.features(x, n + 1)
+    with pytest.raises(ValueError, match=r"simple_cnn: cannot cut after 1 blocks \(0..0"):
+        _core.create_model("simple_cnn", 3).embed_from(x, 1)

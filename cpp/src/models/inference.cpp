@@ -13,23 +13,36 @@ namespace {
 // The tracer recognises the model's tensors by identity when they are
 // attributes of the module being traced: they become getattr nodes, which
 // freezing then turns into constants it can fold and prepack.
-std::shared_ptr<torch::jit::Module> compile(ModelImpl& model, int64_t size,
-                                            InferenceOutput output) {
+torch::Tensor run(ModelImpl& model, const torch::Tensor& x, InferenceOutput output,
+                  int64_t blocks) {
+  switch (output) {
+    case InferenceOutput::kLogits:
+      return model.forward(x);
+    case InferenceOutput::kEmbedding:
+      return model.embed(x);
+    case InferenceOutput::kFeatures:
+      return model.features(x, blocks);
+  }
+  throw InvalidArgument("unknown inference output");
+}
+
+std::shared_ptr<torch::jit::Module> compile(ModelImpl& model, int64_t size, InferenceOutput output,
+                                            int64_t blocks) {
   auto module = std::make_shared<torch::jit::Module>("tlcore.InferenceModel");
   module->register_attribute("training", c10::BoolType::get(), false);
   int64_t index = 0;
   for (const auto& entry : model.state_dict()) {
     module->register_buffer("t" + std::to_string(index++), entry.second);
   }
+  c10::InferenceMode not_inference(false);  // the tracer needs ordinary tensors
   const int64_t channels = model.in_channels() > 0 ? model.in_channels() : 3;
   const auto example = torch::rand({1, channels, size, size});
-  auto run = [&](torch::jit::Stack in) -> torch::jit::Stack {
-    const auto& x = in.at(0).toTensor();
-    return {output == InferenceOutput::kLogits ? model.forward(x) : model.embed(x)};
+  auto traced_fn = [&](torch::jit::Stack in) -> torch::jit::Stack {
+    return {run(model, in.at(0).toTensor(), output, blocks)};
   };
   torch::NoGradGuard no_grad;
   auto traced = torch::jit::tracer::trace(
-      {example}, run, [](const torch::autograd::Variable&) { return std::string(); },
+      {example}, traced_fn, [](const torch::autograd::Variable&) { return std::string(); },
       /*strict=*/false, /*force_outplace=*/false, module.get());
   auto* method = module->_ivalue()->compilation_unit()->create_function(
       c10::QualifiedName(*module->type()->name(), "forward"), traced.first->graph);
@@ -48,14 +61,18 @@ std::shared_ptr<torch::jit::Module> compile(ModelImpl& model, int64_t size,
 }  // namespace
 
 InferenceModel::InferenceModel(std::shared_ptr<ModelImpl> model, int64_t image_size,
-                               InferenceOutput output)
-    : model_(std::move(model)), output_(output) {
+                               InferenceOutput output, int64_t blocks)
+    : model_(std::move(model)), output_(output), blocks_(blocks) {
   if (!model_) throw InvalidArgument("InferenceModel: no model given");
   image_size_ = image_size > 0 ? image_size : model_->preprocess().input_size;
+  if (output_ == InferenceOutput::kFeatures &&
+      (blocks_ < 0 || blocks_ > model_->splittable_blocks()))
+    throw InvalidArgument(model_->arch() + ": cannot cut after " + std::to_string(blocks_) +
+                          " blocks");
   model_->eval();
   if (model_->arch() == "torchscript") return;
   try {
-    compiled_ = compile(*model_, image_size_, output_);
+    compiled_ = compile(*model_, image_size_, output_, blocks_);
   } catch (const c10::Error& e) {
     throw Error(model_->arch() +
                 ": could not compile for inference: " + e.what_without_backtrace());
@@ -76,10 +93,9 @@ torch::Tensor InferenceModel::forward(const torch::Tensor& x) const {
     }
     throw InvalidArgument(msg.str());
   }
-  c10::InferenceMode guard;
-  if (!compiled_) {
-    return output_ == InferenceOutput::kLogits ? model_->forward(x) : model_->embed(x);
-  }
+  // Not InferenceMode: its tensors could not feed a tail that trains under autograd.
+  torch::NoGradGuard no_grad;
+  if (!compiled_) return run(*model_, x, output_, blocks_);
   return compiled_->forward({x.to(torch::kFloat).contiguous()}).toTensor();
 }
 

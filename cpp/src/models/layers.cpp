@@ -88,4 +88,11 @@ torch::Tensor global_avg_pool(const torch::Tensor& x) {
   return torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
 }
 
+torch::Tensor run_range(torch::nn::SequentialImpl& seq, torch::Tensor x, size_t begin, size_t end) {
+  for (auto it = seq.begin() + static_cast<std::ptrdiff_t>(begin);
+       it != seq.begin() + static_cast<std::ptrdiff_t>(end); ++it)
+    x = it->forward(x);
+  return x;
+}
+
 }  // namespace tlcore::models::detail

@@ -70,4 +70,7 @@ void init_weights(torch::nn::Module& root, LinearInit linear);
 
 torch::Tensor global_avg_pool(const torch::Tensor& x);
 
+// Children [begin, end) of a Sequential, in order.
+torch::Tensor run_range(torch::nn::SequentialImpl& seq, torch::Tensor x, size_t begin, size_t end);
+
 }  // namespace tlcore::models::detail

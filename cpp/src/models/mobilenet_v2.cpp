@@ -66,7 +66,20 @@ MobileNetV2Impl::MobileNetV2Impl(const MobileNetV2Options& o)
 }
 
 torch::Tensor MobileNetV2Impl::compute_embedding(const torch::Tensor& x) {
-  return detail::global_avg_pool(features_->forward(x));
+  return run_suffix(x, 0);
+}
+
+int64_t MobileNetV2Impl::splittable_blocks() const {
+  return static_cast<int64_t>(features_->size());
+}
+
+torch::Tensor MobileNetV2Impl::run_prefix(const torch::Tensor& x, int64_t k) {
+  return detail::run_range(*features_, x, 0, static_cast<size_t>(k));
+}
+
+torch::Tensor MobileNetV2Impl::run_suffix(const torch::Tensor& features, int64_t k) {
+  return detail::global_avg_pool(
+      detail::run_range(*features_, features, static_cast<size_t>(k), features_->size()));
 }
 
 }  // namespace tlcore::models

@@ -102,7 +102,20 @@ MobileNetV3Impl::MobileNetV3Impl(const MobileNetV3Options& o)
 }
 
 torch::Tensor MobileNetV3Impl::compute_embedding(const torch::Tensor& x) {
-  auto y = fc_->forward(detail::global_avg_pool(features_->forward(x)));
+  return run_suffix(x, 0);
+}
+
+int64_t MobileNetV3Impl::splittable_blocks() const {
+  return static_cast<int64_t>(features_->size());
+}
+
+torch::Tensor MobileNetV3Impl::run_prefix(const torch::Tensor& x, int64_t k) {
+  return detail::run_range(*features_, x, 0, static_cast<size_t>(k));
+}
+
+torch::Tensor MobileNetV3Impl::run_suffix(const torch::Tensor& features, int64_t k) {
+  auto y = fc_->forward(detail::global_avg_pool(
+      detail::run_range(*features_, features, static_cast<size_t>(k), features_->size())));
   return torch::dropout(detail::activate(y, detail::Act::kHardswish), dropout_, is_training());
 }
 

@@ -78,6 +78,30 @@ torch::Tensor ModelImpl::embed(const torch::Tensor& x) {
   return compute_embedding(x);
 }
 
+torch::Tensor ModelImpl::features(const torch::Tensor& x, int64_t k) {
+  check_split(k);
+  return k == 0 ? x : run_prefix(x, k);
+}
+
+torch::Tensor ModelImpl::embed_from(const torch::Tensor& features, int64_t k) {
+  check_split(k);
+  return k == 0 ? embed(features) : run_suffix(features, k);
+}
+
+torch::Tensor ModelImpl::run_prefix(const torch::Tensor&, int64_t) {
+  throw Unsupported(arch_ + ": the backbone cannot be cut into blocks");
+}
+
+torch::Tensor ModelImpl::run_suffix(const torch::Tensor&, int64_t) {
+  throw Unsupported(arch_ + ": the backbone cannot be cut into blocks");
+}
+
+void ModelImpl::check_split(int64_t k) const {
+  if (k < 0 || k > splittable_blocks())
+    throw InvalidArgument(arch_ + ": cannot cut after " + std::to_string(k) + " blocks (0.." +
+                          std::to_string(splittable_blocks()) + " can be)");
+}
+
 void ModelImpl::init_head(std::vector<Block> blocks, std::string head_name, int64_t embedding_dim,
                           const HeadOptions& head) {
   blocks_ = std::move(blocks);

@@ -102,10 +102,21 @@ ResNetImpl::ResNetImpl(const ResNetOptions& options)
   detail::init_weights(*this, detail::LinearInit::kDefault);
 }
 
-torch::Tensor ResNetImpl::compute_embedding(const torch::Tensor& x) {
-  auto y = bn1_->forward(conv1_->forward(x)).relu_();
-  y = torch::max_pool2d(y, 3, 2, 1);
-  for (auto& layer : layers_) y = layer->forward(y);
+torch::Tensor ResNetImpl::compute_embedding(const torch::Tensor& x) { return run_suffix(x, 0); }
+
+torch::Tensor ResNetImpl::stem(const torch::Tensor& x) {
+  return torch::max_pool2d(bn1_->forward(conv1_->forward(x)).relu_(), 3, 2, 1);
+}
+
+torch::Tensor ResNetImpl::run_prefix(const torch::Tensor& x, int64_t k) {
+  auto y = stem(x);
+  for (int64_t i = 1; i < k; ++i) y = layers_[i - 1]->forward(y);
+  return y;
+}
+
+torch::Tensor ResNetImpl::run_suffix(const torch::Tensor& features, int64_t k) {
+  auto y = k == 0 ? stem(features) : features;
+  for (int64_t i = std::max<int64_t>(k, 1); i < 5; ++i) y = layers_[i - 1]->forward(y);
   return detail::global_avg_pool(y);
 }
 

@@ -7,11 +7,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <optional>
 
 #include "optimizer.h"
 #include "tlcore/augment/rng.h"
 #include "tlcore/error.h"
 #include "tlcore/metrics/classification.h"
+#include "tlcore/models/inference.h"
 
 namespace tlcore {
 namespace {
@@ -30,6 +32,56 @@ void to_channels_last(models::ModelImpl& model) {
 torch::Tensor prepare(const torch::Tensor& images, bool channels_last) {
   auto x = images.scalar_type() == torch::kByte ? images.to(torch::kFloat).div_(255) : images;
   return channels_last && x.dim() == 4 ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
+}
+
+// Compiles lazily for the first batch's size; batches of another size run eagerly.
+class LazyInference {
+ public:
+  // `model` must be owned by a shared_ptr (every models::Model is).
+  LazyInference(models::ModelImpl& model, models::InferenceOutput output, int64_t blocks = 0)
+      : model_(model), output_(output), blocks_(blocks) {}
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    const bool square = x.dim() == 4 && x.size(2) == x.size(3);
+    if (!compiled_ && square && !failed_) {
+      const bool was_training = model_.is_training();
+      try {
+        compiled_.emplace(std::static_pointer_cast<models::ModelImpl>(model_.shared_from_this()),
+                          x.size(2), output_, blocks_);
+      } catch (const Error&) {
+        failed_ = true;  // e.g. a graph oneDNN cannot run: the eager path is still right
+      }
+      model_.train(was_training);
+    }
+    if (compiled_ && square && x.size(2) == compiled_->image_size()) return compiled_->forward(x);
+    torch::NoGradGuard no_grad;
+    switch (output_) {
+      case models::InferenceOutput::kLogits:
+        return model_.forward(x);
+      case models::InferenceOutput::kEmbedding:
+        return model_.embed(x);
+      case models::InferenceOutput::kFeatures:
+        break;
+    }
+    return model_.features(x, blocks_);
+  }
+
+ private:
+  models::ModelImpl& model_;
+  models::InferenceOutput output_;
+  int64_t blocks_;
+  std::optional<models::InferenceModel> compiled_;
+  bool failed_ = false;
+};
+
+// Leading blocks that are frozen and can be cut off as a prefix.
+int64_t frozen_prefix(const models::ModelImpl& model) {
+  int64_t k = 0;
+  for (const auto& block : model.blocks()) {
+    if (!model.is_frozen(block.name)) break;
+    ++k;
+  }
+  return std::min(k, model.splittable_blocks());
 }
 
 double metric_of(const EpochStats& s, const std::string& monitor) {
@@ -219,9 +271,10 @@ Features cache_features(models::ModelImpl& model, Loader& loader, std::int64_t e
   Features f;
   f.row_of.assign(static_cast<std::size_t>(loader.dataset().size()), -1);
   std::int64_t row = 0;
+  LazyInference backbone(model, models::InferenceOutput::kEmbedding);
   loader.start_epoch(epoch);
   while (auto batch = loader.next()) {
-    embeddings.push_back(model.embed(prepare(batch->images, channels_last)));
+    embeddings.push_back(backbone.forward(prepare(batch->images, channels_last)));
     labels.push_back(batch->labels);
     const auto* idx = batch->indices.data_ptr<std::int64_t>();
     for (std::int64_t k = 0; k < batch->indices.size(0); ++k) f.row_of[std::size_t(idx[k])] = row++;
@@ -247,20 +300,25 @@ std::vector<double> balanced_class_weights(const std::vector<std::int64_t>& labe
 }
 
 Predictions predict(models::Model model, Loader& loader, bool channels_last, bool flip_tta,
-                    const BatchCallback& on_batch) {
+                    const BatchCallback& on_batch, bool compiled) {
   torch::InferenceMode guard;
   const bool was_training = model->is_training();
   model->eval();
   if (channels_last) to_channels_last(*model);
+  std::optional<LazyInference> fast;
+  if (compiled) fast.emplace(*model, models::InferenceOutput::kLogits);
+  auto forward = [&](const torch::Tensor& x) {
+    return fast ? fast->forward(x) : model->forward(x);
+  };
   std::vector<torch::Tensor> logits, labels, indices;
   loader.start_epoch(0);
   double loss_sum = 0;
   std::int64_t n = 0, b = 0;
   while (auto batch = loader.next()) {
     auto x = prepare(batch->images, channels_last);
-    auto out = model->forward(x);
+    auto out = forward(x);
     if (flip_tta) {
-      auto flipped = model->forward(x.flip({3}));
+      auto flipped = forward(x.flip({3}));
       out = ((torch::softmax(out, 1) + torch::softmax(flipped, 1)) / 2).log();
     }
     const auto loss =
@@ -321,6 +379,20 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
   models::StateDict best;
   result.resumed = load_checkpoint(o.checkpoint, o, model, *opt.optimizer, progress, best);
 
+  // Frozen blocks never change during fit: compile them once.
+  std::optional<LazyInference> prefix;
+  int64_t prefix_blocks = 0;
+  if (!o.cache_features && o.compile_frozen) {
+    prefix_blocks = frozen_prefix(model);
+    if (prefix_blocks > 0) prefix.emplace(model, models::InferenceOutput::kFeatures, prefix_blocks);
+  }
+  auto forward = [&](const torch::Tensor& x) {
+    if (!prefix) return model.forward(x);
+    auto f = prefix->forward(x);
+    if (o.channels_last && f.dim() == 4) f = f.contiguous(torch::MemoryFormat::ChannelsLast);
+    return model.classify(model.embed_from(f, prefix_blocks));
+  };
+
   Features train_features, val_features;
   if (o.cache_features && !progress.stopped && std::int64_t(progress.history.size()) < o.epochs) {
     train_features = cache_features(model, *train_, o.epoch_offset, o.channels_last);
@@ -376,7 +448,7 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
     } else {
       train_->start_epoch(o.epoch_offset + epoch);
       while (auto batch = train_->next())
-        train_step(model.forward(prepare(batch->images, o.channels_last)), batch->labels);
+        train_step(forward(prepare(batch->images, o.channels_last)), batch->labels);
     }
 
     EpochStats s;

@@ -20,9 +20,12 @@ struct EfficientNetOptions {
 class EfficientNetImpl : public ModelImpl {
  public:
   explicit EfficientNetImpl(const EfficientNetOptions& options);
+  int64_t splittable_blocks() const override;
 
  protected:
   torch::Tensor compute_embedding(const torch::Tensor& x) override;
+  torch::Tensor run_prefix(const torch::Tensor& x, int64_t k) override;
+  torch::Tensor run_suffix(const torch::Tensor& features, int64_t k) override;
 
  private:
   torch::nn::Sequential features_{nullptr};

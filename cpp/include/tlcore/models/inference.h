@@ -15,7 +15,9 @@ struct Module;
 
 namespace tlcore::models {
 
-enum class InferenceOutput { kLogits, kEmbedding };
+// kFeatures: the feature map after the model's first `blocks` blocks (ModelImpl::features),
+// for running a frozen prefix while the rest trains.
+enum class InferenceOutput { kLogits, kEmbedding, kFeatures };
 
 class InferenceModel {
  public:
@@ -25,9 +27,10 @@ class InferenceModel {
   // A TorchScript backbone, or a graph oneDNN cannot run at this size (VGG below
   // 224 px), runs eagerly under InferenceMode instead; compiled() says which.
   explicit InferenceModel(std::shared_ptr<ModelImpl> model, int64_t image_size = 0,
-                          InferenceOutput output = InferenceOutput::kLogits);
+                          InferenceOutput output = InferenceOutput::kLogits, int64_t blocks = 0);
 
-  // Logits (or embeddings) for an N x C x image_size x image_size float batch.
+  // Logits (or embeddings, or features) for an N x C x image_size x image_size float
+  // batch, computed without autograd: the result never requires grad.
   torch::Tensor forward(const torch::Tensor& x) const;
 
   int64_t image_size() const { return image_size_; }
@@ -39,6 +42,7 @@ class InferenceModel {
   std::shared_ptr<torch::jit::Module> compiled_;
   int64_t image_size_;
   InferenceOutput output_;
+  int64_t blocks_;
 };
 
 }  // namespace tlcore::models

@@ -17,9 +17,12 @@ struct MobileNetV2Options {
 class MobileNetV2Impl : public ModelImpl {
  public:
   explicit MobileNetV2Impl(const MobileNetV2Options& options = {});
+  int64_t splittable_blocks() const override;
 
  protected:
   torch::Tensor compute_embedding(const torch::Tensor& x) override;
+  torch::Tensor run_prefix(const torch::Tensor& x, int64_t k) override;
+  torch::Tensor run_suffix(const torch::Tensor& features, int64_t k) override;
 
  private:
   torch::nn::Sequential features_{nullptr};
@@ -38,9 +41,12 @@ struct MobileNetV3Options {
 class MobileNetV3Impl : public ModelImpl {
  public:
   explicit MobileNetV3Impl(const MobileNetV3Options& options);
+  int64_t splittable_blocks() const override;
 
  protected:
   torch::Tensor compute_embedding(const torch::Tensor& x) override;
+  torch::Tensor run_prefix(const torch::Tensor& x, int64_t k) override;
+  torch::Tensor run_suffix(const torch::Tensor& features, int64_t k) override;
 
  private:
   torch::nn::Sequential features_{nullptr};

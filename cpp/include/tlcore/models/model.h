@@ -56,6 +56,14 @@ class ModelImpl : public torch::nn::Module {
   // The head alone: logits from embeddings (e.g. cached ones while the backbone is frozen).
   torch::Tensor classify(const torch::Tensor& embedding);
 
+  // The backbone cut after its first k blocks, k <= splittable_blocks():
+  // embed_from(features(x, k), k) equals embed(x). The trainer runs a frozen prefix
+  // this way as a compiled inference graph and only the tail under autograd.
+  torch::Tensor features(const torch::Tensor& x, int64_t k);
+  torch::Tensor embed_from(const torch::Tensor& features, int64_t k);
+  // How many leading blocks can run apart from the rest; 0 when the family cannot be cut.
+  virtual int64_t splittable_blocks() const { return 0; }
+
   const std::string& arch() const { return arch_; }
   // Channels the input must have; 0 when the model does not say (TorchScript).
   int64_t in_channels() const { return in_channels_; }
@@ -91,6 +99,10 @@ class ModelImpl : public torch::nn::Module {
       : arch_(std::move(arch)), preprocess_(std::move(preprocess)), in_channels_(in_channels) {}
   // The family's backbone, called by embed() once the input shape is checked.
   virtual torch::Tensor compute_embedding(const torch::Tensor& x) = 0;
+  // Blocks [0, k) of the backbone, and the rest up to the embedding; families with
+  // splittable_blocks() > 0 override both.
+  virtual torch::Tensor run_prefix(const torch::Tensor& x, int64_t k);
+  virtual torch::Tensor run_suffix(const torch::Tensor& features, int64_t k);
   // Called at the end of a family's constructor, once its modules are registered.
   // The head's parent (the model itself, or e.g. VGG's classifier) must be a
   // plain module, not a Sequential, so that the head can be swapped by name.
@@ -99,6 +111,7 @@ class ModelImpl : public torch::nn::Module {
 
  private:
   void apply_freezing();
+  void check_split(int64_t k) const;
   // -1 when `name` is in no block.
   int64_t block_of(const std::string& name) const;
   bool in_head(const std::string& name) const;

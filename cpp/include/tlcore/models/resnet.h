@@ -19,11 +19,17 @@ struct ResNetOptions {
 class ResNetImpl : public ModelImpl {
  public:
   explicit ResNetImpl(const ResNetOptions& options);
+  // The stem and the four layers.
+  int64_t splittable_blocks() const override { return 5; }
 
  protected:
   torch::Tensor compute_embedding(const torch::Tensor& x) override;
+  torch::Tensor run_prefix(const torch::Tensor& x, int64_t k) override;
+  torch::Tensor run_suffix(const torch::Tensor& features, int64_t k) override;
 
  private:
+  torch::Tensor stem(const torch::Tensor& x);
+
   torch::nn::Conv2d conv1_{nullptr};
   torch::nn::BatchNorm2d bn1_{nullptr};
   torch::nn::Sequential layers_[4];

@@ -48,6 +48,10 @@ struct FitOptions {
   // Train the head on embeddings computed once (the backbone must be frozen and
   // the loader's pipeline deterministic for the result to equal the slow path).
   bool cache_features = false;
+  // Run the leading frozen blocks as a compiled inference graph (BatchNorm folded,
+  // oneDNN, no autograd) and only the trainable tail under autograd. Frozen blocks
+  // compute in eval mode either way, so only float rounding differs.
+  bool compile_frozen = true;
   bool channels_last = true;
   std::uint64_t seed = 0;
   // Loader epochs start here, so phases of one recipe see different augmentations.
@@ -103,8 +107,10 @@ class Trainer {
 // Runs `model` in eval mode without autograd over one epoch of `loader`
 // (which should not shuffle for reports). `flip_tta` averages with the
 // horizontally flipped batch's softmax (logits are then log-probabilities).
+// `compiled` runs a compiled snapshot (models::InferenceModel) of the model.
 Predictions predict(models::Model model, Loader& loader, bool channels_last = true,
-                    bool flip_tta = false, const BatchCallback& on_batch = nullptr);
+                    bool flip_tta = false, const BatchCallback& on_batch = nullptr,
+                    bool compiled = true);
 
 // "balanced" class weights as scikit-learn computes them: n / (k * count_c).
 std::vector<double> balanced_class_weights(const std::vector<std::int64_t>& labels,
