@@ -26,7 +26,8 @@ namespace {
 using Size = std::pair<int, int>;  // (height, width)
 using Range = std::pair<double, double>;
 
-// HxW, HxWx1 or HxWx3 uint8 (any strides) copied into a cv::Mat.
+}  // namespace
+
 cv::Mat to_mat(const py::array& array) {
   if (!py::dtype::of<std::uint8_t>().is(array.dtype())) {
     throw InvalidArgument("expected a uint8 image, got dtype " +
@@ -44,6 +45,8 @@ cv::Mat to_mat(const py::array& array) {
                      const_cast<std::uint8_t*>(contiguous.data()));
   return view.clone();
 }
+
+namespace {
 
 py::array_t<std::uint8_t> to_array(const cv::Mat& image) {
   py::array_t<std::uint8_t> out({image.rows, image.cols, image.channels()});

@@ -17,6 +17,7 @@ PYBIND11_MODULE(_core, m) {
   // Most specific first: pybind11 tries translators in reverse registration order,
   // but register_exception_translator below handles the hierarchy explicitly.
   static py::exception<tlcore::Unsupported> unsupported(m, "Unsupported", PyExc_RuntimeError);
+  static py::exception<tlcore::Overloaded> overloaded(m, "Overloaded", PyExc_RuntimeError);
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -26,6 +27,8 @@ PYBIND11_MODULE(_core, m) {
       PyErr_SetString(PyExc_ValueError, e.what());
     } catch (const tlcore::Unsupported& e) {
       unsupported(e.what());
+    } catch (const tlcore::Overloaded& e) {
+      overloaded(e.what());
     } catch (const tlcore::Error& e) {
       PyErr_SetString(PyExc_RuntimeError, e.what());
     }
@@ -42,4 +45,5 @@ PYBIND11_MODULE(_core, m) {
   tlcore::bindings::bind_metrics(m);
   tlcore::bindings::bind_models(m);
   tlcore::bindings::bind_train(m);
+  tlcore::bindings::bind_infer(m);
 }

@@ -25,6 +25,7 @@ from ._core import (
 )
 from .data import DataLoader, fashion_mnist, open_dataset
 from .learner import Classifier, ImageData, Learner, load
+from .predictor import Overloaded, Predictor
 from .report import Report
 
 __version__ = _core.__version__
@@ -36,6 +37,8 @@ __all__ = [
     "Dataset",
     "ImageData",
     "Learner",
+    "Overloaded",
+    "Predictor",
     "Report",
     "Pipeline",
     "available_cores",

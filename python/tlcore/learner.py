@@ -235,26 +235,36 @@ class Learner:
     # -- persistence --------------------------------------------------------------------------
     def save(self, path: PathLike) -> Path:
         """One file with weights, architecture, class names and preprocessing (written atomically)."""
-        path = Path(path)
-        pipeline = self.data.eval_pipeline
-        payload = {
-            "format": MODEL_FORMAT,
-            "arch": self.arch,
-            "classes": self.data.classes,
-            "in_channels": self.data.channels,
-            "head": self.head,
-            "preprocess": {"image_size": self.data.image_size, "transform": "imagenet-eval"
-                           if pipeline.size[0] >= 64 else "cifar-eval",
-                           "mean": list(pipeline.mean), "std": list(pipeline.std),
-                           "channels": pipeline.channels},
-            "threshold": 0.0,
-            "history": self.history,
-            "state_dict": {k: v.contiguous() for k, v in self.model.state_dict().items()},
-        }
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
-        return path
+        payload = _payload(self.arch, self.model, self.data.classes, self.head, self.data.eval_pipeline)
+        payload["history"] = self.history
+        return _write_model(path, payload)
+
+
+def _payload(arch: str, model: "_core.Model", classes: Sequence[str], head: Dict[str, object],
+             pipeline: "_core.Pipeline", threshold: float = 0.0) -> Dict[str, object]:
+    """The saved-model dict: everything needed to predict, with torchvision's parameter names."""
+    return {
+        "format": MODEL_FORMAT,
+        "arch": arch,
+        "classes": list(classes),
+        "in_channels": pipeline.channels,
+        "head": head,
+        "preprocess": {"image_size": pipeline.size[0], "transform": "imagenet-eval"
+                       if pipeline.size[0] >= 64 else "cifar-eval",
+                       "mean": list(pipeline.mean), "std": list(pipeline.std),
+                       "channels": pipeline.channels},
+        "threshold": threshold,
+        "history": [],
+        "state_dict": {k: v.contiguous() for k, v in model.state_dict().items()},
+    }
+
+
+def _write_model(path: PathLike, payload: Dict[str, object]) -> Path:
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
 
 
 def _weights_path(arch: str, weights: PathLike) -> Path:
@@ -277,6 +287,7 @@ class Classifier:
     def __init__(self, payload: Dict[str, object], source: str = "") -> None:
         if payload.get("format") != MODEL_FORMAT:
             raise ValueError(f"{source}: not a tlcore model file (format {payload.get('format')!r})")
+        self.source = source
         self.arch: str = payload["arch"]
         self.classes: List[str] = list(payload["classes"])
         self.threshold: float = float(payload.get("threshold", 0.0))
@@ -289,6 +300,28 @@ class Classifier:
         self.model.load_state_dict(payload["state_dict"], strict=True)
         self.model.eval()
         self.pipeline = _core.Pipeline.preset(pre["transform"], pre["image_size"], pre["channels"])
+        self._payload = payload
+        self._compiled: Optional["_core.InferenceModel"] = None
+
+    @classmethod
+    def pretrained(cls, arch: str, weights: PathLike = "imagenet",
+                   image_size: Optional[int] = None) -> "Classifier":
+        """The 1,000-category ImageNet classifier of pretrained weights, ready to predict or save.
+
+        Usage: ``tlcore.Classifier.pretrained("mobilenet_v2").save("models/imagenet.tlc")``
+        """
+        from .weights import imagenet_classes
+
+        model = _core.create_model(arch, 1000)
+        model.load_checkpoint(str(_weights_path(arch, weights)), strict=True)
+        size = image_size or model.preprocess["input_size"]
+        pipeline = _core.Pipeline.preset("imagenet-eval", size, 3)
+        head = {"kind": "linear", "dropout": 0.2, "hidden": []}
+        return cls(_payload(arch, model, imagenet_classes(), head, pipeline), f"{arch}-imagenet")
+
+    def save(self, path: PathLike) -> Path:
+        """Writes this model as one tlcore file (atomically)."""
+        return _write_model(path, self._payload)
 
     def _tensor(self, image: Union[PathLike, bytes, np.ndarray]) -> torch.Tensor:
         channels = self.pipeline.channels
@@ -303,8 +336,10 @@ class Classifier:
     def predict_proba(self, images: Sequence[Union[PathLike, bytes, np.ndarray]]) -> torch.Tensor:
         """Class probabilities, one row per image."""
         batch = torch.stack([self._tensor(i) for i in images])
+        if self._compiled is None:
+            self._compiled = self.model.compile_for_inference(self.pipeline.size[0])
         with torch.inference_mode():
-            return torch.softmax(self.model.forward(batch), 1)
+            return torch.softmax(self._compiled(batch), 1)
 
     def predict(self, image: Union[PathLike, bytes, np.ndarray], top_k: int = 5) -> Dict[str, object]:
         """``{"prediction", "confidence", "top_k": [(label, probability), ...]}`` for one image."""

@@ -253,6 +253,40 @@ TEST(Decode, Webp) {
   EXPECT_LT(mean_diff(rgb, oracle(lossy)), 0.5);
 }
 
+TEST(Decode, HeaderDimensionsMatchOpenCV) {
+  const cv::Mat bgr = test_image(45, 23);
+  std::vector<std::pair<std::string, std::vector<int>>> formats{
+      {".jpg", {}}, {".png", {}}, {".bmp", {}}};
+  if (cv::haveImageWriter(".webp")) {
+    formats.push_back({".webp", {cv::IMWRITE_WEBP_QUALITY, 101}});  // VP8L
+    formats.push_back({".webp", {cv::IMWRITE_WEBP_QUALITY, 80}});   // VP8
+  }
+  for (const auto& [ext, params] : formats) {
+    const std::string bytes = encode(ext, bgr, params);
+    const cv::Mat decoded =
+        cv::imdecode(std::vector<std::uint8_t>(bytes.begin(), bytes.end()), cv::IMREAD_UNCHANGED);
+    const auto [width, height] =
+        image_dimensions(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+    EXPECT_EQ(width, decoded.cols) << ext;
+    EXPECT_EQ(height, decoded.rows) << ext;
+
+    DecodeOptions small;
+    small.max_pixels = 45 * 23 - 1;
+    EXPECT_THROW(decode_image(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(),
+                              small, "big" + ext),
+                 FormatError)
+        << ext;
+    small.max_pixels = 45 * 23;
+    EXPECT_EQ(decode_image(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(), small,
+                           "fits" + ext)
+                  .cols,
+              45);
+  }
+  const std::string text = "not an image at all";
+  EXPECT_EQ(image_dimensions(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()),
+            (std::pair<std::int64_t, std::int64_t>{0, 0}));
+}
+
 TEST(Decode, TruncatedJpegIsAnError) {
   const std::string jpeg = encode(".jpg", test_image(128, 96));
   for (std::size_t keep : {jpeg.size() / 2, jpeg.size() - 2, std::size_t{300}, std::size_t{20}}) {

@@ -33,6 +33,12 @@ class NotFound : public Error {
   using Error::Error;
 };
 
+// A bounded queue is full: retry later (HTTP 503); Python sees tlcore.Overloaded, a RuntimeError.
+class Overloaded : public Error {
+ public:
+  using Error::Error;
+};
+
 // A feature this build was compiled without; Python sees RuntimeError.
 class Unsupported : public Error {
  public:

@@ -48,6 +48,27 @@ const char* format_name(const std::uint8_t* data, std::size_t size) {
   return nullptr;
 }
 
+std::uint32_t big_endian32(const std::uint8_t* p) {
+  return std::uint32_t(p[0]) << 24 | std::uint32_t(p[1]) << 16 | std::uint32_t(p[2]) << 8 | p[3];
+}
+
+std::uint32_t little_endian(const std::uint8_t* p, int bytes) {
+  std::uint32_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = v << 8 | p[i];
+  return v;
+}
+
+void check_pixels(const std::uint8_t* data, std::size_t size, const DecodeOptions& options,
+                  const std::string& source) {
+  if (options.max_pixels <= 0) return;
+  const auto [width, height] = image_dimensions(data, size);
+  if (width * height > options.max_pixels) {
+    throw FormatError(source + ": image of " + std::to_string(width) + " x " +
+                      std::to_string(height) + " pixels is over the limit of " +
+                      std::to_string(options.max_pixels) + " pixels");
+  }
+}
+
 // The largest DCT reduction (1/8, 1/4, 1/2) that keeps the shorter side >= min_side.
 tjscalingfactor choose_scale(int width, int height, int min_side) {
   if (min_side > 0) {
@@ -171,10 +192,39 @@ cv::Mat decode_other(const std::uint8_t* data, std::size_t size, const DecodeOpt
 
 }  // namespace
 
+std::pair<std::int64_t, std::int64_t> image_dimensions(const std::uint8_t* data, std::size_t size) {
+  if (is_jpeg(data, size)) {
+    int width = 0, height = 0, subsampling = 0, colorspace = 0;
+    if (tjDecompressHeader3(decompressor(), data, static_cast<unsigned long>(size), &width, &height,
+                            &subsampling, &colorspace) != 0)
+      return {0, 0};
+    return {width, height};
+  }
+  if (starts_with(data, size, "\x89PNG\r\n\x1A\n", 8) && size >= 24)
+    return {big_endian32(data + 16), big_endian32(data + 20)};
+  if (starts_with(data, size, "BM", 2) && size >= 26) {
+    const auto height = static_cast<std::int32_t>(little_endian(data + 22, 4));  // < 0: top-down
+    return {static_cast<std::int32_t>(little_endian(data + 18, 4)),
+            height < 0 ? -std::int64_t(height) : height};
+  }
+  if (starts_with(data, size, "RIFF", 4) && starts_with(data, size, "WEBP", 4, 8)) {
+    if (starts_with(data, size, "VP8 ", 4, 12) && size >= 30)
+      return {little_endian(data + 26, 2) & 0x3FFF, little_endian(data + 28, 2) & 0x3FFF};
+    if (starts_with(data, size, "VP8L", 4, 12) && size >= 25) {
+      const std::uint32_t bits = little_endian(data + 21, 4);
+      return {(bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1};
+    }
+    if (starts_with(data, size, "VP8X", 4, 12) && size >= 30)
+      return {little_endian(data + 24, 3) + 1, little_endian(data + 27, 3) + 1};
+  }
+  return {0, 0};
+}
+
 cv::Mat decode_image(const std::uint8_t* data, std::size_t size, const DecodeOptions& options,
                      const std::string& source) {
   internal::check_options(options);
   if (size == 0 || data == nullptr) throw FormatError(source + ": empty image data (0 bytes)");
+  check_pixels(data, size, options, source);
   if (is_jpeg(data, size)) return decode_jpeg(data, size, options, source);
   return decode_other(data, size, options, source);
 }

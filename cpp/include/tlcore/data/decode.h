@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include <opencv2/core/mat.hpp>
 
@@ -19,7 +20,14 @@ struct DecodeOptions {
   // scaling, far cheaper than decoding then shrinking) as long as its shorter
   // side stays >= min_side.
   int min_side = 0;
+  // When > 0, images with more pixels are refused from their header, before any
+  // pixel memory is allocated (a 50 kB PNG can claim 100,000 x 100,000 pixels).
+  std::int64_t max_pixels = 0;
 };
+
+// Width and height read from the header of JPEG, PNG, BMP or WEBP data without
+// decoding; {0, 0} for other formats or a header too short to tell.
+std::pair<std::int64_t, std::int64_t> image_dimensions(const std::uint8_t* data, std::size_t size);
 
 // Decodes `size` bytes at `data`. `source` names the origin in error messages.
 cv::Mat decode_image(const std::uint8_t* data, std::size_t size, const DecodeOptions& options,

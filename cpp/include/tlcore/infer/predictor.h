@@ -1,0 +1,66 @@
+// Serving-side inference: a model with its preprocessing that answers single
+// images from many threads at once, gathering concurrent requests into batches
+// (dynamic batching) so that the network runs at batch speed under load.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <opencv2/core/mat.hpp>
+
+#include "tlcore/augment/pipeline.h"
+#include "tlcore/models/model.h"
+
+namespace tlcore {
+
+struct PredictorOptions {
+  // A batch runs when it holds max_batch requests or its first request has
+  // waited max_delay_ms, whichever comes first.
+  std::int64_t max_batch = 16;
+  double max_delay_ms = 5.0;
+  // Requests waiting beyond this are refused with Overloaded instead of queueing forever.
+  std::int64_t max_queue = 256;
+  // Encoded images claiming more pixels are refused before decoding (decompression bombs).
+  std::int64_t max_pixels = 40'000'000;
+  // "cpu", "cuda" or "auto" (CUDA when available).
+  std::string device = "auto";
+};
+
+struct PredictorStats {
+  std::int64_t requests = 0;  // accepted
+  std::int64_t rejected = 0;  // refused because the queue was full
+  std::int64_t batches = 0;
+  std::int64_t queue_depth = 0;
+  std::map<std::int64_t, std::int64_t> batch_sizes;  // size -> batches of that size
+};
+
+class Predictor {
+ public:
+  // The model is put in eval mode; the pipeline should be deterministic (an eval preset).
+  Predictor(std::shared_ptr<models::ModelImpl> model, std::shared_ptr<const Pipeline> pipeline,
+            PredictorOptions options = {});
+  ~Predictor();  // answers what is queued, then stops
+  Predictor(const Predictor&) = delete;
+  Predictor& operator=(const Predictor&) = delete;
+
+  // Class probabilities (a float vector) for encoded image bytes or a decoded
+  // HxWxC uint8 image. Thread-safe; blocks until the request's batch has run.
+  // Throws FormatError for bad images (naming `source`), Overloaded when the queue is full.
+  at::Tensor predict(const std::uint8_t* data, std::size_t size, const std::string& source);
+  at::Tensor predict(const cv::Mat& image, const std::string& source);
+
+  PredictorStats stats() const;
+  const PredictorOptions& options() const;
+  std::string device() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tlcore

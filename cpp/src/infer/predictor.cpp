@@ -1,0 +1,193 @@
+#include "tlcore/infer/predictor.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "tlcore/augment/rng.h"
+#include "tlcore/data/decode.h"
+#include "tlcore/error.h"
+#include "tlcore/models/inference.h"
+
+namespace tlcore {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Request {
+  torch::Tensor input;  // C x H x W, normalised
+  std::promise<torch::Tensor> result;
+  Clock::time_point arrived;
+};
+
+void check(const PredictorOptions& o) {
+  if (o.max_batch < 1) throw InvalidArgument("Predictor: max_batch must be >= 1");
+  if (o.max_delay_ms < 0) throw InvalidArgument("Predictor: max_delay_ms must be >= 0");
+  if (o.max_queue < 1) throw InvalidArgument("Predictor: max_queue must be >= 1");
+  if (o.device != "cpu" && o.device != "cuda" && o.device != "auto")
+    throw InvalidArgument("Predictor: device must be 'cpu', 'cuda' or 'auto', got '" + o.device +
+                          "'");
+  if (o.device == "cuda" && !torch::cuda::is_available())
+    throw InvalidArgument("Predictor: device 'cuda' asked for, but CUDA is not available");
+}
+
+}  // namespace
+
+struct Predictor::Impl {
+  std::shared_ptr<models::ModelImpl> model;
+  std::shared_ptr<const Pipeline> pipeline;
+  PredictorOptions options;
+  torch::Device device{torch::kCPU};
+  std::optional<models::InferenceModel> compiled;  // CPU: BatchNorm folded, oneDNN
+
+  mutable std::mutex mutex;
+  std::condition_variable wake;
+  std::deque<std::unique_ptr<Request>> queue;
+  bool stopping = false;
+  PredictorStats stats;
+  std::thread worker;
+
+  torch::Tensor preprocess(const cv::Mat& image) const {
+    Rng rng(0);  // eval pipelines draw nothing; a fixed seed keeps any other one repeatable
+    const cv::Mat out = pipeline->augment(image, rng);
+    auto x = torch::empty({pipeline->channels(), pipeline->out_height(), pipeline->out_width()});
+    pipeline->normalize_into(out, x.data_ptr<float>());
+    return x;
+  }
+
+  torch::Tensor submit(torch::Tensor input) {
+    auto request = std::make_unique<Request>();
+    request->input = std::move(input);
+    auto result = request->result.get_future();
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (stopping) throw Error("Predictor: shutting down");
+      if (static_cast<std::int64_t>(queue.size()) >= options.max_queue) {
+        ++stats.rejected;
+        throw Overloaded("Predictor: queue full (" + std::to_string(queue.size()) +
+                         " requests waiting); retry later");
+      }
+      ++stats.requests;
+      request->arrived = Clock::now();
+      queue.push_back(std::move(request));
+    }
+    wake.notify_one();
+    return result.get();
+  }
+
+  torch::Tensor forward(const torch::Tensor& batch) {
+    c10::InferenceMode guard;
+    if (compiled) return compiled->forward(batch);
+    auto x = batch.to(device, /*non_blocking=*/true);
+    if (x.dim() == 4) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    return model->forward(x).to(torch::kCPU);
+  }
+
+  void run() {
+    const auto delay = std::chrono::duration_cast<Clock::duration>(
+        std::chrono::duration<double, std::milli>(options.max_delay_ms));
+    for (;;) {
+      std::vector<std::unique_ptr<Request>> batch;
+      {
+        std::unique_lock<std::mutex> lock(mutex);
+        wake.wait(lock, [&] { return stopping || !queue.empty(); });
+        if (queue.empty()) return;  // stopping, nothing left to answer
+        wake.wait_until(lock, queue.front()->arrived + delay, [&] {
+          return stopping || static_cast<std::int64_t>(queue.size()) >= options.max_batch;
+        });
+        const auto n = std::min<std::size_t>(queue.size(), std::size_t(options.max_batch));
+        for (std::size_t i = 0; i < n; ++i) {
+          batch.push_back(std::move(queue.front()));
+          queue.pop_front();
+        }
+        ++stats.batches;
+        ++stats.batch_sizes[static_cast<std::int64_t>(n)];
+      }
+      try {
+        std::vector<torch::Tensor> inputs;
+        inputs.reserve(batch.size());
+        for (const auto& r : batch) inputs.push_back(r->input);
+        auto stacked = torch::stack(inputs);
+        if (device.is_cuda()) stacked = stacked.pin_memory();
+        const auto probabilities = torch::softmax(forward(stacked), 1).to(torch::kFloat);
+        for (std::size_t i = 0; i < batch.size(); ++i)
+          batch[i]->result.set_value(probabilities[static_cast<std::int64_t>(i)].clone());
+      } catch (...) {
+        for (auto& r : batch) r->result.set_exception(std::current_exception());
+      }
+    }
+  }
+};
+
+Predictor::Predictor(std::shared_ptr<models::ModelImpl> model,
+                     std::shared_ptr<const Pipeline> pipeline, PredictorOptions options)
+    : impl_(std::make_unique<Impl>()) {
+  if (!model) throw InvalidArgument("Predictor: no model given");
+  if (!pipeline) throw InvalidArgument("Predictor: no pipeline given");
+  check(options);
+  if (model->in_channels() > 0 && model->in_channels() != pipeline->channels())
+    throw InvalidArgument("Predictor: " + model->arch() + " takes " +
+                          std::to_string(model->in_channels()) + " channels, the pipeline gives " +
+                          std::to_string(pipeline->channels()));
+  auto& s = *impl_;
+  s.model = std::move(model);
+  s.pipeline = std::move(pipeline);
+  s.options = std::move(options);
+  const bool cuda =
+      s.options.device == "cuda" || (s.options.device == "auto" && torch::cuda::is_available());
+  s.model->eval();
+  if (cuda) {
+    s.device = torch::Device(torch::kCUDA);
+    s.model->to(s.device);
+  } else if (s.pipeline->out_height() == s.pipeline->out_width()) {
+    s.compiled.emplace(s.model, s.pipeline->out_height());
+  }
+  s.worker = std::thread([this] { impl_->run(); });
+}
+
+Predictor::~Predictor() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    impl_->stopping = true;
+  }
+  impl_->wake.notify_all();
+  impl_->worker.join();
+}
+
+at::Tensor Predictor::predict(const std::uint8_t* data, std::size_t size,
+                              const std::string& source) {
+  auto decode = impl_->pipeline->decode_options();
+  decode.max_pixels = impl_->options.max_pixels;
+  return impl_->submit(impl_->preprocess(decode_image(data, size, decode, source)));
+}
+
+at::Tensor Predictor::predict(const cv::Mat& image, const std::string& source) {
+  const int channels = impl_->pipeline->channels();
+  if (image.empty() || image.depth() != CV_8U || image.channels() != channels)
+    throw InvalidArgument(source + ": expected an 8-bit image with " + std::to_string(channels) +
+                          " channel(s)");
+  if (std::int64_t(image.total()) > impl_->options.max_pixels)
+    throw InvalidArgument(source + ": image over the limit of " +
+                          std::to_string(impl_->options.max_pixels) + " pixels");
+  return impl_->submit(impl_->preprocess(image));
+}
+
+PredictorStats Predictor::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  PredictorStats s = impl_->stats;
+  s.queue_depth = static_cast<std::int64_t>(impl_->queue.size());
+  return s;
+}
+
+const PredictorOptions& Predictor::options() const { return impl_->options; }
+
+std::string Predictor::device() const { return impl_->device.str(); }
+
+}  // namespace tlcore

@@ -1,0 +1,86 @@
+"""Serving-side predictions: many threads, one model, batches formed on the fly."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+from .learner import Classifier, load
+
+Overloaded = _core.Overloaded
+Image = Union[bytes, bytearray, np.ndarray, str, os.PathLike]
+
+
+class Predictor:
+    """Batched, thread-safe inference for one saved tlcore model.
+
+    Concurrent ``predict`` calls queue up in C++ and run as one batch when ``max_batch``
+    are waiting or the first has waited ``max_delay_ms``; the GIL is released meanwhile.
+
+    Usage: ``Predictor("flowers.tlc").predict(open("rose.jpg", "rb").read())``
+    """
+
+    def __init__(self, model: Union[str, os.PathLike, Classifier], *, max_batch: int = 16,
+                 max_delay_ms: float = 5.0, max_queue: int = 256, max_pixels: int = 40_000_000,
+                 threshold: Optional[float] = None, device: str = "auto") -> None:
+        classifier = model if isinstance(model, Classifier) else load(model)
+        self.name: str = Path(classifier.source).stem if classifier.source else classifier.arch
+        self.arch: str = classifier.arch
+        self.classes: List[str] = classifier.classes
+        self.input_size: int = classifier.pipeline.size[0]
+        self.threshold: float = classifier.threshold if threshold is None else float(threshold)
+        options = _core.PredictorOptions()
+        options.max_batch, options.max_delay_ms, options.max_queue = max_batch, max_delay_ms, max_queue
+        options.max_pixels, options.device = max_pixels, device
+        self._predictor: Optional[_core.Predictor] = _core.Predictor(classifier.model,
+                                                                     classifier.pipeline, options)
+
+    def probabilities(self, image: Image, source: Optional[str] = None) -> np.ndarray:
+        """Class probabilities for encoded bytes, a file path or an HxWxC uint8 array."""
+        predictor = self._engine()
+        if isinstance(image, (bytes, bytearray)):
+            return predictor.predict_bytes(bytes(image), source or "image").numpy()
+        if isinstance(image, np.ndarray):
+            return predictor.predict_array(image, source or "array").numpy()
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such image file")
+        return predictor.predict_bytes(path.read_bytes(), source or str(path)).numpy()
+
+    def predict(self, image: Image, top_k: int = 5, source: Optional[str] = None) -> Dict[str, object]:
+        """``{"prediction", "confidence", "top_k": [{"label", "probability"}, ...]}``.
+
+        The prediction is "unknown" when the top probability is below ``threshold``.
+        """
+        probs = self.probabilities(image, source)
+        order = np.argsort(-probs, kind="stable")[: max(1, min(top_k, len(self.classes)))]
+        top = [{"label": self.classes[i], "probability": float(probs[i])} for i in order]
+        confidence = top[0]["probability"]
+        label = top[0]["label"] if confidence >= self.threshold else "unknown"
+        return {"prediction": label, "confidence": confidence, "top_k": top}
+
+    def predict_many(self, images: Sequence[Image], top_k: int = 5) -> List[Dict[str, object]]:
+        """``predict`` for each image, submitted together so that they share batches."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, min(len(images), 64))) as pool:
+            return list(pool.map(lambda image: self.predict(image, top_k), images))
+
+    def stats(self) -> Dict[str, object]:
+        """Requests, batches, the batch-size histogram and the queue depth so far."""
+        return self._engine().stats()
+
+    def close(self) -> None:
+        """Answers what is queued, then stops the batching thread."""
+        self._predictor = None
+
+    def _engine(self) -> "_core.Predictor":
+        if self._predictor is None:
+            raise RuntimeError(f"{self.name}: predictor is closed")
+        return self._predictor
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.name!r}, arch={self.arch!r}, classes={len(self.classes)})"
