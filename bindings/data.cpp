@@ -14,6 +14,7 @@
 #include "tlcore/data/decode.h"
 #include "tlcore/data/sources.h"
 #include "tlcore/data/split.h"
+#include "tlcore/data/tfrecord.h"
 #include "tlcore/error.h"
 
 namespace py = pybind11;
@@ -123,6 +124,17 @@ void bind_data(py::module_& m) {
         py::arg("class_names") = std::vector<std::string>{},
         py::call_guard<py::gil_scoped_release>(),
         "MNIST-style IDX images and labels (gzip or not).");
+  m.def(
+      "open_tfrecords",
+      [](const std::string& pattern, std::string image_key, std::string label_key,
+         std::vector<std::string> classes) {
+        return open_tfrecords(pattern,
+                              {std::move(image_key), std::move(label_key), std::move(classes)});
+      },
+      py::arg("pattern"), py::arg("image_key") = "image", py::arg("label_key") = "class",
+      py::arg("classes") = std::vector<std::string>{}, py::call_guard<py::gil_scoped_release>(),
+      "tf.train.Example TFRecords (a file, a glob of shards or a folder): an encoded image in "
+      "bytes feature image_key, the class in int64 feature label_key.");
 
   m.def(
       "stratified_split",

@@ -102,6 +102,9 @@ void bind_models(py::module_& m) {
       .def("unfreeze_last", &ModelImpl::unfreeze_last, py::arg("k"))
       .def("unfreeze_all", &ModelImpl::unfreeze_all)
       .def("is_frozen", &ModelImpl::is_frozen, py::arg("block"))
+      .def_property("batchnorm_eval", &ModelImpl::batchnorm_eval, &ModelImpl::set_batchnorm_eval,
+                    "Every BatchNorm layer uses and keeps its running statistics, even when "
+                    "trainable (Keras' fine-tuning rule).")
       .def_property_readonly("parameter_count", &ModelImpl::parameter_count)
       .def_property_readonly("trainable_parameter_count", &ModelImpl::trainable_parameter_count)
       .def("train", &ModelImpl::train, py::arg("mode") = true)

@@ -12,8 +12,9 @@ packages=(
   libopencv-dev libturbojpeg0-dev libarchive-dev zlib1g-dev nlohmann-json3-dev
   libprotobuf-dev protobuf-compiler
   pybind11-dev python3-pybind11 python3-dev python3-venv python3-pip python3-setuptools python3-wheel
-  libgtest-dev python3-pytest python3-numpy python3-tqdm python3-matplotlib python3-sklearn
+  libgtest-dev python3-pytest python3-numpy python3-pil python3-tqdm python3-matplotlib python3-sklearn
   python3-fastapi python3-uvicorn python3-multipart python3-httpx python3-prometheus-client
+  chromium chromium-driver python3-selenium python3-opencv python3-flasgger
   python3-nbclient python3-ipykernel python3-nbformat
   dataset-fashion-mnist
 )
@@ -39,8 +40,14 @@ if [ ! -f build/CMakeCache.txt ]; then
   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE="$PWD/.venv/bin/python"
 fi
 cmake --build build
-# The editable install imports the module from the source tree.
-cp -u build/python/tlcore/_core.*.so python/tlcore/
+# The editable install imports the module from the source tree. Copy then rename:
+# a process still running the old module must not see it change under it.
+for so in build/python/tlcore/_core.*.so; do
+  dest="python/tlcore/$(basename "$so")"
+  if [ ! -f "$dest" ] || [ "$so" -nt "$dest" ]; then
+    cp "$so" "$dest.tmp" && mv -f "$dest.tmp" "$dest"
+  fi
+done
 
 if ! .venv/bin/python -c "import tlcore" >/dev/null 2>&1 || [ ! -x .venv/bin/tlcore ]; then
   echo "setup: pip install -e ."

@@ -23,7 +23,8 @@ from ._core import (
     set_num_threads,
     stratified_split,
 )
-from .data import DataLoader, fashion_mnist, open_dataset
+from .data import DataLoader, fashion_mnist, open_dataset, open_tfrecords
+from .exporter import export
 from .learner import Classifier, ImageData, Learner, load
 from .predictor import Overloaded, Predictor
 from .report import Report
@@ -42,10 +43,12 @@ __all__ = [
     "Report",
     "Pipeline",
     "available_cores",
+    "export",
     "fashion_mnist",
     "load",
     "num_threads",
     "open_dataset",
+    "open_tfrecords",
     "per_class_subset",
     "set_num_threads",
     "stratified_split",

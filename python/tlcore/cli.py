@@ -7,6 +7,9 @@ Usage::
                  --finetune-epochs 5 --batch-size 32 --img-size 224 --out runs/
     tlcore evaluate --model runs/model.tlc --data test/
     tlcore predict --model runs/model.tlc photo.jpg
+    tlcore compare --backbones simple_cnn,mlp --epochs 2 --out runs/compare
+    tlcore export --model runs/model.tlc --format onnx --out model.onnx
+    tlcore serve --models runs/ --host 0.0.0.0 --port 8000   # every runs/*.tlc over HTTP
 """
 from __future__ import annotations
 
@@ -46,6 +49,16 @@ def _open_data(args: argparse.Namespace):
                                   per_class=args.limit // 10 if args.limit else None)
 
 
+def _run_recipe(learner, args: argparse.Namespace) -> None:
+    """Pretrained weights: head, then optional fine-tuning. From scratch: every layer."""
+    if args.weights:
+        learner.fit_head(args.epochs, lr=args.lr)
+        if args.finetune_epochs:
+            learner.fine_tune(args.finetune_epochs, lr=args.finetune_lr, unfreeze=args.unfreeze)
+    else:
+        learner.fit(args.epochs, lr=args.lr, schedule="cosine")
+
+
 def _train(args: argparse.Namespace) -> int:
     import tlcore
     from tlcore import plots
@@ -55,12 +68,7 @@ def _train(args: argparse.Namespace) -> int:
     learner = tlcore.Learner(args.backbone, data, weights=args.weights,
                              checkpoint_dir=Path(args.out) / "checkpoints" if args.resume else None)
     log.info("%s: %d parameters", args.backbone, learner.model.parameter_count)
-    if args.weights:
-        learner.fit_head(args.epochs, lr=args.lr)
-        if args.finetune_epochs:
-            learner.fine_tune(args.finetune_epochs, lr=args.finetune_lr, unfreeze=args.unfreeze)
-    else:
-        learner.fit(args.epochs, lr=args.lr, schedule="cosine")
+    _run_recipe(learner, args)
     stem = f"{args.backbone}__{data_name}__img{data.image_size}__bs{data.batch_size}__ep{args.epochs}"
     out = Path(args.out)
     report = learner.evaluate()
@@ -74,14 +82,64 @@ def _train(args: argparse.Namespace) -> int:
     conf, pred = probs.max(1)
     grid = plots.prediction_grid(images, labels[pick].tolist(), pred[pick].tolist(), conf[pick].tolist(),
                                  data.classes, out / f"{stem}_predictions.png")
+    all_images = [data.val.image(int(i), channels=data.channels) for i in indices]
+    losses = plots.top_losses(all_images, probs.numpy(), labels.tolist(), data.classes,
+                              out / f"{stem}_top_losses.png")
     clf = tlcore.load(model_path)
     sample = data.val.image(int(indices[0]), channels=data.channels)
     answer = clf.predict(sample)
     print(report.to_markdown())
     log.info("prediction for %s: %s (%.2f); true %s", data.val.source(int(indices[0])),
              answer["prediction"], answer["confidence"], data.classes[int(labels[0])])
-    log.info("model %s\nreport %s, %s\nplots %s, %s, %s", model_path, paths["json"], paths["markdown"],
-             curves, paths["confusion"], grid)
+    log.info("model %s\nreport %s, %s\nplots %s, %s, %s, %s", model_path, paths["json"], paths["markdown"],
+             curves, paths["confusion"], grid, losses)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import time
+
+    import tlcore
+    from tlcore import plots
+
+    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    rows = []
+    for backbone in backbones:
+        args.backbone = backbone
+        data_name, data = _open_data(args)
+        learner = tlcore.Learner(backbone, data, weights=args.weights, verbose=False, seed=args.seed)
+        start = time.perf_counter()
+        _run_recipe(learner, args)
+        train_s = time.perf_counter() - start
+        start = time.perf_counter()
+        report = learner.evaluate()
+        infer_s = time.perf_counter() - start
+        params = learner.model.parameter_count
+        rows.append({"backbone": backbone, "accuracy": report.accuracy, "macro_f1": report.macro["f1"],
+                     "parameters": params, "acc_per_mparam": report.accuracy / (params / 1e6),
+                     "train_s": train_s, "inference_img_s": len(data.val) / infer_s})
+        log.info("%s: accuracy %.4f, %d parameters, %.1f s", backbone, report.accuracy, params, train_s)
+    out = Path(args.out)
+    stem = f"compare__{data_name}__img{data.image_size}__bs{data.batch_size}__ep{args.epochs}"
+    table = ["| backbone | accuracy | macro F1 | parameters | acc / M params | train s | inference img/s |",
+             "|---|---|---|---|---|---|---|"]
+    table += [f"| {r['backbone']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['parameters']:,} | "
+              f"{r['acc_per_mparam']:.4f} | {r['train_s']:.1f} | {r['inference_img_s']:.1f} |" for r in rows]
+    from .report import atomic_write_bytes
+
+    atomic_write_bytes(out / f"{stem}.md", ("\n".join(table) + "\n").encode())
+    atomic_write_bytes(out / f"{stem}.json", json.dumps(rows, indent=2).encode())
+    chart = plots.comparison(rows, out / f"{stem}.png")
+    print("\n".join(table))
+    log.info("table %s\nchart %s", out / f"{stem}.md", chart)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import tlcore
+
+    path = tlcore.export(args.model, args.out, format=args.format, opset=args.opset)
+    log.info("wrote %s (%s)", path, args.format)
     return 0
 
 
@@ -90,11 +148,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     clf = tlcore.load(args.model)
     ds = tlcore.open_dataset(args.data)
-    if list(ds.classes) != clf.classes:
-        raise SystemExit(f"{args.data}: classes {list(ds.classes)} differ from the model's {clf.classes}")
+    unknown = sorted(set(ds.classes) - set(clf.classes))
+    if unknown:
+        raise SystemExit(f"{args.data}: classes {unknown} are not among the model's {clf.classes}")
     loader = tlcore.DataLoader(ds, clf.pipeline, batch_size=args.batch_size, shuffle=False)
     logits, labels, _, _ = tlcore._core.predict(clf.model, loader._loader, True, args.tta)
     import torch
+
+    # The folder may hold a subset of the classes, in its own (sorted) order: match by name.
+    to_model = torch.tensor([clf.classes.index(name) for name in ds.classes])
+    labels = to_model[labels]
 
     report = tlcore.Report.from_predictions(labels.tolist(), torch.softmax(logits, 1), clf.classes)
     print(report.to_markdown())
@@ -113,26 +176,54 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _create_app():
+    """api.app.create_app: the service ships beside the package, in the source checkout's api/."""
+    try:
+        from api.app import create_app
+    except ModuleNotFoundError as e:
+        root = Path(__file__).resolve().parents[2]
+        if e.name not in ("api", "api.app") or not (root / "api" / "app.py").is_file():
+            raise SystemExit(f"tlcore serve needs the service's api/ folder of a tlcore checkout ({e})") from e
+        sys.path.insert(0, str(root))
+        from api.app import create_app
+    return create_app
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    app = _create_app()(args.models, default_model=args.default_model, max_upload_mb=args.max_upload_mb,
+                        max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
+                        max_pixels=args.max_pixels)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
+    """Data and training options shared by train and compare."""
+    parser.add_argument("--data", default=FASHION,
+                        help=f"folder of class folders, tar archive, CIFAR/IDX file, or '{FASHION}' (default)")
+    parser.add_argument("--weights", default=None, help="'imagenet' or a state-dict path (default: random init)")
+    parser.add_argument("--epochs", type=int, default=2, help="head epochs with --weights, else all epochs")
+    parser.add_argument("--finetune-epochs", type=int, default=0)
+    parser.add_argument("--unfreeze", default="3", help="blocks to fine-tune, or 'all'")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--finetune-lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--img-size", type=int, default=0, help="default 28 for Fashion-MNIST, else 224")
+    parser.add_argument("--val-split", type=float, default=0.2)
+    parser.add_argument("--limit", type=int, default=0, help="use at most this many training images")
+    parser.add_argument("--seed", type=int, default=42)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the `tlcore` console command."""
     parser = argparse.ArgumentParser(prog="tlcore", description="Transfer learning with a fast C++ core.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train, evaluate, save and try a model")
-    train.add_argument("--data", default=FASHION,
-                       help=f"folder of class folders, tar archive, CIFAR/IDX file, or '{FASHION}' (default)")
+    _add_recipe_options(train)
     train.add_argument("--backbone", default="simple_cnn")
-    train.add_argument("--weights", default=None, help="'imagenet' or a state-dict path (default: random init)")
-    train.add_argument("--epochs", type=int, default=2, help="head epochs with --weights, else all epochs")
-    train.add_argument("--finetune-epochs", type=int, default=0)
-    train.add_argument("--unfreeze", default="3", help="blocks to fine-tune, or 'all'")
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--finetune-lr", type=float, default=1e-4)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--img-size", type=int, default=0, help="default 28 for Fashion-MNIST, else 224")
-    train.add_argument("--val-split", type=float, default=0.2)
-    train.add_argument("--limit", type=int, default=0, help="use at most this many training images")
-    train.add_argument("--seed", type=int, default=42)
     train.add_argument("--resume", action="store_true", help="checkpoint every epoch and resume")
     train.add_argument("--out", default="runs")
     train.set_defaults(run=_train)
@@ -145,11 +236,44 @@ def main(argv: Optional[List[str]] = None) -> int:
     evaluate.add_argument("--out", default=None)
     evaluate.set_defaults(run=_evaluate)
 
+    compare = sub.add_parser("compare", help="train several backbones under the same budget and compare")
+    compare.add_argument("--backbones", required=True, help="comma-separated, e.g. resnet18,mobilenet_v2")
+    _add_recipe_options(compare)
+    compare.add_argument("--out", default="runs/compare")
+    compare.set_defaults(run=_compare)
+
+    export = sub.add_parser("export", help="export a saved model to TorchScript or ONNX")
+    export.add_argument("--model", required=True, help="a .tlc file written by train or Learner.save")
+    export.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
+    export.add_argument("--opset", type=int, default=13, help="ONNX opset (>= 13)")
+    export.add_argument("--out", required=True, help="output file (.pt or .onnx)")
+    export.set_defaults(run=_export)
+
     predict = sub.add_parser("predict", help="predict labels of image files")
     predict.add_argument("--model", required=True)
     predict.add_argument("--top-k", type=int, default=5)
     predict.add_argument("images", nargs="+")
     predict.set_defaults(run=_predict)
+
+    serve = sub.add_parser("serve", help="serve every saved model of a folder over HTTP (FastAPI)",
+                           description="POST /predict/, /predict/batch; GET /models, /health, /docs and a "
+                                       "camera page at /. Options left out come from the TLCORE_* "
+                                       "environment variables (see api/app.py), then the defaults.")
+    serve.add_argument("--models", default=None, help="folder of *.tlc model files (default: $TLCORE_MODELS)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--default-model", default=None, help="model used when a request names none "
+                                                             "(default: the first by name)")
+    serve.add_argument("--max-upload-mb", type=float, default=None, help="request body limit in MiB (default 10)")
+    serve.add_argument("--max-batch", type=int, default=None, help="largest batch (default 16)")
+    serve.add_argument("--max-delay-ms", type=float, default=None,
+                       help="longest wait for a batch to fill (default 5)")
+    serve.add_argument("--max-queue", type=int, default=None,
+                       help="requests waiting per model before 503 (default 256)")
+    serve.add_argument("--max-pixels", type=int, default=None,
+                       help="largest image accepted, in pixels, read from its header (default 40000000)")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(run=_serve)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -19,6 +19,7 @@ from . import _core
 PathLike = Union[str, "os.PathLike[str]"]
 
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+_TFRECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -30,14 +31,20 @@ def open_dataset(path: PathLike, train: bool = True) -> "_core.Dataset":
     """Opens a labelled image source, recognised by its layout.
 
     A folder of class folders, a tar archive of one, a CIFAR-10/100 binary folder or
-    ``.bin`` file, or an MNIST-style IDX images file (its labels file beside it).
+    ``.bin`` file, an MNIST-style IDX images file (its labels file beside it), or
+    TFRecords: a ``.tfrec``/``.tfrecord`` file, a glob of shards or a folder of them
+    (features "image" and "class"; see ``open_tfrecords`` for other names).
 
     Usage: ``ds = tlcore.open_dataset("flowers/train")``
     """
     p = Path(path)
+    if not p.exists() and any(c in str(path) for c in "*?["):
+        return open_tfrecords(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
     name = p.name.lower()
+    if p.is_file() and name.endswith(_TFRECORD_SUFFIXES) or _is_tfrecord_dir(p):
+        return open_tfrecords(p)
     if p.is_file() and name.endswith(_ARCHIVE_SUFFIXES):
         return _core.open_image_archive(str(p))
     if p.is_file() and name.endswith(".bin") or _is_cifar_dir(p):
@@ -49,6 +56,20 @@ def open_dataset(path: PathLike, train: bool = True) -> "_core.Dataset":
         return _core.open_image_folder(str(p))
     raise ValueError(f"{p}: not a recognised dataset (folder of class folders, tar archive, "
                      "CIFAR binary or IDX file)")
+
+
+def open_tfrecords(pattern: PathLike, image_key: str = "image", label_key: str = "class",
+                   classes: Optional[Sequence[str]] = None) -> "_core.Dataset":
+    """TFRecords of ``tf.train.Example``: an encoded image in bytes feature ``image_key`` and
+    the class index in int64 feature ``label_key`` (the Kaggle 104-flowers layout).
+
+    ``pattern`` is a file, a glob of shards (read in sorted order) or a folder of
+    ``.tfrec``/``.tfrecord`` files. ``classes`` names classes 0..K-1 (default "0".."max").
+    A corrupt record raises ValueError naming the file and byte offset.
+
+    Usage: ``ds = tlcore.open_tfrecords("tfrecords-jpeg-224x224/train/*.tfrec", classes=FLOWERS)``
+    """
+    return _core.open_tfrecords(str(pattern), image_key, label_key, list(classes or []))
 
 
 def fashion_mnist(train: bool = True, root: PathLike = FASHION_MNIST_DIR) -> "_core.Dataset":
@@ -63,6 +84,15 @@ def fashion_mnist(train: bool = True, root: PathLike = FASHION_MNIST_DIR) -> "_c
         raise FileNotFoundError(
             f"{images}: Fashion-MNIST is missing; install it with `apt-get install dataset-fashion-mnist`")
     return _core.open_idx(str(images), str(labels), FASHION_MNIST_CLASSES)
+
+
+def _is_tfrecord_dir(p: Path) -> bool:
+    """A folder of TFRecord shards and no class folders."""
+    if not p.is_dir():
+        return False
+    children = [c for c in p.iterdir() if not c.name.startswith(".")]
+    return (any(c.is_file() and c.name.lower().endswith(_TFRECORD_SUFFIXES) for c in children)
+            and not any(c.is_dir() for c in children))
 
 
 def _is_cifar_dir(p: Path) -> bool:

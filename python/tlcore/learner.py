@@ -139,6 +139,8 @@ class Learner:
         self.arch, self.data, self.verbose = arch, data, verbose
         # The new layers' initial weights come from torch's global generator.
         torch.manual_seed(data.seed if seed is None else seed)
+        if arch in ("simple_cnn", "mlp"):
+            model_options.setdefault("input_size", data.image_size)  # the baselines fix their input size
         self.model = _core.create_model(arch, len(data.classes), in_channels=data.channels,
                                         **model_options)
         if weights is not None:
@@ -205,8 +207,14 @@ class Learner:
         self.model.freeze_backbone()
         return self.fit(epochs, lr=lr, phase="head", cache_features=cache_features, **kwargs)
 
-    def fine_tune(self, epochs: int, lr: float = 1e-4, unfreeze: Union[int, str] = 3, **kwargs):
-        """Phase 2: the last ``unfreeze`` blocks (or "all") train with the head."""
+    def fine_tune(self, epochs: int, lr: float = 1e-4, unfreeze: Union[int, str] = 3,
+                  batchnorm_eval: bool = True, **kwargs):
+        """Phase 2: the last ``unfreeze`` blocks (or "all") train with the head.
+
+        ``batchnorm_eval`` keeps every BatchNorm layer in inference mode (Keras' rule): the
+        pretrained running statistics are used and kept while scale and shift train.
+        """
+        self.model.batchnorm_eval = batchnorm_eval
         if unfreeze == "all":
             self.model.unfreeze_all()
         else:

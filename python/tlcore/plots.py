@@ -88,6 +88,29 @@ def prediction_grid(images: Sequence[np.ndarray], true: Sequence[int], predicted
     return _save(fig, path)
 
 
+def top_losses(images: Sequence[np.ndarray], probabilities: np.ndarray, labels: Sequence[int],
+               classes: Sequence[str], path: Path, k: int = 12, columns: int = 6) -> Path:
+    """The k images with the largest loss (lowest probability of the true class), as fastai shows
+    them: "predicted / true / loss / probability of the true class"."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    true_p = probabilities[np.arange(len(labels)), labels]
+    losses = -np.log(np.clip(true_p, 1e-12, 1.0))
+    order = np.argsort(-losses, kind="stable")[:k]
+    rows = max(1, (len(order) + columns - 1) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.7 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, order):
+        image = images[i]
+        ax.imshow(image.squeeze(), cmap="gray" if image.ndim == 2 or image.shape[-1] == 1 else None)
+        predicted = int(probabilities[i].argmax())
+        ax.set_title(f"{classes[predicted]} / {classes[labels[i]]}\n{losses[i]:.2f} / {true_p[i]:.2f}",
+                     fontsize=8, color="black" if predicted == labels[i] else "red")
+    fig.suptitle("Top losses: predicted / true, loss / probability of true class")
+    return _save(fig, path)
+
+
 def comparison(rows: List[Dict[str, float]], path: Path) -> Path:
     """Bar charts of accuracy, accuracy per million parameters and inference speed per backbone."""
     names = [r["backbone"] for r in rows]

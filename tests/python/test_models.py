@@ -435,3 +435,25 @@ def test_backbone_cut_into_prefix_and_tail(arch):
         model.features(x, n + 1)
     with pytest.raises(ValueError, match=r"simple_cnn: cannot cut after 1 blocks \(0..0"):
         _core.create_model("simple_cnn", 3).embed_from(x, 1)
+
+
+def test_batchnorm_eval_keeps_running_statistics_while_fine_tuning():
+    torch.manual_seed(9)
+    model = _core.create_model("resnet18", 4)
+    model.unfreeze_last(2)
+    model.batchnorm_eval = True
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    F.cross_entropy(model(torch.randn(4, 3, 64, 64)), torch.tensor([0, 1, 2, 3])).backward()
+    opt.step()
+    after = {k: v.clone() for k, v in model.state_dict().items()}
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "layer4.1.bn2.weight" in changed and "layer3.0.conv1.weight" in changed
+    assert not any(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
+    assert all(k.startswith(("layer3.", "layer4.", "fc.")) for k in changed)
+    model.batchnorm_eval = False  # the default: unfrozen BatchNorm learns batch statistics again
+    model.train()
+    model(torch.randn(4, 3, 64, 64))
+    assert not torch.equal(model.state_dict()["layer4.1.bn2.running_mean"], after["layer4.1.bn2.running_mean"])
+    assert torch.equal(model.state_dict()["layer1.0.bn1.running_mean"], after["layer1.0.bn1.running_mean"])

@@ -12,20 +12,6 @@
 namespace tlcore::internal {
 namespace {
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 [[noreturn]] void throw_errno(const std::string& path, int err, const char* what) {
   if (err == ENOENT || err == ENOTDIR) throw NotFound(path + ": no such file");
   throw Error(path + ": cannot " + what + ": " +

@@ -183,8 +183,13 @@ void ModelImpl::train(bool on) {
   for (const auto& m : named_modules("", /*include_self=*/false)) {
     if (m.value()->as<torch::nn::BatchNorm2d>() == nullptr) continue;
     const auto b = block_of(m.key());
-    if (b >= 0 && frozen_[b]) m.value()->eval();
+    if (batchnorm_eval_ || (b >= 0 && frozen_[b])) m.value()->eval();
   }
+}
+
+void ModelImpl::set_batchnorm_eval(bool on) {
+  batchnorm_eval_ = on;
+  train(is_training());
 }
 
 int64_t ModelImpl::parameter_count() const {

@@ -86,6 +86,11 @@ class ModelImpl : public torch::nn::Module {
   void unfreeze_last(int64_t k);
   void unfreeze_all();
   bool is_frozen(const std::string& block_name) const;
+  // Keras' fine-tuning rule: every BatchNorm layer, frozen or not, normalises with its
+  // running statistics and leaves them untouched (its scale and shift still train), so
+  // small fine-tuning batches cannot wreck pretrained statistics.
+  void set_batchnorm_eval(bool on);
+  bool batchnorm_eval() const { return batchnorm_eval_; }
 
   int64_t parameter_count() const;
   int64_t trainable_parameter_count() const;
@@ -121,6 +126,7 @@ class ModelImpl : public torch::nn::Module {
   int64_t in_channels_;
   std::vector<Block> blocks_;
   std::vector<bool> frozen_;
+  bool batchnorm_eval_ = false;
   std::string head_name_;
   int64_t embedding_dim_ = 0;
   int64_t num_classes_ = 0;

@@ -1,11 +1,28 @@
 // Reading whole files, shared by the data sources (private to cpp/src/data).
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
 
 namespace tlcore::internal {
+
+// Owns a POSIX file descriptor (-1: none) and closes it.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
 
 // Appends the whole file at `path` to `out`. NotFound if it does not exist,
 // Error for any other failure to read it, both naming the path.
