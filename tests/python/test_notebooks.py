@@ -37,7 +37,8 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_notebooks_are_found_and_stored_without_outputs():
     names = {p.name for p in NOTEBOOKS}
-    assert {"cifar10_transfer.ipynb", "flowers.ipynb", "scratch_vs_transfer.ipynb", "digits.ipynb"} <= names
+    assert {"cifar10_transfer.ipynb", "flowers.ipynb", "scratch_vs_transfer.ipynb", "digits.ipynb",
+            "serving.ipynb"} <= names
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
