@@ -6,7 +6,7 @@ images are never trained on), ImageNet-pretrained mobilenet_v2 from
 embeddings (backbone frozen); phase 2 fine-tunes the last blocks with augmentation.
 Prints one JSON line with the accuracy after each phase and the seconds each took.
 
-Usage: .venv/bin/python benchmarks/accuracy.py [--size 224] [--head-epochs 20] [--finetune-epochs 3]
+Usage: .venv/bin/python benchmarks/accuracy.py [--size 224] [--head-epochs 20] [--finetune-epochs 5]
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--head-epochs", type=int, default=20)
     parser.add_argument("--head-lr", type=float, default=1e-3)
-    parser.add_argument("--finetune-epochs", type=int, default=3)
+    parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--finetune-lr", type=float, default=1e-4)
     parser.add_argument("--unfreeze", type=int, default=3)
     args = parser.parse_args()
