@@ -18,6 +18,7 @@ void bind_loader(pybind11::module_& m);
 void bind_metrics(pybind11::module_& m);
 void bind_models(pybind11::module_& m);
 void bind_train(pybind11::module_& m);
+void bind_distributed(pybind11::module_& m);
 void bind_infer(pybind11::module_& m);
 
 }  // namespace tlcore::bindings

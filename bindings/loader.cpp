@@ -46,6 +46,8 @@ void bind_loader(py::module_& m) {
             return py::make_tuple(batch->images, batch->labels, batch->indices);
           },
           "Next (images, labels, indices) of the epoch, or None at its end.")
+      .def("epoch_indices", &Loader::epoch_indices, py::arg("epoch"),
+           "The dataset indices epoch `epoch` yields (this rank's shard), without loading.")
       .def("__len__", &Loader::num_batches)
       .def_property_readonly("num_samples", &Loader::num_samples)
       .def_property_readonly("skipped", &Loader::skipped)

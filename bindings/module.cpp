@@ -7,6 +7,7 @@
 #include "bindings.h"
 #include "tlcore/error.h"
 #include "tlcore/threads.h"
+#include "tlcore/train/distributed.h"
 
 namespace py = pybind11;
 
@@ -18,6 +19,8 @@ PYBIND11_MODULE(_core, m) {
   // but register_exception_translator below handles the hierarchy explicitly.
   static py::exception<tlcore::Unsupported> unsupported(m, "Unsupported", PyExc_RuntimeError);
   static py::exception<tlcore::Overloaded> overloaded(m, "Overloaded", PyExc_RuntimeError);
+  static py::exception<tlcore::DistributedError> distributed(m, "DistributedError",
+                                                             PyExc_RuntimeError);
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -29,6 +32,8 @@ PYBIND11_MODULE(_core, m) {
       unsupported(e.what());
     } catch (const tlcore::Overloaded& e) {
       overloaded(e.what());
+    } catch (const tlcore::DistributedError& e) {
+      distributed(e.what());
     } catch (const tlcore::Error& e) {
       PyErr_SetString(PyExc_RuntimeError, e.what());
     }
@@ -45,5 +50,6 @@ PYBIND11_MODULE(_core, m) {
   tlcore::bindings::bind_metrics(m);
   tlcore::bindings::bind_models(m);
   tlcore::bindings::bind_train(m);
+  tlcore::bindings::bind_distributed(m);
   tlcore::bindings::bind_infer(m);
 }

@@ -74,6 +74,9 @@ void bind_train(py::module_& m) {
       .def_readwrite("cache_features", &FitOptions::cache_features)
       .def_readwrite("compile_frozen", &FitOptions::compile_frozen)
       .def_readwrite("channels_last", &FitOptions::channels_last)
+      .def_readwrite("device", &FitOptions::device)
+      .def_readwrite("amp", &FitOptions::amp)
+      .def_readwrite("sync_batchnorm", &FitOptions::sync_batchnorm)
       .def_readwrite("seed", &FitOptions::seed)
       .def_readwrite("epoch_offset", &FitOptions::epoch_offset)
       .def_readwrite("checkpoint", &FitOptions::checkpoint);
@@ -99,10 +102,11 @@ void bind_train(py::module_& m) {
 
   py::class_<Trainer>(m, "Trainer")
       .def(py::init([](std::shared_ptr<models::ModelImpl> model, std::shared_ptr<Loader> train,
-                       std::shared_ptr<Loader> val) {
-             return Trainer(models::Model(std::move(model)), std::move(train), std::move(val));
+                       std::shared_ptr<Loader> val, std::shared_ptr<ProcessGroup> group) {
+             return Trainer(models::Model(std::move(model)), std::move(train), std::move(val),
+                            std::move(group));
            }),
-           py::arg("model"), py::arg("train"), py::arg("val") = nullptr)
+           py::arg("model"), py::arg("train"), py::arg("val") = nullptr, py::arg("group") = nullptr)
       .def(
           "fit",
           [](Trainer& t, const FitOptions& o, py::object on_epoch, py::object on_batch) {
@@ -116,16 +120,20 @@ void bind_train(py::module_& m) {
   m.def(
       "predict",
       [](std::shared_ptr<models::ModelImpl> model, Loader& loader, bool channels_last,
-         bool flip_tta, py::object on_batch, bool compiled) {
+         bool flip_tta, py::object on_batch, bool compiled, const std::string& amp) {
         auto batch_cb = batch_callback(std::move(on_batch));
         py::gil_scoped_release release;
         const auto p = predict(models::Model(std::move(model)), loader, channels_last, flip_tta,
-                               batch_cb, compiled);
+                               batch_cb, compiled, amp);
         py::gil_scoped_acquire gil;
         return py::make_tuple(p.logits, p.labels, p.indices, p.loss);
       },
       py::arg("model"), py::arg("loader"), py::arg("channels_last") = true,
-      py::arg("flip_tta") = false, py::arg("on_batch") = py::none(), py::arg("compiled") = true);
+      py::arg("flip_tta") = false, py::arg("on_batch") = py::none(), py::arg("compiled") = true,
+      py::arg("amp") = "off");
+  m.def(
+      "resolve_device", &resolve_device, py::arg("device"),
+      "The device 'cpu', 'cuda' or 'auto' names here; ValueError if CUDA is asked for and absent.");
   m.def("balanced_class_weights", &balanced_class_weights, py::arg("labels"),
         py::arg("num_classes"));
 }

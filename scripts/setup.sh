@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ccache pkg-config git
   libtorch-dev python3-torch python3-torchvision libopenblas0-pthread
-  libopencv-dev libturbojpeg0-dev libarchive-dev zlib1g-dev nlohmann-json3-dev
+  libopencv-dev libturbojpeg0-dev libarchive-dev zlib1g-dev libgloo-dev nlohmann-json3-dev
   libprotobuf-dev protobuf-compiler
   pybind11-dev python3-pybind11 python3-dev python3-venv python3-pip python3-setuptools python3-wheel
   libgtest-dev python3-pytest python3-numpy python3-pil python3-tqdm python3-matplotlib python3-sklearn

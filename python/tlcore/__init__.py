@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (loads libtorch before the extension that links it)
 
-from . import _core
+from . import _core, distributed
 from ._core import (
     Dataset,
     Pipeline,
@@ -23,6 +23,7 @@ from ._core import (
     set_num_threads,
     stratified_split,
 )
+from .distributed import DistributedError
 from .data import DataLoader, fashion_mnist, open_dataset, open_tfrecords
 from .exporter import export
 from .learner import Classifier, ImageData, Learner, load
@@ -36,6 +37,7 @@ __all__ = [
     "Classifier",
     "DataLoader",
     "Dataset",
+    "DistributedError",
     "ImageData",
     "Learner",
     "Overloaded",
@@ -43,6 +45,7 @@ __all__ = [
     "Report",
     "Pipeline",
     "available_cores",
+    "distributed",
     "export",
     "fashion_mnist",
     "load",

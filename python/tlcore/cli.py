@@ -59,16 +59,33 @@ def _run_recipe(learner, args: argparse.Namespace) -> None:
         learner.fit(args.epochs, lr=args.lr, schedule="cosine")
 
 
+def _without_nproc(argv: List[str]) -> List[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
 def _train(args: argparse.Namespace) -> int:
     import tlcore
-    from tlcore import plots
+    from tlcore import distributed, plots
 
+    if args.nproc > 1 and distributed.world_size() == 1:
+        distributed.launch([sys.executable, "-m", "tlcore.cli", *_without_nproc(args.argv)], args.nproc)
+        return 0
     data_name, data = _open_data(args)
     log.info("%s: %r", data_name, data)
-    learner = tlcore.Learner(args.backbone, data, weights=args.weights,
+    learner = tlcore.Learner(args.backbone, data, weights=args.weights, device=args.device, amp=args.amp,
                              checkpoint_dir=Path(args.out) / "checkpoints" if args.resume else None)
     log.info("%s: %d parameters", args.backbone, learner.model.parameter_count)
     _run_recipe(learner, args)
+    if not distributed.is_main_process():
+        return 0  # rank 0 evaluates and writes
     stem = f"{args.backbone}__{data_name}__img{data.image_size}__bs{data.batch_size}__ep{args.epochs}"
     out = Path(args.out)
     report = learner.evaluate()
@@ -107,7 +124,8 @@ def _compare(args: argparse.Namespace) -> int:
     for backbone in backbones:
         args.backbone = backbone
         data_name, data = _open_data(args)
-        learner = tlcore.Learner(backbone, data, weights=args.weights, verbose=False, seed=args.seed)
+        learner = tlcore.Learner(backbone, data, weights=args.weights, verbose=False, seed=args.seed,
+                                 device=args.device, amp=args.amp)
         start = time.perf_counter()
         _run_recipe(learner, args)
         train_s = time.perf_counter() - start
@@ -214,6 +232,9 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-split", type=float, default=0.2)
     parser.add_argument("--limit", type=int, default=0, help="use at most this many training images")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
+                        help="mixed precision (fp16 on CUDA only)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -226,6 +247,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     train.add_argument("--backbone", default="simple_cnn")
     train.add_argument("--resume", action="store_true", help="checkpoint every epoch and resume")
     train.add_argument("--out", default="runs")
+    train.add_argument("--nproc", type=int, default=1,
+                       help="data-parallel ranks on this machine (torch.distributed, Gloo); each "
+                            "gets the batch size and an equal share of the cores")
     train.set_defaults(run=_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a saved model on a labelled folder/archive")
@@ -275,7 +299,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(run=_serve)
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return args.run(args)
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import _core
+from . import _core, distributed
 from .data import DataLoader, PathLike, open_dataset
 from .report import Report, atomic_write_bytes
 
@@ -63,15 +63,21 @@ class ImageData:
         self.eval_pipeline = _pipeline(eval_transform, image_size, channels)
 
     def loader(self, split: str = "train", augment: bool = True, shuffle: Optional[bool] = None,
-               batch_size: Optional[int] = None) -> DataLoader:
-        """A loader over ``split`` ("train" or "val"); eval pipeline unless training with augment."""
+               batch_size: Optional[int] = None, rank: int = 0, world_size: int = 1,
+               for_gpu: bool = False) -> DataLoader:
+        """A loader over ``split`` ("train" or "val"); eval pipeline unless training with augment.
+
+        ``rank``/``world_size`` give this rank's shard; ``for_gpu`` yields uint8 batches in
+        pinned memory, normalised on the GPU.
+        """
         ds = self.train if split == "train" else self.val
         if ds is None:
             raise ValueError("this ImageData has no validation split (val_split=0 and no valid=)")
         pipeline = self.train_pipeline if split == "train" and augment else self.eval_pipeline
         return DataLoader(ds, pipeline, batch_size=batch_size or self.batch_size,
                           shuffle=(split == "train") if shuffle is None else shuffle,
-                          seed=self.seed, num_workers=self.num_workers)
+                          seed=self.seed, num_workers=self.num_workers, rank=rank,
+                          world_size=world_size, uint8_output=for_gpu, pin_memory=for_gpu)
 
     def __repr__(self) -> str:
         val = len(self.val) if self.val is not None else 0
@@ -127,7 +133,8 @@ class Learner:
     """A model, its data and the training recipe: ``fit_head`` then ``fine_tune``.
 
     ``weights`` is None (random init), "imagenet" (torchvision's checkpoint from the torch
-    hub cache, downloaded if needed) or a path to a state dict.
+    hub cache, downloaded if needed) or a path to a state dict. ``device`` is "cpu",
+    "cuda" or "auto"; ``amp`` ("off", "bf16", "fp16") trains in mixed precision.
 
     Usage: ``learner = tlcore.Learner("mobilenet_v2", data, weights="imagenet")``
     """
@@ -135,8 +142,13 @@ class Learner:
     def __init__(self, arch: str, data: ImageData, weights: Optional[PathLike] = None,
                  head: str = "linear", dropout: float = 0.2, hidden: Sequence[int] = (),
                  checkpoint_dir: Optional[PathLike] = None, verbose: bool = True,
-                 seed: Optional[int] = None, **model_options) -> None:
-        self.arch, self.data, self.verbose = arch, data, verbose
+                 seed: Optional[int] = None, device: str = "auto", amp: str = "off",
+                 **model_options) -> None:
+        self.arch, self.data = arch, data
+        # In a distributed run (see tlcore.distributed) every rank trains; rank 0 reports and writes.
+        self.group = distributed.process_group()
+        self.verbose = verbose and (self.group is None or self.group.rank == 0)
+        self.device, self.amp = _core.resolve_device(device), amp
         # The new layers' initial weights come from torch's global generator.
         torch.manual_seed(data.seed if seed is None else seed)
         if arch in ("simple_cnn", "mlp"):
@@ -185,9 +197,14 @@ class Learner:
         o.epoch_offset = self._loader_epochs
         if self.checkpoint_dir is not None:
             o.checkpoint = str(self.checkpoint_dir / f"{phase}.ckpt")
-        train = self.data.loader("train", augment=augment and not cache_features)
-        val = self.data.loader("val") if self.data.val is not None else None
-        trainer = _core.Trainer(self.model, train._loader, val._loader if val else None)
+        o.device, o.amp = self.device, self.amp
+        rank, world = (self.group.rank, self.group.world_size) if self.group else (0, 1)
+        gpu = self.device == "cuda"
+        train = self.data.loader("train", augment=augment and not cache_features, rank=rank,
+                                 world_size=world, for_gpu=gpu)
+        val = (self.data.loader("val", rank=rank, world_size=world, for_gpu=gpu)
+               if self.data.val is not None else None)
+        trainer = _core.Trainer(self.model, train._loader, val._loader if val else None, self.group)
         progress = _Progress(phase, epochs, self.verbose)
         result = trainer.fit(o, progress.on_epoch, progress.on_batch)
         start = len(self.history)
@@ -226,8 +243,8 @@ class Learner:
     # -- evaluation ---------------------------------------------------------------------------
     def predictions(self, split: str = "val", tta: bool = False) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(probabilities, labels, dataset_indices)`` over a split, in dataset order."""
-        loader = self.data.loader(split, augment=False, shuffle=False)
-        logits, labels, indices, _ = _core.predict(self.model, loader._loader, True, tta)
+        loader = self.data.loader(split, augment=False, shuffle=False, for_gpu=self.device == "cuda")
+        logits, labels, indices, _ = _core.predict(self.model, loader._loader, True, tta, amp=self.amp)
         return torch.softmax(logits, 1), labels, indices
 
     def evaluate(self, split: str = "val", tta: bool = False) -> Report:
@@ -242,7 +259,12 @@ class Learner:
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, path: PathLike) -> Path:
-        """One file with weights, architecture, class names and preprocessing (written atomically)."""
+        """One file with weights, architecture, class names and preprocessing (written atomically).
+
+        In a distributed run only rank 0 writes; the others return the path.
+        """
+        if self.group is not None and self.group.rank != 0:
+            return Path(path)
         payload = _payload(self.arch, self.model, self.data.classes, self.head, self.data.eval_pipeline)
         payload["history"] = self.history
         return _write_model(path, payload)
@@ -263,7 +285,7 @@ def _payload(arch: str, model: "_core.Model", classes: Sequence[str], head: Dict
                        "channels": pipeline.channels},
         "threshold": threshold,
         "history": [],
-        "state_dict": {k: v.contiguous() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
     }
 
 

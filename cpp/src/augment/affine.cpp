@@ -62,7 +62,7 @@ RandomRotation::RandomRotation(double min_degrees, double max_degrees)
 double RandomRotation::sample(Rng& rng) const { return rng.uniform(min_, max_); }
 
 cv::Mat RandomRotation::apply(const cv::Mat& image, double degrees) const {
-  check_image(image, repr());
+  check_image(image, [this] { return repr(); });
   return rotate(image, degrees);
 }
 
@@ -88,7 +88,7 @@ RandomZoom::RandomZoom(double min_factor, double max_factor) : min_(min_factor),
 double RandomZoom::sample(Rng& rng) const { return rng.uniform(min_, max_); }
 
 cv::Mat RandomZoom::apply(const cv::Mat& image, double factor) const {
-  check_image(image, repr());
+  check_image(image, [this] { return repr(); });
   return zoom(image, factor);
 }
 

@@ -141,7 +141,7 @@ JitterParams ColorJitter::sample(Rng& rng) const {
 }
 
 cv::Mat ColorJitter::apply(const cv::Mat& image, const JitterParams& params) const {
-  check_image(image, repr());
+  check_image(image, [this] { return repr(); });
   require_factor("ColorJitter brightness", params.brightness);
   require_factor("ColorJitter contrast", params.contrast);
   require_factor("ColorJitter saturation", params.saturation);
@@ -170,7 +170,7 @@ std::string ColorJitter::repr() const {
 }
 
 cv::Mat Grayscale3::apply(const cv::Mat& image) const {
-  check_image(image, repr());
+  check_image(image, [this] { return repr(); });
   return grayscale(image, 3);
 }
 
@@ -183,7 +183,7 @@ RandomGrayscale::RandomGrayscale(double p) : p_(p) { require_probability("Random
 bool RandomGrayscale::sample(Rng& rng) const { return rng.bernoulli(p_); }
 
 cv::Mat RandomGrayscale::apply(const cv::Mat& image, bool gray) const {
-  check_image(image, repr());
+  check_image(image, [this] { return repr(); });
   return gray ? grayscale(image, image.channels()) : image.clone();
 }
 

@@ -82,7 +82,7 @@ CenterCrop::CenterCrop(int height, int width) : height_(height), width_(width) {
 }
 
 cv::Mat CenterCrop::apply(const cv::Mat& image) const {
-  check_image(image, repr());
+  check_image(image, [this] { return repr(); });
   return crop(image, center_crop_box(image.rows, image.cols, height_, width_), PadMode::kZero);
 }
 
@@ -119,7 +119,7 @@ CropBox PadRandomCrop::sample(cv::Size input, Rng& rng) const {
 }
 
 cv::Mat PadRandomCrop::apply(const cv::Mat& image, const CropBox& box) const {
-  check_image(image, repr());
+  check_image(image, [this] { return repr(); });
   if (mode_ == PadMode::kReflect && padding_ >= std::min(image.rows, image.cols)) {
     throw InvalidArgument(repr() +
                           ": reflect padding needs an input larger than the padding, got " +
@@ -129,7 +129,7 @@ cv::Mat PadRandomCrop::apply(const cv::Mat& image, const CropBox& box) const {
 }
 
 cv::Mat PadRandomCrop::apply(const cv::Mat& image, Rng& rng) const {
-  check_image(image, repr());
+  check_image(image, [this] { return repr(); });
   return apply(image, sample(image.size(), rng));
 }
 

@@ -19,7 +19,7 @@ RandomHorizontalFlip::RandomHorizontalFlip(double p) : p_(p) {
 bool RandomHorizontalFlip::sample(Rng& rng) const { return rng.bernoulli(p_); }
 
 cv::Mat RandomHorizontalFlip::apply(const cv::Mat& image, bool flip) const {
-  check_image(image, repr());
+  check_image(image, [this] { return repr(); });
   return flip ? hflip(image) : image.clone();
 }
 

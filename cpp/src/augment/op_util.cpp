@@ -10,6 +10,11 @@
 
 namespace tlcore {
 
+bool is_supported_image(const cv::Mat& image) {
+  return !image.empty() && image.depth() == CV_8U &&
+         (image.channels() == 1 || image.channels() == 3);
+}
+
 void check_image(const cv::Mat& image, const std::string& where) {
   if (image.empty()) throw InvalidArgument(where + ": empty image");
   if (image.depth() != CV_8U || (image.channels() != 1 && image.channels() != 3)) {

@@ -58,7 +58,7 @@ Pipeline::Pipeline(std::vector<OpPtr> ops, int out_height, int out_width, std::v
 }
 
 cv::Mat Pipeline::augment(const cv::Mat& image, Rng& rng) const {
-  check_image(image, repr());
+  check_image(image, [this] { return repr(); });
   cv::Mat out = image;
   for (const OpPtr& op : ops_) out = op->apply(out, rng);
   if (out.rows != out_height_ || out.cols != out_width_ || out.channels() != channels_) {

@@ -46,7 +46,7 @@ Resize::Resize(int height, int width) : height_(height), width_(width) {
 }
 
 cv::Mat Resize::apply(const cv::Mat& image) const {
-  check_image(image, repr());
+  check_image(image, [this] { return repr(); });
   if (shorter_ == 0) return resize_image(image, height_, width_);
   const cv::Size size = resized_shorter_size(image.size(), shorter_);
   return resize_image(image, size.height, size.width);

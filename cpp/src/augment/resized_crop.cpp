@@ -89,7 +89,7 @@ cv::Mat RandomResizedCrop::apply(const cv::Mat& image, const ResizedCropParams& 
 }
 
 cv::Mat RandomResizedCrop::apply(const cv::Mat& image, Rng& rng) const {
-  check_image(image, repr());
+  check_image(image, [this] { return repr(); });
   return apply(image, sample(image.size(), rng));
 }
 

@@ -8,8 +8,10 @@
 #include <cstring>
 #include <memory>
 
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#ifdef TLCORE_HAVE_IMGCODECS
+#include <opencv2/imgcodecs.hpp>
+#endif
 
 #include "internal/checks.h"
 #include "internal/file_io.h"
@@ -142,6 +144,7 @@ cv::Mat decode_other(const std::uint8_t* data, std::size_t size, const DecodeOpt
   if (size > static_cast<std::size_t>(INT_MAX)) {
     throw FormatError(source + ": image data too large (" + std::to_string(size) + " bytes)");
   }
+#ifdef TLCORE_HAVE_IMGCODECS
   const cv::Mat encoded(1, static_cast<int>(size), CV_8UC1, const_cast<std::uint8_t*>(data));
   cv::Mat decoded;
   try {
@@ -150,6 +153,13 @@ cv::Mat decode_other(const std::uint8_t* data, std::size_t size, const DecodeOpt
     throw FormatError(source + ": cannot decode " + (format ? format : "image") + " (" + e.what() +
                       ")");
   }
+#else
+  if (format) {
+    throw Unsupported(source + ": " + format +
+                      " data, but this tlcore was built without OpenCV imgcodecs (JPEG only)");
+  }
+  cv::Mat decoded;
+#endif
   if (decoded.empty()) {
     if (!format) {
       throw FormatError(source + ": not an image (not JPEG, PNG, BMP or WEBP data)");

@@ -1,7 +1,9 @@
 // The image-folder layout inside a tar archive (any compression libarchive
 // reads). Members are read once into one contiguous buffer; nothing touches disk.
+#ifdef TLCORE_HAVE_LIBARCHIVE
 #include <archive.h>
 #include <archive_entry.h>
+#endif
 
 #include <algorithm>
 #include <limits>
@@ -16,6 +18,7 @@
 #include "tlcore/error.h"
 
 namespace tlcore {
+#ifdef TLCORE_HAVE_LIBARCHIVE
 namespace {
 
 struct Member {
@@ -286,4 +289,11 @@ std::shared_ptr<Dataset> open_image_archive(const std::string& path, ScanStats* 
                                         std::move(members));
 }
 
+#else
+std::shared_ptr<Dataset> open_image_archive(const std::string& path, ScanStats*) {
+  throw Unsupported(path +
+                    ": this tlcore was built without libarchive, so it reads no tar "
+                    "archives (on Debian: apt-get install libarchive-dev, then rebuild)");
+}
+#endif
 }  // namespace tlcore

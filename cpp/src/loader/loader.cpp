@@ -117,6 +117,13 @@ class Loader::Impl {
     Slot slot = std::move(node.mapped());
     lock.unlock();
     if (slot.error) std::rethrow_exception(slot.error);
+    if (pin_) {
+      // Pinned here, in the caller's thread, from torch's caching host allocator: it
+      // tracks asynchronous copies to the GPU before reusing a block, which the
+      // workers' buffer pool could not.
+      slot.batch.images = slot.batch.images.pin_memory();
+      slot.batch.labels = slot.batch.labels.pin_memory();
+    }
     return std::move(slot.batch);
   }
 
@@ -147,10 +154,7 @@ class Loader::Impl {
         }
       }
     }
-    auto options = at::TensorOptions()
-                       .dtype(options_.uint8_output ? at::kByte : at::kFloat)
-                       .pinned_memory(pin_);
-    at::Tensor t = at::empty(shape, options);
+    at::Tensor t = at::empty(shape, options_.uint8_output ? at::kByte : at::kFloat);
     std::lock_guard<std::mutex> lock(pool_mutex_);
     if (pool_.size() < kMaxPool) pool_.push_back(t);
     return t;
@@ -200,8 +204,7 @@ class Loader::Impl {
     const int w = pipeline_->out_width();
     const std::int64_t plane = static_cast<std::int64_t>(c) * h * w;
     at::Tensor images = take_buffer({count, c, h, w});
-    at::Tensor labels =
-        at::empty({count}, at::TensorOptions().dtype(at::kLong).pinned_memory(pin_));
+    at::Tensor labels = at::empty({count}, at::kLong);
     at::Tensor indices = at::empty({count}, at::kLong);
     auto* label_ptr = labels.data_ptr<std::int64_t>();
     auto* index_ptr = indices.data_ptr<std::int64_t>();

@@ -9,6 +9,7 @@
 #include <limits>
 #include <optional>
 
+#include "../core/torch_compat.h"
 #include "optimizer.h"
 #include "tlcore/augment/rng.h"
 #include "tlcore/error.h"
@@ -29,9 +30,56 @@ void to_channels_last(models::ModelImpl& model) {
     if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
 }
 
-torch::Tensor prepare(const torch::Tensor& images, bool channels_last) {
-  auto x = images.scalar_type() == torch::kByte ? images.to(torch::kFloat).div_(255) : images;
-  return channels_last && x.dim() == 4 ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
+torch::Device model_device(const models::ModelImpl& model) {
+  const auto params = model.parameters();
+  return params.empty() ? torch::Device(torch::kCPU) : params.front().device();
+}
+
+// Moves a batch to the model's device and normalises uint8 batches there, so
+// a GPU receives a quarter of the bytes and does the arithmetic itself.
+class Input {
+ public:
+  Input(torch::Device device, bool channels_last, const Pipeline& pipeline)
+      : device_(device), channels_last_(channels_last) {
+    if (!pipeline.mean().empty()) {
+      const auto c = static_cast<std::int64_t>(pipeline.mean().size());
+      mean_ = torch::tensor(pipeline.mean()).view({1, c, 1, 1}).to(device);
+      std_ = torch::tensor(pipeline.std()).view({1, c, 1, 1}).to(device);
+    }
+  }
+
+  torch::Tensor operator()(const torch::Tensor& images) const {
+    auto x = images.to(device_, /*non_blocking=*/true);
+    if (x.scalar_type() == torch::kByte) {
+      x = x.to(torch::kFloat).div_(255);
+      if (mean_.defined()) x.sub_(mean_).div_(std_);
+    }
+    return channels_last_ && x.dim() == 4 ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
+  }
+
+  torch::Device device() const { return device_; }
+
+ private:
+  torch::Device device_;
+  bool channels_last_;
+  torch::Tensor mean_, std_;
+};
+
+struct Amp {
+  bool enabled = false;
+  torch::ScalarType dtype = torch::kFloat;
+  bool scaled = false;  // fp16 needs a loss scale; bf16 has float32's range
+};
+
+Amp parse_amp(const std::string& amp, torch::Device device) {
+  if (amp == "off" || amp.empty()) return {};
+  if (amp == "bf16") return {true, torch::kBFloat16, false};
+  if (amp == "fp16") {
+    if (!device.is_cuda())
+      throw InvalidArgument("amp 'fp16' needs a CUDA device (use 'bf16' on the CPU)");
+    return {true, torch::kHalf, true};
+  }
+  throw InvalidArgument("amp must be 'off', 'bf16' or 'fp16', got '" + amp + "'");
 }
 
 // Compiles lazily for the first batch's size; batches of another size run eagerly.
@@ -43,7 +91,8 @@ class LazyInference {
 
   torch::Tensor forward(const torch::Tensor& x) {
     const bool square = x.dim() == 4 && x.size(2) == x.size(3);
-    if (!compiled_ && square && !failed_) {
+    // The compiled graph is a CPU (oneDNN) optimisation: CUDA runs the eager model.
+    if (!compiled_ && square && !failed_ && !x.is_cuda()) {
       const bool was_training = model_.is_training();
       try {
         compiled_.emplace(std::static_pointer_cast<models::ModelImpl>(model_.shared_from_this()),
@@ -189,11 +238,12 @@ void save_checkpoint(const std::string& path, const FitOptions& o, models::Model
 }
 
 bool load_checkpoint(const std::string& path, const FitOptions& o, models::ModelImpl& model,
-                     torch::optim::Optimizer& optimizer, Progress& p, models::StateDict& best) {
+                     torch::optim::Optimizer& optimizer, Progress& p, models::StateDict& best,
+                     torch::Device device) {
   if (path.empty() || !fs::exists(path)) return false;
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from(path);
+    archive.load_from(path, device);
   } catch (const c10::Error& e) {
     throw FormatError(path + ": not a readable tlcore checkpoint (" + e.what_without_backtrace() +
                       ")");
@@ -263,25 +313,90 @@ struct Features {
   std::vector<std::int64_t> row_of;
 };
 
+// With a process group every rank embeds its shard and all ranks end up with
+// every row, since later epochs deal the samples to ranks differently.
 Features cache_features(models::ModelImpl& model, Loader& loader, std::int64_t epoch,
-                        bool channels_last) {
+                        bool channels_last, const Amp& amp, ProcessGroup* group) {
   torch::InferenceMode guard;
   model.eval();
-  std::vector<torch::Tensor> embeddings, labels;
-  Features f;
-  f.row_of.assign(static_cast<std::size_t>(loader.dataset().size()), -1);
-  std::int64_t row = 0;
+  const Input input(model_device(model), channels_last, loader.pipeline());
+  std::vector<torch::Tensor> embeddings, labels, indices;
   LazyInference backbone(model, models::InferenceOutput::kEmbedding);
   loader.start_epoch(epoch);
   while (auto batch = loader.next()) {
-    embeddings.push_back(backbone.forward(prepare(batch->images, channels_last)));
+    compat::AutocastGuard autocast(input.device().type(), amp.dtype, amp.enabled);
+    embeddings.push_back(backbone.forward(input(batch->images)).to(torch::kFloat));
     labels.push_back(batch->labels);
-    const auto* idx = batch->indices.data_ptr<std::int64_t>();
-    for (std::int64_t k = 0; k < batch->indices.size(0); ++k) f.row_of[std::size_t(idx[k])] = row++;
+    indices.push_back(batch->indices);
   }
+  Features f;
   f.embeddings = torch::cat(embeddings).clone();
-  f.labels = torch::cat(labels).clone();
+  f.labels = torch::cat(labels).to(input.device());
+  auto index = torch::cat(indices);
+  if (group) {
+    f.embeddings =
+        group->gather_rows(f.embeddings.cpu(), "gathering cached features").to(input.device());
+    f.labels = group->gather_rows(f.labels.cpu(), "gathering cached labels").to(input.device());
+    index = group->gather_rows(index, "gathering cached indices");
+  }
+  index = index.contiguous();
+  f.row_of.assign(static_cast<std::size_t>(loader.dataset().size()), -1);
+  const auto* idx = index.data_ptr<std::int64_t>();
+  for (std::int64_t row = 0; row < index.size(0); ++row) {
+    auto& r = f.row_of[std::size_t(idx[row])];
+    if (r < 0) r = row;  // padded shards repeat a few samples
+  }
   return f;
+}
+
+// Every rank's predictions, each dataset index once (padded shards repeat some).
+Predictions gather_predictions(ProcessGroup& group, const Predictions& p) {
+  Predictions all;
+  const auto logits = group.gather_rows(p.logits.cpu(), "gathering validation logits");
+  const auto labels = group.gather_rows(p.labels.cpu(), "gathering validation labels");
+  const auto indices =
+      group.gather_rows(p.indices.cpu(), "gathering validation indices").contiguous();
+  std::vector<std::int64_t> keep;
+  std::vector<bool> seen;
+  const auto* idx = indices.data_ptr<std::int64_t>();
+  for (std::int64_t i = 0; i < indices.size(0); ++i) {
+    const auto k = static_cast<std::size_t>(idx[i]);
+    if (k >= seen.size()) seen.resize(k + 1, false);
+    if (seen[k]) continue;
+    seen[k] = true;
+    keep.push_back(i);
+  }
+  const auto rows = torch::tensor(keep, torch::kLong);
+  all.logits = logits.index_select(0, rows);
+  all.labels = labels.index_select(0, rows);
+  all.indices = indices.index_select(0, rows);
+  all.loss = torch::nn::functional::cross_entropy(all.logits, all.labels).item<double>();
+  return all;
+}
+
+// Running means and variances of BatchNorm layers, averaged over ranks.
+void average_batchnorm_statistics(models::ModelImpl& model, ProcessGroup& group) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> stats;
+  for (auto& item : model.named_buffers()) {
+    const auto& name = item.key();
+    const auto ends_with = [&](const std::string& tail) {
+      return name.size() >= tail.size() &&
+             name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+    };
+    if (ends_with("running_mean") || ends_with("running_var")) stats.push_back(item.value());
+  }
+  if (stats.empty()) return;
+  std::vector<torch::Tensor> flat_parts;
+  for (const auto& t : stats) flat_parts.push_back(t.reshape({-1}).to(torch::kCPU, torch::kFloat));
+  auto flat = torch::cat(flat_parts);
+  group.all_reduce_sum(flat, "averaging BatchNorm statistics");
+  flat.div_(group.world_size());
+  std::int64_t offset = 0;
+  for (auto& t : stats) {
+    t.copy_(flat.narrow(0, offset, t.numel()).view(t.sizes()));
+    offset += t.numel();
+  }
 }
 
 }  // namespace
@@ -299,12 +414,25 @@ std::vector<double> balanced_class_weights(const std::vector<std::int64_t>& labe
   return w;
 }
 
+std::string resolve_device(const std::string& device) {
+  if (device == "cpu") return "cpu";
+  if (device == "cuda" || device == "auto") {
+    if (torch::cuda::is_available()) return "cuda";
+    if (device == "auto") return "cpu";
+    throw InvalidArgument("device 'cuda' asked for, but CUDA is not available (torch " +
+                          std::string(TORCH_VERSION) + " built without it, or no GPU)");
+  }
+  throw InvalidArgument("device must be 'cpu', 'cuda' or 'auto', got '" + device + "'");
+}
+
 Predictions predict(models::Model model, Loader& loader, bool channels_last, bool flip_tta,
-                    const BatchCallback& on_batch, bool compiled) {
+                    const BatchCallback& on_batch, bool compiled, const std::string& amp_name) {
   torch::InferenceMode guard;
   const bool was_training = model->is_training();
   model->eval();
   if (channels_last) to_channels_last(*model);
+  const Input input(model_device(*model), channels_last, loader.pipeline());
+  const Amp amp = parse_amp(amp_name, input.device());
   std::optional<LazyInference> fast;
   if (compiled) fast.emplace(*model, models::InferenceOutput::kLogits);
   auto forward = [&](const torch::Tensor& x) {
@@ -315,17 +443,20 @@ Predictions predict(models::Model model, Loader& loader, bool channels_last, boo
   double loss_sum = 0;
   std::int64_t n = 0, b = 0;
   while (auto batch = loader.next()) {
-    auto x = prepare(batch->images, channels_last);
-    auto out = forward(x);
-    if (flip_tta) {
-      auto flipped = forward(x.flip({3}));
-      out = ((torch::softmax(out, 1) + torch::softmax(flipped, 1)) / 2).log();
+    auto x = input(batch->images);
+    torch::Tensor out;
+    {
+      compat::AutocastGuard autocast(input.device().type(), amp.dtype, amp.enabled);
+      out = forward(x);
+      if (flip_tta) out = torch::stack({out, forward(x.flip({3}))});
     }
+    out = out.to(torch::kCPU, torch::kFloat);
+    if (flip_tta) out = ((torch::softmax(out[0], 1) + torch::softmax(out[1], 1)) / 2).log();
     const auto loss =
         torch::nll_loss(torch::log_softmax(out, 1), batch->labels, {}, at::Reduction::Sum);
     loss_sum += loss.item<double>();
     n += batch->labels.size(0);
-    logits.push_back(out.to(torch::kFloat));
+    logits.push_back(out);
     labels.push_back(batch->labels);
     indices.push_back(batch->indices);
     if (on_batch)
@@ -340,10 +471,25 @@ Predictions predict(models::Model model, Loader& loader, bool channels_last, boo
   return p;
 }
 
-Trainer::Trainer(models::Model model, std::shared_ptr<Loader> train, std::shared_ptr<Loader> val)
-    : model_(std::move(model)), train_(std::move(train)), val_(std::move(val)) {
+Trainer::Trainer(models::Model model, std::shared_ptr<Loader> train, std::shared_ptr<Loader> val,
+                 std::shared_ptr<ProcessGroup> group)
+    : model_(std::move(model)),
+      train_(std::move(train)),
+      val_(std::move(val)),
+      group_(std::move(group)) {
   if (!model_) throw InvalidArgument("Trainer: model is null");
   if (!train_) throw InvalidArgument("Trainer: training loader is null");
+  const int world = group_ ? group_->world_size() : 1;
+  const int rank = group_ ? group_->rank() : 0;
+  const auto& t = train_->options();
+  if (t.world_size != world || t.rank != rank)
+    throw InvalidArgument("Trainer: the training loader is shard " + std::to_string(t.rank) +
+                          " of " + std::to_string(t.world_size) + ", but this process is rank " +
+                          std::to_string(rank) + " of " + std::to_string(world));
+  // A validation loader may be sharded like the training one or hold everything.
+  if (val_ && val_->options().world_size != 1 &&
+      (val_->options().world_size != world || val_->options().rank != rank))
+    throw InvalidArgument("Trainer: the validation loader is sharded for another rank");
 }
 
 FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
@@ -365,11 +511,16 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
         throw InvalidArgument("cache_features needs a frozen backbone, but '" + item.key() +
                               "' is trainable");
   }
+  const torch::Device device(resolve_device(o.device));
+  const Amp amp = parse_amp(o.amp, device);
+  model.to(device);
   if (o.channels_last) to_channels_last(model);
+  const Input input(device, o.channels_last, train_->pipeline());
   auto opt = detail::make_optimizer(model, o.optimizer);
-  const auto weights = o.class_weights.empty()
-                           ? torch::Tensor()
-                           : torch::tensor(o.class_weights, torch::kDouble).to(torch::kFloat);
+  const auto weights =
+      o.class_weights.empty()
+          ? torch::Tensor()
+          : torch::tensor(o.class_weights, torch::kDouble).to(device, torch::kFloat);
   auto loss_options =
       torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing);
   if (weights.defined()) loss_options.weight(weights);
@@ -377,7 +528,32 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
   FitResult result;
   Progress progress;
   models::StateDict best;
-  result.resumed = load_checkpoint(o.checkpoint, o, model, *opt.optimizer, progress, best);
+  result.resumed = load_checkpoint(o.checkpoint, o, model, *opt.optimizer, progress, best, device);
+  const bool writes = !group_ || group_->rank() == 0;
+
+  std::unique_ptr<GradientReducer> reducer;
+  if (group_) {
+    // Every rank starts from rank 0's weights, whatever its own initialisation drew.
+    torch::NoGradGuard no_grad;
+    auto sync = [&](const torch::Tensor& t) {
+      auto copy = t.detach().contiguous();
+      group_->broadcast(copy, 0, "broadcast of the initial weights");
+      t.detach().copy_(copy);
+    };
+    for (const auto& p : model.parameters()) sync(p);
+    for (const auto& b : model.buffers()) sync(b);
+    std::vector<torch::Tensor> trainable;
+    for (const auto& p : model.parameters())
+      if (p.requires_grad()) trainable.push_back(p);
+    if (!trainable.empty()) reducer = std::make_unique<GradientReducer>(group_, trainable);
+  }
+  // fp16's dynamic loss scale, as torch.cuda.amp.GradScaler keeps it.
+  torch::Tensor scale, growth_tracker, found_inf;
+  if (amp.scaled) {
+    scale = torch::full({1}, 65536.0, torch::TensorOptions(device).dtype(torch::kFloat));
+    growth_tracker = torch::zeros({1}, torch::TensorOptions(device).dtype(torch::kInt));
+    found_inf = torch::zeros({1}, torch::TensorOptions(device).dtype(torch::kFloat));
+  }
 
   // Frozen blocks never change during fit: compile them once.
   std::optional<LazyInference> prefix;
@@ -395,8 +571,13 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
 
   Features train_features, val_features;
   if (o.cache_features && !progress.stopped && std::int64_t(progress.history.size()) < o.epochs) {
-    train_features = cache_features(model, *train_, o.epoch_offset, o.channels_last);
-    if (val_) val_features = cache_features(model, *val_, 0, o.channels_last);
+    train_features =
+        cache_features(model, *train_, o.epoch_offset, o.channels_last, amp, group_.get());
+    if (val_) {
+      const bool sharded = val_->options().world_size > 1;
+      val_features =
+          cache_features(model, *val_, 0, o.channels_last, amp, sharded ? group_.get() : nullptr);
+    }
   }
   const std::int64_t batch_size = train_->options().batch_size;
   const std::int64_t steps_per_epoch = train_->num_batches();
@@ -410,25 +591,45 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
     torch::manual_seed(
         mix64(o.seed ^ mix64(kDropoutStream + std::uint64_t(o.epoch_offset + epoch))));
     model.train(true);
-    double loss_sum = 0;
-    std::int64_t seen = 0, correct = 0, step = epoch * steps_per_epoch, b = 0;
-    auto train_step = [&](const torch::Tensor& logits, const torch::Tensor& y) {
+    // Sums stay on the device: reading them every step would stall a GPU.
+    auto loss_total = torch::zeros({}, torch::TensorOptions(device).dtype(torch::kDouble));
+    auto correct_total = torch::zeros({}, torch::TensorOptions(device).dtype(torch::kLong));
+    std::int64_t seen = 0, step = epoch * steps_per_epoch, b = 0;
+    std::vector<torch::Tensor> params;
+    for (auto& g : opt.optimizer->param_groups())
+      params.insert(params.end(), g.params().begin(), g.params().end());
+    auto train_step = [&](const torch::Tensor& logits, const torch::Tensor& labels) {
       detail::set_lr(opt, lr_factor(o.schedule, step++, total_steps, steps_per_epoch));
-      auto loss = torch::nn::functional::cross_entropy(logits, y, loss_options);
-      opt.optimizer->zero_grad();
-      loss.backward();
-      if (o.clip_grad_norm > 0) {
-        std::vector<torch::Tensor> params;
-        for (auto& g : opt.optimizer->param_groups())
-          params.insert(params.end(), g.params().begin(), g.params().end());
-        torch::nn::utils::clip_grad_norm_(params, o.clip_grad_norm);
+      const auto y = labels.to(device, /*non_blocking=*/true);
+      torch::Tensor loss;
+      {
+        compat::AutocastGuard autocast(device.type(), amp.dtype, amp.enabled);
+        loss = torch::nn::functional::cross_entropy(logits, y, loss_options);
       }
-      opt.optimizer->step();
+      opt.optimizer->zero_grad();
+      (amp.scaled ? loss * scale : loss).backward();
+      if (reducer) reducer->finish();
+      bool finite = true;
+      if (amp.scaled) {
+        std::vector<torch::Tensor> grads;
+        for (auto& p : params)
+          if (p.grad().defined()) grads.push_back(p.grad());
+        found_inf.zero_();
+        at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf, scale.reciprocal());
+        finite = found_inf.item<float>() == 0;
+      }
+      if (o.clip_grad_norm > 0 && finite)
+        torch::nn::utils::clip_grad_norm_(params, o.clip_grad_norm);
+      if (finite) opt.optimizer->step();
+      if (amp.scaled) at::_amp_update_scale_(scale, growth_tracker, found_inf, 2.0, 0.5, 2000);
       const auto n = y.size(0);
-      loss_sum += loss.item<double>() * double(n);
-      correct += logits.argmax(1).eq(y).sum().item<std::int64_t>();
+      loss_total += loss.detach().to(torch::kDouble) * double(n);
+      correct_total += logits.detach().argmax(1).eq(y).sum();
       seen += n;
-      if (on_batch) on_batch(++b, steps_per_epoch, loss_sum / double(seen));
+      ++b;
+      // On a GPU the running loss costs a synchronisation: report it every 16 batches.
+      if (on_batch && (!device.is_cuda() || b % 16 == 0 || b == steps_per_epoch))
+        on_batch(b, steps_per_epoch, loss_total.item<double>() / double(seen));
     };
     if (o.cache_features) {
       // Replays the loader's own batches, so the result equals the slow path's.
@@ -441,37 +642,55 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
           if (r >= 0) rows.push_back(r);  // -1: a corrupt sample the loader skipped
         }
         if (rows.empty()) continue;
-        const auto idx = torch::tensor(rows, torch::kLong);
-        train_step(model.classify(train_features.embeddings.index_select(0, idx)),
-                   train_features.labels.index_select(0, idx));
+        const auto idx = torch::tensor(rows, torch::kLong).to(device);
+        torch::Tensor logits;
+        {
+          compat::AutocastGuard autocast(device.type(), amp.dtype, amp.enabled);
+          logits = model.classify(train_features.embeddings.index_select(0, idx));
+        }
+        train_step(logits, train_features.labels.index_select(0, idx));
       }
     } else {
       train_->start_epoch(o.epoch_offset + epoch);
-      while (auto batch = train_->next())
-        train_step(forward(prepare(batch->images, o.channels_last)), batch->labels);
+      while (auto batch = train_->next()) {
+        torch::Tensor logits;
+        {
+          compat::AutocastGuard autocast(device.type(), amp.dtype, amp.enabled);
+          logits = forward(input(batch->images));
+        }
+        train_step(logits, batch->labels);
+      }
     }
+    if (group_ && o.sync_batchnorm) average_batchnorm_statistics(model, *group_);
+
+    auto totals = torch::tensor(
+        {loss_total.item<double>(), double(correct_total.item<std::int64_t>()), double(seen)},
+        torch::kDouble);
+    if (group_) group_->all_reduce_sum(totals, "summing the epoch's training metrics");
+    const double all_seen = std::max(totals[2].item<double>(), 1.0);
 
     EpochStats s;
     s.epoch = epoch;
     s.phase = o.phase;
-    s.train_loss = loss_sum / double(std::max<std::int64_t>(seen, 1));
-    s.train_accuracy = double(correct) / double(std::max<std::int64_t>(seen, 1));
+    s.train_loss = totals[0].item<double>() / all_seen;
+    s.train_accuracy = totals[1].item<double>() / all_seen;
     s.lr = opt.optimizer->param_groups().front().options().get_lr();
     if (val_) {
       Predictions p;
       if (o.cache_features) {
         torch::InferenceMode guard;
         model.eval();
-        p.logits = model.classify(val_features.embeddings);
-        p.labels = val_features.labels;
+        p.logits = model.classify(val_features.embeddings).to(torch::kCPU, torch::kFloat);
+        p.labels = val_features.labels.cpu();
         p.loss = torch::nn::functional::cross_entropy(p.logits, p.labels).item<double>();
       } else {
-        p = predict(model_, *val_, o.channels_last);
+        p = predict(model_, *val_, o.channels_last, false, nullptr, true, o.amp);
+        if (group_ && val_->options().world_size > 1) p = gather_predictions(*group_, p);
       }
       score(p, classes, s);
     }
     s.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    s.images_per_second = double(seen) / std::max(s.seconds, 1e-9);
+    s.images_per_second = all_seen / std::max(s.seconds, 1e-9);
     progress.history.push_back(s);
 
     if (s.has_val) {
@@ -485,10 +704,18 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
         progress.stopped = true;
       }
     }
-    const bool go_on = on_epoch ? on_epoch(s) : true;
+    bool go_on = on_epoch ? on_epoch(s) : true;
+    if (group_) {
+      // Any rank's callback may stop the run; all ranks must stop together.
+      auto stop = torch::tensor({go_on ? 0.0 : 1.0}, torch::kDouble);
+      group_->all_reduce_sum(stop, "agreeing on whether to stop");
+      go_on = stop.item<double>() == 0;
+    }
     if (!go_on) progress.stopped = true;
-    if (!o.checkpoint.empty())
-      save_checkpoint(o.checkpoint, o, model, *opt.optimizer, progress, best);
+    if (!o.checkpoint.empty()) {
+      if (writes) save_checkpoint(o.checkpoint, o, model, *opt.optimizer, progress, best);
+      if (group_) group_->barrier("waiting for rank 0's checkpoint");
+    }
   }
   if (o.restore_best && progress.best_epoch >= 0 && !best.empty()) restore(model, best);
   result.history = progress.history;

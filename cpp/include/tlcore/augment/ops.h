@@ -7,6 +7,7 @@
 
 #include <array>
 #include <string>
+#include <type_traits>
 
 #include <opencv2/core/mat.hpp>
 
@@ -36,6 +37,14 @@ PadMode parse_pad_mode(const std::string& name);
 // Throws InvalidArgument naming `where` unless `image` is a non-empty 8-bit
 // image with 1 or 3 channels.
 void check_image(const cv::Mat& image, const std::string& where);
+bool is_supported_image(const cv::Mat& image);
+// The same check where naming the caller costs work (an op's repr() formats
+// numbers): `describe` runs only when the check fails, not for every image.
+template <typename Describe,
+          typename = std::enable_if_t<std::is_invocable_r_v<std::string, const Describe&>>>
+void check_image(const cv::Mat& image, const Describe& describe) {
+  if (!is_supported_image(image)) check_image(image, describe());
+}
 
 // A reduced JPEG decode (libjpeg's DCT scaling) must leave at least this factor
 // for the resize that follows, as Pillow's draft(reducing_gap=2) does. Decoding

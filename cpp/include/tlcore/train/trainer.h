@@ -15,6 +15,7 @@
 
 #include "tlcore/loader.h"
 #include "tlcore/models/model.h"
+#include "tlcore/train/distributed.h"
 #include "tlcore/train/schedule.h"
 
 namespace tlcore {
@@ -53,6 +54,14 @@ struct FitOptions {
   // compute in eval mode either way, so only float rounding differs.
   bool compile_frozen = true;
   bool channels_last = true;
+  // "cpu", "cuda" or "auto" (CUDA when available). On CUDA, uint8 batches (the
+  // loader's uint8_output, best with pin_memory) are copied asynchronously and
+  // normalised on the GPU.
+  std::string device = "cpu";
+  // Mixed precision: "off", "bf16", or "fp16" (CUDA only, with a dynamic loss scale).
+  std::string amp = "off";
+  // Distributed: average BatchNorm running statistics across ranks after every epoch.
+  bool sync_batchnorm = true;
   std::uint64_t seed = 0;
   // Loader epochs start here, so phases of one recipe see different augmentations.
   std::int64_t epoch_offset = 0;
@@ -90,8 +99,13 @@ using BatchCallback = std::function<void(std::int64_t, std::int64_t, double)>;
 
 class Trainer {
  public:
-  // `val` may be null (no validation metrics, no early stopping).
-  Trainer(models::Model model, std::shared_ptr<Loader> train, std::shared_ptr<Loader> val);
+  // `val` may be null (no validation metrics, no early stopping). With a process
+  // group, this process is one rank of a data-parallel run: both loaders must be
+  // sharded for this rank (LoaderOptions rank/world_size); gradients are averaged
+  // across ranks, metrics are computed over all ranks' samples, and only rank 0
+  // writes the checkpoint.
+  Trainer(models::Model model, std::shared_ptr<Loader> train, std::shared_ptr<Loader> val,
+          std::shared_ptr<ProcessGroup> group = nullptr);
 
   FitResult fit(const FitOptions& options, const EpochCallback& on_epoch = nullptr,
                 const BatchCallback& on_batch = nullptr);
@@ -102,15 +116,20 @@ class Trainer {
   models::Model model_;
   std::shared_ptr<Loader> train_;
   std::shared_ptr<Loader> val_;
+  std::shared_ptr<ProcessGroup> group_;
 };
 
 // Runs `model` in eval mode without autograd over one epoch of `loader`
 // (which should not shuffle for reports). `flip_tta` averages with the
 // horizontally flipped batch's softmax (logits are then log-probabilities).
-// `compiled` runs a compiled snapshot (models::InferenceModel) of the model.
+// `compiled` runs a compiled snapshot (models::InferenceModel) of the model on
+// CPU. It runs where the model's parameters are; `amp` as in FitOptions.
 Predictions predict(models::Model model, Loader& loader, bool channels_last = true,
                     bool flip_tta = false, const BatchCallback& on_batch = nullptr,
-                    bool compiled = true);
+                    bool compiled = true, const std::string& amp = "off");
+
+// The device a FitOptions/Predictor device string names ("cpu", "cuda", "auto").
+std::string resolve_device(const std::string& device);
 
 // "balanced" class weights as scikit-learn computes them: n / (k * count_c).
 std::vector<double> balanced_class_weights(const std::vector<std::int64_t>& labels,

@@ -1,0 +1,93 @@
+// Data-parallel training on torch.distributed's c10d: one process per rank,
+// a Gloo process group made from the usual environment (MASTER_ADDR,
+// MASTER_PORT, RANK, WORLD_SIZE), as torchrun and `tlcore train --nproc` set it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "tlcore/error.h"
+
+namespace tlcore {
+
+// A collective failed: a rank died, hung past the timeout or disagreed. Python sees RuntimeError.
+class DistributedError : public Error {
+ public:
+  using Error::Error;
+};
+
+struct DistributedOptions {
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  int rank = 0;
+  int world_size = 1;
+  double timeout_s = 300;  // every collective, and the rendezvous, fails after this
+};
+
+class ProcessGroup {
+ public:
+  // Joins the group (blocks until all ranks have joined, or the timeout).
+  explicit ProcessGroup(const DistributedOptions& options);
+  ~ProcessGroup();
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
+
+  // From MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE (TLCORE_DIST_TIMEOUT in
+  // seconds, optional); null when WORLD_SIZE is unset or 1.
+  static std::shared_ptr<ProcessGroup> from_environment();
+
+  int rank() const;
+  int world_size() const;
+  double timeout_s() const;
+
+  // In place, across ranks. `what` names the collective in errors.
+  void all_reduce_sum(at::Tensor& tensor, const std::string& what);
+  void broadcast(at::Tensor& tensor, int root, const std::string& what);
+  void barrier(const std::string& what);
+
+  // Non-blocking sum; wait() on the returned handle.
+  class Pending {
+   public:
+    virtual ~Pending() = default;
+    virtual void wait() = 0;
+  };
+  std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor& tensor, const std::string& what);
+
+  // Rows of every rank stacked in rank order (rows may differ in count between ranks).
+  at::Tensor gather_rows(const at::Tensor& rows, const std::string& what);
+
+  // Throws DistributedError for `what`, naming this rank and, where a monitored
+  // barrier can tell, the ranks that stopped answering.
+  [[noreturn]] void fail(const std::string& what, const std::string& cause);
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Averages gradients across ranks like DistributedDataParallel: trainable
+// parameters are packed into buckets in reverse order (the order backward
+// produces them) and each bucket's all-reduce starts from a gradient hook as
+// soon as the bucket is full, overlapping communication with the rest of backward.
+class GradientReducer {
+ public:
+  GradientReducer(std::shared_ptr<ProcessGroup> group, std::vector<at::Tensor> params,
+                  std::int64_t bucket_bytes = 4 << 20);
+  ~GradientReducer();
+  GradientReducer(const GradientReducer&) = delete;
+  GradientReducer& operator=(const GradientReducer&) = delete;
+
+  // Call after backward: waits for every bucket and writes the averages into .grad.
+  void finish();
+  std::int64_t num_buckets() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tlcore

@@ -1,0 +1,344 @@
+#include "tlcore/train/distributed.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <mutex>
+
+#ifdef TLCORE_HAVE_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+
+namespace tlcore {
+namespace {
+
+std::string message_of(const std::exception& e) {
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e))
+    return c10_error->what_without_backtrace();
+  return e.what();
+}
+
+int env_int(const char* name, int fallback) {
+  const char* value = std::getenv(name);
+  if (!value || !*value) return fallback;
+  char* end = nullptr;
+  const long v = std::strtol(value, &end, 10);
+  if (*end != '\0') throw InvalidArgument(std::string(name) + "='" + value + "' is not an integer");
+  return static_cast<int>(v);
+}
+
+std::string where(const DistributedOptions& o) {
+  return "rank " + std::to_string(o.rank) + " of " + std::to_string(o.world_size);
+}
+
+}  // namespace
+
+#ifdef TLCORE_HAVE_GLOO
+using Group = c10d::ProcessGroupGloo;
+using WorkPtr =
+    decltype(std::declval<Group&>().allreduce(std::declval<std::vector<at::Tensor>&>()));
+#endif
+
+class ProcessGroup::Impl {
+ public:
+  DistributedOptions options;
+#ifdef TLCORE_HAVE_GLOO
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<Group> group;
+#endif
+};
+
+ProcessGroup::ProcessGroup(const DistributedOptions& o) : impl_(std::make_unique<Impl>()) {
+  if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size)
+    throw InvalidArgument("distributed: rank " + std::to_string(o.rank) +
+                          " is outside world size " + std::to_string(o.world_size));
+  if (o.master_port <= 0 || o.master_port > 65535)
+    throw InvalidArgument("distributed: MASTER_PORT " + std::to_string(o.master_port) +
+                          " is not a TCP port");
+  if (!(o.timeout_s > 0)) throw InvalidArgument("distributed: the timeout must be positive");
+  impl_->options = o;
+#ifndef TLCORE_HAVE_GLOO
+  throw Unsupported(
+      "distributed training needs torch.distributed's Gloo backend, and this tlcore was built "
+      "without its headers (on Debian: apt-get install libgloo-dev, then rebuild)");
+#else
+  const auto timeout = std::chrono::milliseconds(static_cast<std::int64_t>(o.timeout_s * 1000));
+  c10d::TCPStoreOptions store_options;
+  store_options.port = static_cast<std::uint16_t>(o.master_port);
+  store_options.isServer = o.rank == 0;
+  store_options.numWorkers = static_cast<std::size_t>(o.world_size);
+  store_options.waitWorkers = true;
+  store_options.timeout = timeout;
+  try {
+    impl_->store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, store_options);
+    auto options = Group::Options::create(timeout);
+    const bool local = o.master_addr == "127.0.0.1" || o.master_addr == "localhost";
+    options->devices.push_back(local ? Group::createDeviceForHostname("127.0.0.1")
+                                     : Group::createDefaultDevice());
+    impl_->group = c10::make_intrusive<Group>(impl_->store, o.rank, o.world_size, options);
+  } catch (const std::exception& e) {
+    throw DistributedError(where(o) + ": could not join the process group at " + o.master_addr +
+                           ":" + std::to_string(o.master_port) + " within " +
+                           std::to_string(o.timeout_s) + " s (" + message_of(e) + ")");
+  }
+#endif
+}
+
+ProcessGroup::~ProcessGroup() = default;
+
+std::shared_ptr<ProcessGroup> ProcessGroup::from_environment() {
+  const int world = env_int("WORLD_SIZE", 1);
+  if (world <= 1) return nullptr;
+  DistributedOptions o;
+  o.world_size = world;
+  o.rank = env_int("RANK", -1);
+  if (o.rank < 0) throw InvalidArgument("distributed: WORLD_SIZE is set but RANK is not");
+  if (const char* addr = std::getenv("MASTER_ADDR"); addr && *addr) o.master_addr = addr;
+  o.master_port = env_int("MASTER_PORT", o.master_port);
+  if (const char* t = std::getenv("TLCORE_DIST_TIMEOUT"); t && *t) o.timeout_s = std::atof(t);
+  return std::make_shared<ProcessGroup>(o);
+}
+
+int ProcessGroup::rank() const { return impl_->options.rank; }
+int ProcessGroup::world_size() const { return impl_->options.world_size; }
+double ProcessGroup::timeout_s() const { return impl_->options.timeout_s; }
+
+void ProcessGroup::fail(const std::string& what, const std::string& cause) {
+  std::string silent;
+#ifdef TLCORE_HAVE_GLOO
+  // Rank 0 can find out which ranks stopped answering; the others only know a peer left.
+  if (rank() == 0) {
+    try {
+      c10d::BarrierOptions options;
+      options.timeout = std::chrono::milliseconds(
+          static_cast<std::int64_t>(std::min(impl_->options.timeout_s, 10.0) * 1000));
+      impl_->group->monitoredBarrier(options, /*waitAllRanks=*/true);
+    } catch (const std::exception& e) {
+      silent = message_of(e);
+    }
+  }
+#endif
+  throw DistributedError(where(impl_->options) + ": " + what +
+                         " failed: another rank died or did not answer within " +
+                         std::to_string(static_cast<int>(impl_->options.timeout_s)) + " s (" +
+                         cause + ")" + (silent.empty() ? "" : "; " + silent));
+}
+
+namespace {
+#ifdef TLCORE_HAVE_GLOO
+class GlooPending : public ProcessGroup::Pending {
+ public:
+  GlooPending(ProcessGroup& group, WorkPtr work, std::string what)
+      : group_(group), work_(std::move(work)), what_(std::move(what)) {}
+  void wait() override {
+    try {
+      work_->wait();
+    } catch (const std::exception& e) {
+      group_.fail(what_, message_of(e));
+    }
+  }
+
+ private:
+  ProcessGroup& group_;
+  WorkPtr work_;
+  std::string what_;
+};
+#endif
+}  // namespace
+
+std::unique_ptr<ProcessGroup::Pending> ProcessGroup::all_reduce_sum_async(at::Tensor& tensor,
+                                                                          const std::string& what) {
+#ifdef TLCORE_HAVE_GLOO
+  std::vector<at::Tensor> tensors{tensor};
+  try {
+    return std::make_unique<GlooPending>(*this, impl_->group->allreduce(tensors), what);
+  } catch (const std::exception& e) {
+    fail(what, message_of(e));
+  }
+#else
+  (void)tensor;
+  throw Unsupported(what + ": built without Gloo");
+#endif
+}
+
+void ProcessGroup::all_reduce_sum(at::Tensor& tensor, const std::string& what) {
+  all_reduce_sum_async(tensor, what)->wait();
+}
+
+void ProcessGroup::broadcast(at::Tensor& tensor, int root, const std::string& what) {
+#ifdef TLCORE_HAVE_GLOO
+  std::vector<at::Tensor> tensors{tensor};
+  c10d::BroadcastOptions options;
+  options.rootRank = root;
+  try {
+    GlooPending(*this, impl_->group->broadcast(tensors, options), what).wait();
+  } catch (const DistributedError&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(what, message_of(e));
+  }
+#else
+  (void)tensor;
+  (void)root;
+  throw Unsupported(what + ": built without Gloo");
+#endif
+}
+
+void ProcessGroup::barrier(const std::string& what) {
+  auto token = torch::zeros({1});
+  all_reduce_sum(token, what);  // a barrier that fails with the same clear error as the rest
+}
+
+at::Tensor ProcessGroup::gather_rows(const at::Tensor& rows, const std::string& what) {
+  const int world = world_size();
+  auto counts = torch::zeros({world}, torch::kLong);
+  counts[rank()] = rows.size(0);
+  all_reduce_sum(counts, what + " (row counts)");
+  const auto most = counts.max().item<std::int64_t>();
+  auto shape = rows.sizes().vec();
+  shape[0] = most * world;
+  // A sum where every rank fills only its own slot is a gather that any backend can do.
+  auto slots = torch::zeros(shape, rows.options());
+  slots.narrow(0, most * rank(), rows.size(0)).copy_(rows);
+  all_reduce_sum(slots, what);
+  std::vector<at::Tensor> parts;
+  for (int r = 0; r < world; ++r)
+    parts.push_back(slots.narrow(0, most * r, counts[r].item<std::int64_t>()));
+  return torch::cat(parts);
+}
+
+class GradientReducer::Impl {
+ public:
+  struct Slot {
+    at::Tensor param;
+    std::size_t bucket;
+    std::int64_t offset, numel;
+    unsigned hook;
+    bool ready = false;
+  };
+  struct Bucket {
+    at::Tensor flat;
+    std::size_t slots = 0, ready = 0;
+    std::unique_ptr<ProcessGroup::Pending> work;
+  };
+
+  std::shared_ptr<ProcessGroup> group;
+  std::vector<Slot> slots;
+  std::vector<Bucket> buckets;
+  std::size_t next_launch = 0;
+  std::mutex mutex;
+
+  // Buckets start in index order on every rank: collectives must match across ranks.
+  void launch_ready() {
+    while (next_launch < buckets.size() &&
+           buckets[next_launch].ready == buckets[next_launch].slots) {
+      auto& b = buckets[next_launch];
+      b.work = group->all_reduce_sum_async(
+          b.flat, "all-reduce of gradient bucket " + std::to_string(next_launch));
+      ++next_launch;
+    }
+  }
+
+  void on_grad(std::size_t i, const at::Tensor& grad) {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto& s = slots[i];
+    auto segment = buckets[s.bucket].flat.narrow(0, s.offset, s.numel);
+    if (s.ready) {
+      segment.add_(grad.reshape({-1}));
+      return;
+    }
+    segment.copy_(grad.reshape({-1}));
+    s.ready = true;
+    ++buckets[s.bucket].ready;
+    launch_ready();
+  }
+};
+
+GradientReducer::GradientReducer(std::shared_ptr<ProcessGroup> group,
+                                 std::vector<at::Tensor> params, std::int64_t bucket_bytes)
+    : impl_(std::make_unique<Impl>()) {
+  if (!group) throw InvalidArgument("GradientReducer: no process group");
+  auto& s = *impl_;
+  s.group = std::move(group);
+  // Backward reaches the last layers first.
+  std::reverse(params.begin(), params.end());
+  std::int64_t bytes = 0;
+  std::vector<std::int64_t> sizes;
+  for (auto& p : params) {
+    const std::int64_t nbytes = p.numel() * static_cast<std::int64_t>(p.element_size());
+    const bool same_kind = !s.slots.empty() && s.slots.back().param.dtype() == p.dtype() &&
+                           s.slots.back().param.device() == p.device();
+    if (s.slots.empty() || !same_kind || bytes + nbytes > bucket_bytes) {
+      s.buckets.emplace_back();
+      sizes.push_back(0);
+      bytes = 0;
+    }
+    Impl::Slot slot;
+    slot.param = p;
+    slot.bucket = s.buckets.size() - 1;
+    slot.offset = sizes.back();
+    slot.numel = p.numel();
+    slot.hook = 0;
+    sizes.back() += p.numel();
+    bytes += nbytes;
+    ++s.buckets.back().slots;
+    s.slots.push_back(std::move(slot));
+  }
+  for (std::size_t b = 0; b < s.buckets.size(); ++b) {
+    const auto& first = *std::find_if(s.slots.begin(), s.slots.end(),
+                                      [&](const Impl::Slot& x) { return x.bucket == b; });
+    s.buckets[b].flat = torch::zeros({sizes[b]}, first.param.options().requires_grad(false));
+  }
+  Impl* impl = impl_.get();
+  for (std::size_t i = 0; i < s.slots.size(); ++i)
+    s.slots[i].hook = s.slots[i].param.register_hook(
+        [impl, i](const at::Tensor& grad) { impl->on_grad(i, grad); });
+}
+
+GradientReducer::~GradientReducer() {
+  for (auto& s : impl_->slots) s.param.remove_hook(s.hook);
+}
+
+void GradientReducer::finish() {
+  auto& s = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    // Parameters backward did not reach contribute zeros, so every rank still joins every bucket.
+    for (auto& slot : s.slots) {
+      if (slot.ready) continue;
+      s.buckets[slot.bucket].flat.narrow(0, slot.offset, slot.numel).zero_();
+      slot.ready = true;
+      ++s.buckets[slot.bucket].ready;
+    }
+    s.launch_ready();
+  }
+  const double world = static_cast<double>(s.group->world_size());
+  torch::NoGradGuard no_grad;
+  for (auto& b : s.buckets) {
+    b.work->wait();
+    b.work.reset();
+    b.flat.div_(world);
+    b.ready = 0;
+  }
+  for (auto& slot : s.slots) {
+    auto average =
+        s.buckets[slot.bucket].flat.narrow(0, slot.offset, slot.numel).view(slot.param.sizes());
+    auto& grad = slot.param.mutable_grad();
+    if (grad.defined()) {
+      grad.copy_(average);
+    } else {
+      grad = torch::empty_like(slot.param).copy_(average);  // keeps channels_last
+    }
+    slot.ready = false;
+  }
+  s.next_launch = 0;
+}
+
+std::int64_t GradientReducer::num_buckets() const {
+  return static_cast<std::int64_t>(impl_->buckets.size());
+}
+
+}  // namespace tlcore

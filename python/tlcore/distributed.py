@@ -1,0 +1,125 @@
+"""Data-parallel training across processes on torch.distributed's Gloo backend.
+
+Each rank is one process running the same script. The process group comes from the
+environment torchrun sets (``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``),
+so ``torchrun --nproc_per_node=2 train.py`` works unchanged; ``launch`` starts N local
+ranks itself. A ``Learner`` made in a rank process joins the group on its own: each rank
+trains on its shard of every epoch, gradients are averaged, and only rank 0 writes.
+
+Usage::
+
+    tlcore.distributed.launch([sys.executable, "train.py"], nproc=2)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from . import _core
+
+DistributedError = _core.DistributedError
+
+log = logging.getLogger(__name__)
+
+_group: Optional["_core.ProcessGroup"] = None
+_joined = False
+
+
+def process_group() -> Optional["_core.ProcessGroup"]:
+    """This process's group, joined on first use from the environment; None outside a multi-rank run."""
+    global _group, _joined
+    if not _joined:
+        _group = _core.ProcessGroup.from_environment()
+        _joined = True
+    return _group
+
+
+def rank() -> int:
+    """This process's rank (0 outside a distributed run)."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
+def world_size() -> int:
+    """How many ranks the run has (1 outside a distributed run)."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def is_main_process() -> bool:
+    """True on rank 0, the one that writes checkpoints, reports and plots."""
+    return rank() == 0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def launch(argv: Sequence[str], nproc: int, threads_per_rank: Optional[int] = None,
+           timeout_s: float = 300.0, env: Optional[Mapping[str, str]] = None,
+           grace_s: float = 5.0) -> None:
+    """Runs ``argv`` as ``nproc`` local ranks (127.0.0.1) and waits for all of them.
+
+    Each rank gets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``,
+    ``TLCORE_DIST_TIMEOUT`` (every collective fails after ``timeout_s``) and
+    ``TLCORE_NUM_THREADS`` (the machine's cores shared out, unless given). When a rank
+    fails, the others get ``grace_s`` to end on their own, are then stopped, and
+    ``DistributedError`` names the failed rank.
+
+    Usage: ``tlcore.distributed.launch([sys.executable, "train.py"], nproc=2)``
+    """
+    if nproc < 1:
+        raise ValueError(f"nproc must be at least 1, got {nproc}")
+    threads = threads_per_rank or max(1, _core.available_cores() // nproc)
+    base: Dict[str, str] = dict(os.environ if env is None else env)
+    base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(nproc),
+                LOCAL_WORLD_SIZE=str(nproc), TLCORE_DIST_TIMEOUT=str(timeout_s),
+                TLCORE_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    procs: List[subprocess.Popen] = []
+    for r in range(nproc):
+        rank_env = dict(base, RANK=str(r), LOCAL_RANK=str(r))
+        procs.append(subprocess.Popen(list(argv), env=rank_env))
+    log.info("started %d ranks (%d threads each) on port %s", nproc, threads, base["MASTER_PORT"])
+    # One watcher thread per rank: the first rank to fail is the first reported, even
+    # when its peers fail a few milliseconds later because of it.
+    exits: "queue.Queue[Tuple[int, int]]" = queue.Queue()
+    for r, p in enumerate(procs):
+        threading.Thread(target=lambda r=r, p=p: exits.put((r, p.wait())), daemon=True).start()
+    failed: Optional[Tuple[int, int]] = None
+    try:
+        for _ in range(nproc):
+            try:
+                r, code = exits.get(timeout=grace_s if failed else None)
+            except queue.Empty:
+                break  # the others did not end on their own within the grace period
+            if code != 0 and failed is None:
+                failed = (r, code)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    if failed is not None:
+        r, code = failed
+        raise DistributedError(f"rank {r} of {nproc} failed with {_describe(code)}; "
+                               f"the run was stopped ({' '.join(argv)})")

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The CUDA checks on a GPU machine with pip's torch 2.x and no OpenCV package:
+# builds tlcore there, runs tests/python/test_cuda.py and benchmarks/gpu.py.
+# Needs, carried in .devcarry/: image_deps.tar.xz (scripts/bundle_image_deps.sh),
+# fashion/ (Fashion-MNIST's t10k files) and flowers/ (a folder of class folders).
+# Logs go to $OUT (default /tmp/tlcore-device).
+set -uo pipefail
+out=${OUT:-/tmp/tlcore-device}
+mkdir -p "$out"
+deps=/tmp/tlcore-deps
+mkdir -p "$deps" && tar -xJf .devcarry/image_deps.tar.xz -C "$deps" --strip-components=1
+export LD_LIBRARY_PATH=$deps/lib:${LD_LIBRARY_PATH:-}
+mkdir -p /usr/share/datasets/fashion-mnist && cp .devcarry/fashion/* /usr/share/datasets/fashion-mnist/
+py=$(command -v python3)
+start=$(date +%s)
+cmake -S . -B /tmp/tlcore-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DTLCORE_BUILD_TESTS=OFF \
+  -DTLCORE_DEPS_ROOT="$deps" -DPython3_EXECUTABLE="$py" -Dpybind11_DIR="$($py -m pybind11 --cmakedir)" \
+  -DTLCORE_PYTHON_OUT="$PWD/python/tlcore" -DCMAKE_DISABLE_FIND_PACKAGE_Protobuf=ON >"$out/cmake.log" 2>&1 || { tail -60 "$out/cmake.log"; exit 1; }
+grep -E "WARNING|OpenCV from|Gloo|imgcodecs" -A2 "$out/cmake.log" | head -20
+ninja -C /tmp/tlcore-build -k 0 _core >"$out/build.log" 2>&1 || {
+  grep -E "error" -B2 -A6 "$out/build.log" | head -150; exit 1; }
+echo "build: $(( $(date +%s) - start )) s"
+export PYTHONPATH=$PWD/python PYTHONUNBUFFERED=1
+# Smoke checks first, each in its own process, so a crash names its step.
+for step in "uint8_output=True" "uint8_output=True, pin_memory=True"; do
+  timeout 60 "$py" -X faulthandler -c "import tlcore
+d = tlcore.fashion_mnist(False)
+x, y = next(iter(tlcore.DataLoader(d, 'cifar-eval', image_size=28, channels=1, $step)))
+print('loader ($step):', x.dtype, tuple(x.shape), x.is_pinned())" 2>&1 | tail -5
+done
+timeout 60 "$py" -X faulthandler -c "import tlcore
+x, y = next(iter(tlcore.ImageData('.devcarry/flowers', val_split=0).loader('train', for_gpu=True)))
+print('JPEG loader:', x.dtype, tuple(x.shape), x.is_pinned())" 2>&1 | tail -5
+timeout 300 "$py" -m pytest -q -rs tests/python/test_cuda.py 2>&1 | tee "$out/test_cuda.log" | tail -30
+timeout 300 "$py" benchmarks/gpu.py --data .devcarry/flowers 2>&1 | tee "$out/gpu.log" | tail -12

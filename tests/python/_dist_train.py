@@ -1,0 +1,57 @@
+"""One rank of the distributed tests (or a single process when WORLD_SIZE is unset).
+
+Trains a simple CNN without dropout, BatchNorm in inference mode, with SGD on a
+Fashion-MNIST subset, then writes <out>.rank<R>.json (its shard of epoch 0 and the
+history) and, on rank 0, <out>.pt (the weights).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+import tlcore
+
+p = argparse.ArgumentParser()
+p.add_argument("--out", required=True)
+p.add_argument("--batch-size", type=int, default=32)
+p.add_argument("--epochs", type=int, default=2)
+p.add_argument("--per-class", type=int, default=24)
+p.add_argument("--exit-code-on-rank", type=int, nargs=2, default=None, metavar=("RANK", "CODE"))
+p.add_argument("--slow", type=float, default=0.0, help="seconds to sleep after every epoch")
+args = p.parse_args()
+
+rank = tlcore.distributed.rank()
+if args.exit_code_on_rank and rank == args.exit_code_on_rank[0]:
+    tlcore.distributed.process_group()  # join, so the other ranks are left waiting mid-run
+    sys.exit(args.exit_code_on_rank[1])
+
+train = tlcore.fashion_mnist(train=True)
+train = tlcore._core.Subset(train, tlcore.per_class_subset(train.labels(), args.per_class, 0))
+test = tlcore.fashion_mnist(train=False)
+test = tlcore._core.Subset(test, tlcore.per_class_subset(test.labels(), 10, 0))
+data = tlcore.ImageData(train, valid=test, seed=7, image_size=28, channels=1, batch_size=args.batch_size,
+                        train_transform="cifar-train", eval_transform="cifar-eval")
+learner = tlcore.Learner("simple_cnn", data, device="cpu", verbose=False, seed=3)
+torch.manual_seed(3)
+learner.model.set_head(10, "linear", 0.0)  # no dropout: its masks would differ between runs
+learner.model.batchnorm_eval = True  # no batch statistics: they would differ between shards
+group = learner.group
+shard = data.loader("train", rank=group.rank if group else 0,
+                    world_size=group.world_size if group else 1)._loader.epoch_indices(0)
+with open(f"{args.out}.rank{rank}.started", "w"):
+    pass
+
+
+history = []
+for epoch in range(args.epochs):
+    history += learner.fit(1, lr=0.05, optimizer="sgd", momentum=0.9, restore_best=False)
+    if args.slow:
+        time.sleep(args.slow)
+with open(f"{args.out}.rank{rank}.json", "w") as f:
+    json.dump({"rank": rank, "world_size": tlcore.distributed.world_size(), "shard": list(shard),
+               "history": history, "pid": os.getpid()}, f)
+if tlcore.distributed.is_main_process():
+    torch.save({k: v.clone() for k, v in learner.model.state_dict().items()}, f"{args.out}.pt")

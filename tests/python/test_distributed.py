@@ -1,0 +1,172 @@
+"""Data-parallel training on torch.distributed (Gloo on 127.0.0.1), with real processes.
+
+The oracle for 2 ranks is 1 rank with the doubled batch: averaging the gradients of two
+shards of a batch is the gradient of the whole batch, so the weights must agree.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import tlcore
+
+WORKER = Path(__file__).with_name("_dist_train.py")
+FASHION = Path("/usr/share/dataset-fashion-mnist")  # Debian's dataset-fashion-mnist
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    env["TLCORE_NUM_THREADS"] = "1"
+    env.update(extra)
+    return env
+
+
+def _read(out, rank):
+    return json.loads(Path(f"{out}.rank{rank}.json").read_text())
+
+
+def _free_port():
+    return tlcore.distributed._free_port()
+
+
+def _spawn_ranks(out, world, extra_args=(), timeout=60):
+    port = _free_port()
+    procs = []
+    for r in range(world):
+        env = _env(RANK=str(r), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                   TLCORE_DIST_TIMEOUT=str(timeout))
+        procs.append(subprocess.Popen([sys.executable, str(WORKER), "--out", str(out), *extra_args], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def _wait_for(path, procs, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        assert all(p.poll() is None for p in procs), "a rank ended before starting to train"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def test_shards_are_disjoint_and_cover_the_epoch():
+    ds = tlcore.fashion_mnist(train=False)
+    for n, drop_last in ((101, False), (101, True), (100, False)):
+        sub = tlcore._core.Subset(ds, list(range(n)))
+        shards = [tlcore.DataLoader(sub, "cifar-eval", image_size=28, channels=1, batch_size=11, seed=5,
+                                    rank=r, world_size=3, drop_last=drop_last)._loader.epoch_indices(2)
+                  for r in range(3)]
+        assert len({len(s) for s in shards}) == 1, "every rank gets as many samples"
+        single = tlcore.DataLoader(sub, "cifar-eval", image_size=28, channels=1, batch_size=11, seed=5,
+                                   drop_last=False)._loader.epoch_indices(2)
+        union = [i for s in shards for i in s]
+        if drop_last:  # the tail that does not divide evenly is dropped, nothing repeats
+            assert len(set(union)) == len(union) == n - n % 3
+        else:  # padded by wrapping around, like DistributedSampler
+            assert set(union) == set(single) == set(range(n))
+            assert len(union) - len(set(union)) == (-n) % 3
+        # DistributedSampler's rule: rank r takes every world_size-th sample of the shared permutation
+        padded = single + single[: (-n) % 3]
+        if not drop_last:
+            assert shards[1] == padded[1::3]
+
+
+def test_two_ranks_match_one_rank_with_the_doubled_batch(tmp_path):
+    one = tmp_path / "one"
+    subprocess.run([sys.executable, str(WORKER), "--out", str(one), "--batch-size", "32"], env=_env(),
+                   check=True, timeout=300)
+    two = tmp_path / "two"
+    tlcore.distributed.launch([sys.executable, str(WORKER), "--out", str(two), "--batch-size", "16"], nproc=2,
+                              threads_per_rank=1, timeout_s=120, env=_env())
+    a, b = torch.load(f"{one}.pt"), torch.load(f"{two}.pt")
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst <= 1e-5, f"weights differ by {worst}"
+    start = tlcore.Learner("simple_cnn", tlcore.ImageData(tlcore.fashion_mnist(False), val_split=0, image_size=28,
+                                                          channels=1), verbose=False, seed=3)
+    init = start.model.state_dict()
+    moved = max(float((a[k].float() - init[k].float()).abs().max()) for k in a
+                if k in init and k.endswith("weight"))
+    assert moved > 1e-3, "training changed the weights"
+
+    ranks = [_read(two, r) for r in range(2)]
+    assert {r["world_size"] for r in ranks} == {2}
+    s0, s1 = set(ranks[0]["shard"]), set(ranks[1]["shard"])
+    assert not s0 & s1, "the ranks' shards overlap"
+    assert s0 | s1 == set(_read(one, 0)["shard"]), "together the shards cover the epoch"
+    # Metrics are computed over all ranks: the same numbers as the single process.
+    for h1, h2 in zip(_read(one, 0)["history"], ranks[0]["history"]):
+        assert h2["val_accuracy"] == pytest.approx(h1["val_accuracy"], abs=1e-9)
+        assert h2["train_loss"] == pytest.approx(h1["train_loss"], rel=1e-4)
+        assert h2["train_accuracy"] == pytest.approx(h1["train_accuracy"], abs=1e-9)
+
+
+def test_a_killed_rank_ends_the_run_with_an_error(tmp_path):
+    out = tmp_path / "run"
+    procs = _spawn_ranks(out, 2, ["--epochs", "200", "--per-class", "50"], timeout=60)
+    try:
+        _wait_for(f"{out}.rank0.started", procs)
+        _wait_for(f"{out}.rank1.started", procs)
+        time.sleep(1.0)
+        procs[1].send_signal(signal.SIGKILL)
+        start = time.monotonic()
+        _, err = procs[0].communicate(timeout=90)
+        elapsed = time.monotonic() - start
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[0].returncode != 0
+    assert elapsed < 60, f"rank 0 took {elapsed:.0f} s to notice"
+    assert "DistributedError" in err and "rank 0 of 2" in err, err[-2000:]
+
+
+def test_a_hung_rank_ends_the_run_after_the_timeout(tmp_path):
+    out = tmp_path / "run"
+    procs = _spawn_ranks(out, 2, ["--epochs", "200", "--per-class", "50"], timeout=6)
+    try:
+        _wait_for(f"{out}.rank0.started", procs)
+        _wait_for(f"{out}.rank1.started", procs)
+        time.sleep(1.0)
+        procs[1].send_signal(signal.SIGSTOP)
+        start = time.monotonic()
+        _, err = procs[0].communicate(timeout=90)
+        elapsed = time.monotonic() - start
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[0].returncode != 0
+    assert elapsed < 45, f"rank 0 took {elapsed:.0f} s with a 6 s timeout"
+    assert "DistributedError" in err and "did not answer within 6 s" in err, err[-2000:]
+
+
+def test_the_launcher_names_the_failed_rank(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(tlcore.DistributedError, match=r"rank 1 of 2 failed with exit code 3"):
+        tlcore.distributed.launch([sys.executable, str(WORKER), "--out", str(tmp_path / "x"),
+                                   "--exit-code-on-rank", "1", "3"], nproc=2, timeout_s=60, env=_env(),
+                                  grace_s=2)
+    assert time.monotonic() - start < 60
+
+
+def test_cli_train_with_two_ranks_writes_once(tmp_path):
+    out = tmp_path / "runs"
+    subprocess.run([sys.executable, "-m", "tlcore.cli", "train", "--nproc", "2", "--limit", "200", "--epochs", "1",
+                    "--batch-size", "32", "--out", str(out)], env=_env(), check=True, timeout=300)
+    models = list(out.glob("*.tlc"))
+    assert len(models) == 1
+    clf = tlcore.load(models[0])
+    assert len(clf.classes) == 10
+
+
+def test_process_group_arguments_are_checked():
+    with pytest.raises(ValueError, match="outside world size"):
+        tlcore._core.ProcessGroup("127.0.0.1", 29500, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="not a TCP port"):
+        tlcore._core.ProcessGroup("127.0.0.1", 70000, rank=0, world_size=2)
