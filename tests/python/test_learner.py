@@ -113,6 +113,36 @@ def test_compiled_frozen_prefix_trains_like_eager(fashion):
         torch.testing.assert_close(fast[key], slow[key], atol=2e-5, rtol=1e-4)
 
 
+def test_cached_prefix_features_train_the_tail_like_the_slow_path(fashion):
+    """Fine-tuning the last blocks on cached feature maps of the frozen prefix: the same weights."""
+    def run(cache):
+        subset = _core.Subset(fashion, _core.per_class_subset(fashion.labels(), 4, 0))
+        data = tlcore.ImageData(subset, val_split=0.25, seed=0, image_size=32, batch_size=16, channels=3,
+                                train_transform="imagenet-eval", eval_transform="imagenet-eval")
+        learner = tlcore.Learner("resnet18", data, verbose=False, seed=3)
+        learner.model.unfreeze_last(2)
+        before = {k: v.clone() for k, v in learner.model.state_dict().items()}
+        rows = learner.fit(2, lr=1e-2, optimizer="sgd", cache_features=cache, augment=False, seed=1,
+                           restore_best=False)
+        after = learner.model.state_dict()
+        changed = {k for k in before if not torch.equal(before[k], after[k])}
+        assert changed and all(k.startswith(("layer3.", "layer4.", "fc.")) for k in changed)
+        return after, rows
+
+    (fast, fast_rows), (slow, slow_rows) = run(True), run(False)
+    for key in slow:
+        torch.testing.assert_close(fast[key], slow[key], atol=5e-5, rtol=1e-4)
+    assert fast_rows[-1]["val_accuracy"] == pytest.approx(slow_rows[-1]["val_accuracy"], abs=1e-9)
+
+
+def test_feature_cache_needs_a_frozen_leading_part(fashion):
+    data = small_data(fashion, 2)
+    learner = tlcore.Learner("simple_cnn", data, verbose=False)
+    learner.model.unfreeze_all()
+    with pytest.raises(ValueError, match="cache_features needs the backbone"):
+        learner.fit(1, cache_features=True)
+
+
 RESUME_SCRIPT = textwrap.dedent("""
     import os, signal, sys, torch, tlcore
     from tlcore import _core

@@ -313,19 +313,24 @@ struct Features {
   std::vector<std::int64_t> row_of;
 };
 
-// With a process group every rank embeds its shard and all ranks end up with
-// every row, since later epochs deal the samples to ranks differently.
+// The embeddings (`blocks` 0) or the feature maps after the first `blocks`
+// blocks of one loader epoch. With a process group every rank computes its
+// shard and all ranks end up with every row, since later epochs deal the
+// samples to ranks differently.
 Features cache_features(models::ModelImpl& model, Loader& loader, std::int64_t epoch,
-                        bool channels_last, const Amp& amp, ProcessGroup* group) {
+                        bool channels_last, const Amp& amp, ProcessGroup* group,
+                        std::int64_t blocks) {
   torch::InferenceMode guard;
   model.eval();
   const Input input(model_device(model), channels_last, loader.pipeline());
   std::vector<torch::Tensor> embeddings, labels, indices;
-  LazyInference backbone(model, models::InferenceOutput::kEmbedding);
+  LazyInference backbone(
+      model, blocks == 0 ? models::InferenceOutput::kEmbedding : models::InferenceOutput::kFeatures,
+      blocks);
   loader.start_epoch(epoch);
   while (auto batch = loader.next()) {
     compat::AutocastGuard autocast(input.device().type(), amp.dtype, amp.enabled);
-    embeddings.push_back(backbone.forward(input(batch->images)).to(torch::kFloat));
+    embeddings.push_back(backbone.forward(input(batch->images)).to(torch::kFloat).contiguous());
     labels.push_back(batch->labels);
     indices.push_back(batch->indices);
   }
@@ -505,11 +510,21 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
   if (o.patience > 0 && !val_) throw InvalidArgument("early stopping needs validation data");
   if (o.patience > 0 || (o.restore_best && val_)) metric_of(EpochStats{}, o.monitor);
   auto& model = *model_;
+  // Cached inputs of the trainable part: the embeddings when only the head
+  // trains, else the feature maps after the frozen leading blocks.
+  std::int64_t cached_blocks = 0;
   if (o.cache_features) {
+    std::string trainable;
     for (const auto& item : model.named_parameters())
       if (item.value().requires_grad() && !models::has_prefix(item.key(), model.head_name()))
-        throw InvalidArgument("cache_features needs a frozen backbone, but '" + item.key() +
-                              "' is trainable");
+        trainable = item.key();
+    if (!trainable.empty()) {
+      cached_blocks = frozen_prefix(model);
+      if (cached_blocks == 0)
+        throw InvalidArgument(
+            "cache_features needs the backbone, or its leading blocks, frozen; '" + trainable +
+            "' is trainable and no leading block is frozen");
+    }
   }
   const torch::Device device(resolve_device(o.device));
   const Amp amp = parse_amp(o.amp, device);
@@ -569,14 +584,19 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
     return model.classify(model.embed_from(f, prefix_blocks));
   };
 
+  auto from_cache = [&](const torch::Tensor& cached) {
+    if (cached_blocks == 0) return model.classify(cached);
+    const auto f = o.channels_last ? cached.contiguous(torch::MemoryFormat::ChannelsLast) : cached;
+    return model.classify(model.embed_from(f, cached_blocks));
+  };
   Features train_features, val_features;
   if (o.cache_features && !progress.stopped && std::int64_t(progress.history.size()) < o.epochs) {
-    train_features =
-        cache_features(model, *train_, o.epoch_offset, o.channels_last, amp, group_.get());
+    train_features = cache_features(model, *train_, o.epoch_offset, o.channels_last, amp,
+                                    group_.get(), cached_blocks);
     if (val_) {
       const bool sharded = val_->options().world_size > 1;
-      val_features =
-          cache_features(model, *val_, 0, o.channels_last, amp, sharded ? group_.get() : nullptr);
+      val_features = cache_features(model, *val_, 0, o.channels_last, amp,
+                                    sharded ? group_.get() : nullptr, cached_blocks);
     }
   }
   const std::int64_t batch_size = train_->options().batch_size;
@@ -646,7 +666,7 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
         torch::Tensor logits;
         {
           compat::AutocastGuard autocast(device.type(), amp.dtype, amp.enabled);
-          logits = model.classify(train_features.embeddings.index_select(0, idx));
+          logits = from_cache(train_features.embeddings.index_select(0, idx));
         }
         train_step(logits, train_features.labels.index_select(0, idx));
       }
@@ -680,7 +700,12 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
       if (o.cache_features) {
         torch::InferenceMode guard;
         model.eval();
-        p.logits = model.classify(val_features.embeddings).to(torch::kCPU, torch::kFloat);
+        std::vector<torch::Tensor> parts;
+        for (const auto& chunk : val_features.embeddings.split(256)) {
+          compat::AutocastGuard autocast(device.type(), amp.dtype, amp.enabled);
+          parts.push_back(from_cache(chunk).to(torch::kCPU, torch::kFloat));
+        }
+        p.logits = torch::cat(parts);
         p.labels = val_features.labels.cpu();
         p.loss = torch::nn::functional::cross_entropy(p.logits, p.labels).item<double>();
       } else {

@@ -46,8 +46,10 @@ struct FitOptions {
   std::string monitor = "val_accuracy";
   std::int64_t patience = 0;  // 0: off
   bool restore_best = true;   // end with the best epoch's weights (needs validation data)
-  // Train the head on embeddings computed once (the backbone must be frozen and
-  // the loader's pipeline deterministic for the result to equal the slow path).
+  // Compute once what the frozen part of the model hands the trainable part: the
+  // embeddings when only the head trains, else the feature maps after the frozen
+  // leading blocks; then train on those. The loader's pipeline must be
+  // deterministic for the result to equal the slow path.
   bool cache_features = false;
   // Run the leading frozen blocks as a compiled inference graph (BatchNorm folded,
   // oneDNN, no autograd) and only the trainable tail under autograd. Frozen blocks
