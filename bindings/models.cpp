@@ -169,7 +169,10 @@ void bind_models(py::module_& m) {
       .def("forward", &models::InferenceModel::forward, py::arg("x"), Release())
       .def("__call__", &models::InferenceModel::forward, py::arg("x"), Release())
       .def_property_readonly("image_size", &models::InferenceModel::image_size)
-      .def_property_readonly("compiled", &models::InferenceModel::compiled);
+      .def_property_readonly("compiled", &models::InferenceModel::compiled)
+      .def_property_readonly(
+          "chunk", &models::InferenceModel::chunk,
+          "Images per run of the graph (larger batches run in chunks; 0: no limit).");
 
   m.def(
       "create_model",

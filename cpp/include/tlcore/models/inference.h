@@ -35,6 +35,8 @@ class InferenceModel {
 
   int64_t image_size() const { return image_size_; }
   bool compiled() const { return compiled_ != nullptr; }
+  // Images per run of the graph: a larger batch is run in chunks of this many.
+  int64_t chunk() const { return chunk_; }
   InferenceOutput output() const { return output_; }
 
  private:
@@ -43,6 +45,7 @@ class InferenceModel {
   int64_t image_size_;
   InferenceOutput output_;
   int64_t blocks_;
+  int64_t chunk_ = 0;  // 0: the whole batch at once
 };
 
 }  // namespace tlcore::models
