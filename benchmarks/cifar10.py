@@ -12,7 +12,7 @@ cached maps are fixed. The clock counts everything from the first feature pass t
 
 Prints one JSON line: accuracy after every epoch, seconds, and the recipe.
 
-Usage: .venv/bin/python benchmarks/cifar10.py [--size 128] [--unfreeze 5] [--epochs 8]
+Usage: .venv/bin/python benchmarks/cifar10.py [--size 160] [--unfreeze 5] [--epochs 8]
 """
 from __future__ import annotations
 
@@ -30,13 +30,13 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--size", type=int, default=160)
     p.add_argument("--unfreeze", type=int, default=5)
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--batch", type=int, default=64)
     p.add_argument("--val", type=float, default=0.1)
     p.add_argument("--limit", type=int, default=0, help="images per class (0: all 5,000)")
     args = p.parse_args()

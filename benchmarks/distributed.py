@@ -7,7 +7,7 @@ or 2 ranks x 16. Each run trains 2 epochs; the second epoch's time is reported.
 
 Prints one JSON line; "efficiency" (2-rank images/s divided by twice the 1-rank images/s) last.
 
-Usage: python benchmarks/distributed.py [--images 640] [--size 160]
+Usage: python benchmarks/distributed.py [--images 2000] [--size 160]
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def run(nproc: int, args: argparse.Namespace, tmp: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=640)
+    p.add_argument("--images", type=int, default=2000)
     p.add_argument("--size", type=int, default=160)
     p.add_argument("--batch-size", type=int, default=32, help="global batch (split across ranks)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -7,7 +7,7 @@ init. Training: AdamW with a one-cycle schedule, random crop with padding and ho
 
 Prints one JSON line: test accuracy per epoch, macro F1, seconds.
 
-Usage: .venv/bin/python benchmarks/fashion.py [--epochs 15] [--lr 3e-3]
+Usage: .venv/bin/python benchmarks/fashion.py [--epochs 12] [--lr 3e-3]
 """
 from __future__ import annotations
 
@@ -21,24 +21,27 @@ import tlcore
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--widths", default="32,64,128", help="channels of the conv blocks")
+    p.add_argument("--transform", default="cifar-train", help="training preset (cifar-eval: none)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     data = tlcore.ImageData(tlcore.fashion_mnist(train=True), valid=tlcore.fashion_mnist(train=False), seed=0,
-                            image_size=28, batch_size=args.batch, channels=1, train_transform="cifar-train",
+                            image_size=28, batch_size=args.batch, channels=1, train_transform=args.transform,
                             eval_transform="cifar-eval")
-    learner = tlcore.Learner("simple_cnn", data, seed=0)
+    widths = [int(w) for w in args.widths.split(",")]
+    learner = tlcore.Learner("simple_cnn", data, seed=0, widths=widths)
     start = time.perf_counter()
     rows = learner.fit(args.epochs, lr=args.lr, optimizer="adamw", weight_decay=args.weight_decay,
                        schedule="onecycle", restore_best=False)
     seconds = time.perf_counter() - start
     report = learner.evaluate()
     print(json.dumps({
-        "benchmark": "fashion-mnist", "model": "simple_cnn", "params": learner.model.parameter_count,
+        "benchmark": "fashion-mnist", "model": "simple_cnn", "widths": widths, "transform": args.transform, "params": learner.model.parameter_count,
         "train_images": len(data.train), "test_images": len(data.val), "epochs": args.epochs,
         "test_accuracy_per_epoch": [round(r["val_accuracy"], 4) for r in rows],
         "seconds_per_epoch": round(seconds / max(1, args.epochs), 1), "train_seconds": round(seconds, 1),
