@@ -3,11 +3,12 @@
 Data: Debian's dataset-fashion-mnist (60,000 training images; the 10,000 test images are
 only evaluated on, never trained on). Model: tlcore's simple CNN (3 conv-BN-ReLU blocks of
 32/64/128 channels with max pooling, global average pooling, dropout + linear head), random
-init. Training: AdamW with a one-cycle schedule, random crop with padding and horizontal flip.
+init. Training: AdamW with a one-cycle schedule; no augmentation by default (``--transform
+cifar-train`` adds random crop and flip, which left this small model underfitting: 90.3%).
 
 Prints one JSON line: test accuracy per epoch, macro F1, seconds.
 
-Usage: .venv/bin/python benchmarks/fashion.py [--epochs 12] [--lr 3e-3]
+Usage: .venv/bin/python benchmarks/fashion.py [--epochs 15] [--lr 3e-3]
 """
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ import tlcore
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--widths", default="32,64,128", help="channels of the conv blocks")
-    p.add_argument("--transform", default="cifar-train", help="training preset (cifar-eval: none)")
+    p.add_argument("--transform", default="cifar-eval", help="training preset (cifar-eval: none)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
