@@ -54,7 +54,8 @@ def _run_recipe(learner, args: argparse.Namespace) -> None:
     if args.weights:
         learner.fit_head(args.epochs, lr=args.lr)
         if args.finetune_epochs:
-            learner.fine_tune(args.finetune_epochs, lr=args.finetune_lr, unfreeze=args.unfreeze)
+            learner.fine_tune(args.finetune_epochs, lr=args.finetune_lr, unfreeze=args.unfreeze,
+                              progressive=args.progressive)
     else:
         learner.fit(args.epochs, lr=args.lr, schedule="cosine")
 
@@ -225,6 +226,8 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=2, help="head epochs with --weights, else all epochs")
     parser.add_argument("--finetune-epochs", type=int, default=0)
     parser.add_argument("--unfreeze", default="3", help="blocks to fine-tune, or 'all'")
+    parser.add_argument("--progressive", action="store_true",
+                        help="unfreeze the blocks gradually over the fine-tuning epochs (ULMFiT)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--finetune-lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=64)

@@ -225,20 +225,29 @@ class Learner:
         return self.fit(epochs, lr=lr, phase="head", cache_features=cache_features, **kwargs)
 
     def fine_tune(self, epochs: int, lr: float = 1e-4, unfreeze: Union[int, str] = 3,
-                  batchnorm_eval: bool = True, **kwargs):
+                  batchnorm_eval: bool = True, progressive: bool = False, **kwargs):
         """Phase 2: the last ``unfreeze`` blocks (or "all") train with the head.
 
         ``batchnorm_eval`` keeps every BatchNorm layer in inference mode (Keras' rule): the
         pretrained running statistics are used and kept while scale and shift train.
+        ``progressive`` unfreezes gradually (ULMFiT): epoch ``e`` of ``epochs`` trains the last
+        ``ceil((e + 1) * unfreeze / epochs)`` blocks, each epoch as its own phase
+        ("finetune.1", "finetune.2", ...) with a fresh optimizer.
         """
         self.model.batchnorm_eval = batchnorm_eval
-        if unfreeze == "all":
-            self.model.unfreeze_all()
-        else:
-            self.model.unfreeze_last(int(unfreeze))
-        log.info("fine-tuning %s: %d of %d parameters trainable", self.arch,
-                 self.model.trainable_parameter_count, self.model.parameter_count)
-        return self.fit(epochs, lr=lr, phase="finetune", **kwargs)
+        blocks = len(self.model.blocks) if unfreeze == "all" else int(unfreeze)
+        if not progressive:
+            self.model.unfreeze_last(blocks)
+            log.info("fine-tuning %s: %d of %d parameters trainable", self.arch,
+                     self.model.trainable_parameter_count, self.model.parameter_count)
+            return self.fit(epochs, lr=lr, phase="finetune", **kwargs)
+        rows: List[Dict[str, object]] = []
+        for e in range(epochs):
+            self.model.unfreeze_last(-(-(e + 1) * blocks // epochs))
+            log.info("fine-tuning %s, epoch %d: %d of %d parameters trainable", self.arch, e + 1,
+                     self.model.trainable_parameter_count, self.model.parameter_count)
+            rows += self.fit(1, lr=lr, phase=f"finetune.{e + 1}", **kwargs)
+        return rows
 
     # -- evaluation ---------------------------------------------------------------------------
     def predictions(self, split: str = "val", tta: bool = False) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

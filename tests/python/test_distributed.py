@@ -17,7 +17,6 @@ import torch
 import tlcore
 
 WORKER = Path(__file__).with_name("_dist_train.py")
-FASHION = Path("/usr/share/dataset-fashion-mnist")  # Debian's dataset-fashion-mnist
 
 
 def _env(**extra):
@@ -108,40 +107,33 @@ def test_two_ranks_match_one_rank_with_the_doubled_batch(tmp_path):
         assert h2["train_accuracy"] == pytest.approx(h1["train_accuracy"], abs=1e-9)
 
 
-def test_a_killed_rank_ends_the_run_with_an_error(tmp_path):
+def _signal_rank_1(tmp_path, sig, timeout):
+    """Starts 2 long-training ranks, sends rank 1 `sig` mid-run; (rank 0's code, seconds to end, stderr)."""
     out = tmp_path / "run"
-    procs = _spawn_ranks(out, 2, ["--epochs", "200", "--per-class", "50"], timeout=60)
+    procs = _spawn_ranks(out, 2, ["--epochs", "200", "--per-class", "50"], timeout=timeout)
     try:
         _wait_for(f"{out}.rank0.started", procs)
         _wait_for(f"{out}.rank1.started", procs)
         time.sleep(1.0)
-        procs[1].send_signal(signal.SIGKILL)
+        procs[1].send_signal(sig)
         start = time.monotonic()
         _, err = procs[0].communicate(timeout=90)
-        elapsed = time.monotonic() - start
+        return procs[0].returncode, time.monotonic() - start, err
     finally:
         for p in procs:
             p.kill()
-    assert procs[0].returncode != 0
+
+
+def test_a_killed_rank_ends_the_run_with_an_error(tmp_path):
+    code, elapsed, err = _signal_rank_1(tmp_path, signal.SIGKILL, timeout=60)
+    assert code != 0
     assert elapsed < 60, f"rank 0 took {elapsed:.0f} s to notice"
     assert "DistributedError" in err and "rank 0 of 2" in err, err[-2000:]
 
 
 def test_a_hung_rank_ends_the_run_after_the_timeout(tmp_path):
-    out = tmp_path / "run"
-    procs = _spawn_ranks(out, 2, ["--epochs", "200", "--per-class", "50"], timeout=6)
-    try:
-        _wait_for(f"{out}.rank0.started", procs)
-        _wait_for(f"{out}.rank1.started", procs)
-        time.sleep(1.0)
-        procs[1].send_signal(signal.SIGSTOP)
-        start = time.monotonic()
-        _, err = procs[0].communicate(timeout=90)
-        elapsed = time.monotonic() - start
-    finally:
-        for p in procs:
-            p.kill()
-    assert procs[0].returncode != 0
+    code, elapsed, err = _signal_rank_1(tmp_path, signal.SIGSTOP, timeout=6)
+    assert code != 0
     assert elapsed < 45, f"rank 0 took {elapsed:.0f} s with a 6 s timeout"
     assert "DistributedError" in err and "did not answer within 6 s" in err, err[-2000:]
 

@@ -92,21 +92,26 @@ def test_feature_cache_equals_the_slow_path(fashion):
     torch.testing.assert_close(run(True), run(False), atol=1e-4, rtol=1e-3)
 
 
+def _fine_tune_resnet18_tail(fashion, val_split, epochs, **fit_options):
+    """resnet18 with its last 2 blocks unfrozen, SGD on a Fashion-MNIST subset: (weights, history)."""
+    subset = _core.Subset(fashion, _core.per_class_subset(fashion.labels(), 4, 0))
+    data = tlcore.ImageData(subset, val_split=val_split, seed=0, image_size=32, batch_size=16, channels=3,
+                            train_transform="imagenet-eval", eval_transform="imagenet-eval")
+    learner = tlcore.Learner("resnet18", data, verbose=False, seed=3)
+    learner.model.unfreeze_last(2)
+    before = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    rows = learner.fit(epochs, lr=1e-2, optimizer="sgd", augment=False, seed=1, **fit_options)
+    after = learner.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("layer3.", "layer4.", "fc.")) for k in changed)
+    return after, rows
+
+
 def test_compiled_frozen_prefix_trains_like_eager(fashion):
     """Fine-tuning the last blocks over a compiled frozen prefix gives the eager run's weights."""
     def run(compiled):
-        subset = _core.Subset(fashion, _core.per_class_subset(fashion.labels(), 4, 0))
-        data = tlcore.ImageData(subset, val_split=0.0, seed=0, image_size=32, batch_size=16, channels=3,
-                                train_transform="imagenet-eval", eval_transform="imagenet-eval")
-        learner = tlcore.Learner("resnet18", data, verbose=False, seed=3)
-        learner.model.unfreeze_last(2)
-        before = {k: v.clone() for k, v in learner.model.state_dict().items()}
         # SGD: Adam's normalised step would turn rounding in near-zero gradients into lr-sized moves.
-        learner.fit(1, lr=1e-2, optimizer="sgd", compile_frozen=compiled, augment=False, seed=1)
-        after = learner.model.state_dict()
-        changed = {k for k in before if not torch.equal(before[k], after[k])}
-        assert changed and all(k.startswith(("layer3.", "layer4.", "fc.")) for k in changed)
-        return after
+        return _fine_tune_resnet18_tail(fashion, 0.0, epochs=1, compile_frozen=compiled)[0]
 
     fast, slow = run(True), run(False)
     for key in slow:
@@ -116,18 +121,7 @@ def test_compiled_frozen_prefix_trains_like_eager(fashion):
 def test_cached_prefix_features_train_the_tail_like_the_slow_path(fashion):
     """Fine-tuning the last blocks on cached feature maps of the frozen prefix: the same weights."""
     def run(cache):
-        subset = _core.Subset(fashion, _core.per_class_subset(fashion.labels(), 4, 0))
-        data = tlcore.ImageData(subset, val_split=0.25, seed=0, image_size=32, batch_size=16, channels=3,
-                                train_transform="imagenet-eval", eval_transform="imagenet-eval")
-        learner = tlcore.Learner("resnet18", data, verbose=False, seed=3)
-        learner.model.unfreeze_last(2)
-        before = {k: v.clone() for k, v in learner.model.state_dict().items()}
-        rows = learner.fit(2, lr=1e-2, optimizer="sgd", cache_features=cache, augment=False, seed=1,
-                           restore_best=False)
-        after = learner.model.state_dict()
-        changed = {k for k in before if not torch.equal(before[k], after[k])}
-        assert changed and all(k.startswith(("layer3.", "layer4.", "fc.")) for k in changed)
-        return after, rows
+        return _fine_tune_resnet18_tail(fashion, 0.25, epochs=2, cache_features=cache, restore_best=False)
 
     (fast, fast_rows), (slow, slow_rows) = run(True), run(False)
     for key in slow:
@@ -141,6 +135,31 @@ def test_feature_cache_needs_a_frozen_leading_part(fashion):
     learner.model.unfreeze_all()
     with pytest.raises(ValueError, match="cache_features needs the backbone"):
         learner.fit(1, cache_features=True)
+
+
+def test_progressive_unfreezing_follows_its_schedule(fashion):
+    """fine_tune(progressive=True) equals unfreezing one more block per epoch by hand."""
+    def learner():
+        subset = _core.Subset(fashion, _core.per_class_subset(fashion.labels(), 3, 0))
+        data = tlcore.ImageData(subset, val_split=0.0, seed=0, image_size=32, batch_size=16, channels=3,
+                                train_transform="imagenet-eval", eval_transform="imagenet-eval")
+        return tlcore.Learner("resnet18", data, verbose=False, seed=3)
+
+    auto = learner()
+    rows = auto.fine_tune(2, lr=1e-2, unfreeze=2, progressive=True, optimizer="sgd", augment=False, seed=1)
+    assert [r["phase"] for r in rows] == ["finetune.1", "finetune.2"]
+    manual = learner()
+    manual.model.batchnorm_eval = True
+    first = {k: v.clone() for k, v in manual.model.state_dict().items()}
+    manual.model.unfreeze_last(1)
+    manual.fit(1, lr=1e-2, phase="finetune.1", optimizer="sgd", augment=False, seed=1)
+    after_one = manual.model.state_dict()
+    changed = {k for k in first if not torch.equal(first[k], after_one[k])}
+    assert changed and all(k.startswith(("layer4.", "fc.")) for k in changed)
+    manual.model.unfreeze_last(2)
+    manual.fit(1, lr=1e-2, phase="finetune.2", optimizer="sgd", augment=False, seed=1)
+    for key, value in manual.model.state_dict().items():
+        torch.testing.assert_close(auto.model.state_dict()[key], value)
 
 
 RESUME_SCRIPT = textwrap.dedent("""
