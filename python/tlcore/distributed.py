@@ -18,12 +18,29 @@ import queue
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import _core
 
 DistributedError = _core.DistributedError
+
+# The exit code of a launched rank that failed because another rank did, so that
+# `launch` names the rank where the trouble started, whichever process ended first.
+PEER_FAILURE_EXIT = 75
+
+
+def _exit_on_peer_failure(kind, value, traceback) -> None:
+    sys.__excepthook__(kind, value, traceback)
+    if isinstance(value, DistributedError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(PEER_FAILURE_EXIT)
+
+
+if os.environ.get("TLCORE_LAUNCHED") == "1":
+    sys.excepthook = _exit_on_peer_failure
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +96,9 @@ def launch(argv: Sequence[str], nproc: int, threads_per_rank: Optional[int] = No
     ``TLCORE_DIST_TIMEOUT`` (every collective fails after ``timeout_s``) and
     ``TLCORE_NUM_THREADS`` (the machine's cores shared out, unless given). When a rank
     fails, the others get ``grace_s`` to end on their own, are then stopped, and
-    ``DistributedError`` names the failed rank.
+    ``DistributedError`` names the failed rank: the first to fail, not counting ranks that
+    ended with ``DistributedError`` (they exit with ``PEER_FAILURE_EXIT``) while another
+    failed otherwise.
 
     Usage: ``tlcore.distributed.launch([sys.executable, "train.py"], nproc=2)``
     """
@@ -89,7 +108,7 @@ def launch(argv: Sequence[str], nproc: int, threads_per_rank: Optional[int] = No
     base: Dict[str, str] = dict(os.environ if env is None else env)
     base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(nproc),
                 LOCAL_WORLD_SIZE=str(nproc), TLCORE_DIST_TIMEOUT=str(timeout_s),
-                TLCORE_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+                TLCORE_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), TLCORE_LAUNCHED="1")
     procs: List[subprocess.Popen] = []
     for r in range(nproc):
         rank_env = dict(base, RANK=str(r), LOCAL_RANK=str(r))
@@ -107,7 +126,8 @@ def launch(argv: Sequence[str], nproc: int, threads_per_rank: Optional[int] = No
                 r, code = exits.get(timeout=grace_s if failed else None)
             except queue.Empty:
                 break  # the others did not end on their own within the grace period
-            if code != 0 and failed is None:
+            peer = failed is not None and failed[1] == PEER_FAILURE_EXIT
+            if code != 0 and (failed is None or (peer and code != PEER_FAILURE_EXIT)):
                 failed = (r, code)
     finally:
         for p in procs:
