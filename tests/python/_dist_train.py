@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import torch
 
@@ -20,7 +19,6 @@ p.add_argument("--batch-size", type=int, default=32)
 p.add_argument("--epochs", type=int, default=2)
 p.add_argument("--per-class", type=int, default=24)
 p.add_argument("--exit-code-on-rank", type=int, nargs=2, default=None, metavar=("RANK", "CODE"))
-p.add_argument("--slow", type=float, default=0.0, help="seconds to sleep after every epoch")
 args = p.parse_args()
 
 rank = tlcore.distributed.rank()
@@ -44,12 +42,7 @@ shard = data.loader("train", rank=group.rank if group else 0,
 with open(f"{args.out}.rank{rank}.started", "w"):
     pass
 
-
-history = []
-for epoch in range(args.epochs):
-    history += learner.fit(1, lr=0.05, optimizer="sgd", momentum=0.9, restore_best=False)
-    if args.slow:
-        time.sleep(args.slow)
+history = learner.fit(args.epochs, lr=0.05, optimizer="sgd", momentum=0.9, restore_best=False)
 with open(f"{args.out}.rank{rank}.json", "w") as f:
     json.dump({"rank": rank, "world_size": tlcore.distributed.world_size(), "shard": list(shard),
                "history": history, "pid": os.getpid()}, f)

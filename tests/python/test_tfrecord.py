@@ -191,23 +191,14 @@ def three_records(tmp_path: Path) -> Tuple[Path, bytes, List[int]]:
     return path, b"".join(chunks), offsets
 
 
-def test_corrupt_length_crc_names_file_and_offset(three_records):
+@pytest.mark.parametrize("record, byte, bit, problem", [(1, 9, 0x01, "length"), (2, 40, 0x20, "data")])
+def test_corrupt_crc_names_file_and_offset(three_records, record, byte, bit, problem):
     path, data, offsets = three_records
     bad = bytearray(data)
-    bad[offsets[1] + 9] ^= 0x01
+    bad[offsets[record] + byte] ^= bit
     path.write_bytes(bytes(bad))
-    where = rf"{re.escape(str(path))}: record 1 at byte offset {offsets[1]}"
-    with pytest.raises(ValueError, match=rf"{where}: length CRC mismatch"):
-        tlcore.open_tfrecords(path)
-
-
-def test_corrupt_data_crc_names_file_and_offset(three_records):
-    path, data, offsets = three_records
-    bad = bytearray(data)
-    bad[offsets[2] + 40] ^= 0x20
-    path.write_bytes(bytes(bad))
-    where = rf"{re.escape(str(path))}: record 2 at byte offset {offsets[2]}"
-    with pytest.raises(ValueError, match=rf"{where}: data CRC mismatch"):
+    where = rf"{re.escape(str(path))}: record {record} at byte offset {offsets[record]}"
+    with pytest.raises(ValueError, match=rf"{where}: {problem} CRC mismatch"):
         tlcore.open_tfrecords(path)
 
 
