@@ -169,14 +169,17 @@ class Learner:
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, epochs: int, lr: float = 1e-3, phase: str = "fit", augment: bool = True,
-            cache_features: bool = False, compile_frozen: bool = True, optimizer: str = "adam", weight_decay: float = 0.0,
-            momentum: float = 0.9, nesterov: bool = False, schedule: str = "constant",
+            cache_features: bool = False, cache_flip: bool = False, compile_frozen: bool = True,
+            optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.9, nesterov: bool = False, schedule: str = "constant",
             warmup_epochs: float = 0.0, layer_decay: float = 1.0, clip_grad_norm: float = 0.0,
             label_smoothing: float = 0.0, class_weights: Union[None, str, Sequence[float]] = None,
             patience: int = 0, monitor: str = "val_accuracy", restore_best: bool = True,
             seed: Optional[int] = None) -> List[Dict[str, object]]:
         """Trains whatever is trainable now for ``epochs``; returns this phase's history.
 
+        ``cache_features`` computes once what the frozen part hands the trainable part (no
+        augmentation then); ``cache_flip`` also caches the mirrored images, and every epoch each
+        image trains on its mirror with probability 0.5 (an exact random horizontal flip).
         ``compile_frozen`` runs the leading frozen blocks as a compiled inference graph and
         only the trainable tail under autograd (same result up to float rounding, ~2x faster).
         """
@@ -192,7 +195,7 @@ class Learner:
         elif class_weights is not None:
             o.class_weights = list(class_weights)
         o.patience, o.monitor, o.restore_best = patience, monitor, restore_best
-        o.cache_features, o.compile_frozen = cache_features, compile_frozen
+        o.cache_features, o.cache_flip, o.compile_frozen = cache_features, cache_flip, compile_frozen
         o.seed = self.data.seed if seed is None else seed
         o.epoch_offset = self._loader_epochs
         if self.checkpoint_dir is not None:

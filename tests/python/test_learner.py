@@ -129,6 +129,31 @@ def test_cached_prefix_features_train_the_tail_like_the_slow_path(fashion):
     assert fast_rows[-1]["val_accuracy"] == pytest.approx(slow_rows[-1]["val_accuracy"], abs=1e-9)
 
 
+def test_cached_mirrors_train_like_a_random_flip(fashion):
+    """cache_flip equals the slow path whose pipeline ends in RandomHorizontalFlip(0.5)."""
+    plain = tlcore.Pipeline.preset("imagenet-eval", 32, 3)
+    flipping = tlcore.Pipeline(plain.ops + [_core.RandomHorizontalFlip(0.5)], 32, plain.mean, plain.std)
+
+    def run(cache, train_transform, **fit_options):
+        subset = _core.Subset(fashion, _core.per_class_subset(fashion.labels(), 4, 0))
+        data = tlcore.ImageData(subset, val_split=0.25, seed=0, image_size=32, batch_size=16, channels=3,
+                                train_transform=train_transform, eval_transform=plain)
+        learner = tlcore.Learner("resnet18", data, verbose=False, seed=3)
+        learner.model.unfreeze_last(2)
+        rows = learner.fit(2, lr=1e-2, optimizer="sgd", seed=1, cache_features=cache, restore_best=False,
+                           **fit_options)
+        return learner.model.state_dict(), rows
+
+    (fast, fast_rows), (slow, slow_rows) = run(True, plain, cache_flip=True), run(False, flipping)
+    for key in slow:
+        torch.testing.assert_close(fast[key], slow[key], atol=5e-5, rtol=1e-4)
+    assert fast_rows[-1]["val_accuracy"] == pytest.approx(slow_rows[-1]["val_accuracy"], abs=1e-9)
+    unflipped, _ = run(True, plain)
+    assert (unflipped["fc.weight"] - slow["fc.weight"]).abs().max() > 1e-3  # the mirrors mattered
+    with pytest.raises(ValueError, match="cache_flip needs cache_features"):
+        run(False, plain, cache_flip=True)
+
+
 def test_feature_cache_needs_a_frozen_leading_part(fashion):
     data = small_data(fashion, 2)
     learner = tlcore.Learner("simple_cnn", data, verbose=False)

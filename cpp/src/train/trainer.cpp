@@ -309,6 +309,7 @@ void restore(models::ModelImpl& model, const models::StateDict& state) {
 // Embeddings of one loader epoch, one row per dataset index (row_of[index]).
 struct Features {
   torch::Tensor embeddings;
+  torch::Tensor flipped;  // the mirrored images' rows, when cached
   torch::Tensor labels;
   std::vector<std::int64_t> row_of;
 };
@@ -319,28 +320,37 @@ struct Features {
 // samples to ranks differently.
 Features cache_features(models::ModelImpl& model, Loader& loader, std::int64_t epoch,
                         bool channels_last, const Amp& amp, ProcessGroup* group,
-                        std::int64_t blocks) {
+                        std::int64_t blocks, bool flip = false) {
   torch::InferenceMode guard;
   model.eval();
   const Input input(model_device(model), channels_last, loader.pipeline());
-  std::vector<torch::Tensor> embeddings, labels, indices;
+  std::vector<torch::Tensor> embeddings, flipped, labels, indices;
   LazyInference backbone(
       model, blocks == 0 ? models::InferenceOutput::kEmbedding : models::InferenceOutput::kFeatures,
       blocks);
   loader.start_epoch(epoch);
   while (auto batch = loader.next()) {
     compat::AutocastGuard autocast(input.device().type(), amp.dtype, amp.enabled);
-    embeddings.push_back(backbone.forward(input(batch->images)).to(torch::kFloat).contiguous());
+    const auto x = input(batch->images);
+    embeddings.push_back(backbone.forward(x).to(torch::kFloat).contiguous());
+    // Normalising is per channel, so mirroring the normalised batch mirrors the images.
+    if (flip) flipped.push_back(backbone.forward(x.flip({3})).to(torch::kFloat).contiguous());
     labels.push_back(batch->labels);
     indices.push_back(batch->indices);
   }
   Features f;
   f.embeddings = torch::cat(embeddings).clone();
+  embeddings.clear();
+  if (flip) f.flipped = torch::cat(flipped).clone();
+  flipped.clear();
   f.labels = torch::cat(labels).to(input.device());
   auto index = torch::cat(indices);
   if (group) {
     f.embeddings =
         group->gather_rows(f.embeddings.cpu(), "gathering cached features").to(input.device());
+    if (flip)
+      f.flipped = group->gather_rows(f.flipped.cpu(), "gathering cached mirrored features")
+                      .to(input.device());
     f.labels = group->gather_rows(f.labels.cpu(), "gathering cached labels").to(input.device());
     index = group->gather_rows(index, "gathering cached indices");
   }
@@ -508,6 +518,7 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
     throw InvalidArgument("class_weights has " + std::to_string(o.class_weights.size()) +
                           " entries for " + std::to_string(classes) + " classes");
   if (o.patience > 0 && !val_) throw InvalidArgument("early stopping needs validation data");
+  if (o.cache_flip && !o.cache_features) throw InvalidArgument("cache_flip needs cache_features");
   if (o.patience > 0 || (o.restore_best && val_)) metric_of(EpochStats{}, o.monitor);
   auto& model = *model_;
   // Cached inputs of the trainable part: the embeddings when only the head
@@ -592,7 +603,7 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
   Features train_features, val_features;
   if (o.cache_features && !progress.stopped && std::int64_t(progress.history.size()) < o.epochs) {
     train_features = cache_features(model, *train_, o.epoch_offset, o.channels_last, amp,
-                                    group_.get(), cached_blocks);
+                                    group_.get(), cached_blocks, o.cache_flip);
     if (val_) {
       const bool sharded = val_->options().world_size > 1;
       val_features = cache_features(model, *val_, 0, o.channels_last, amp,
@@ -657,16 +668,31 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
       for (std::size_t i = 0; i < order.size(); i += std::size_t(batch_size)) {
         const std::size_t end = std::min(order.size(), i + std::size_t(batch_size));
         std::vector<std::int64_t> rows;
+        std::vector<std::uint8_t> mirror;
         for (std::size_t k = i; k < end; ++k) {
           const std::int64_t r = train_features.row_of[std::size_t(order[k])];
-          if (r >= 0) rows.push_back(r);  // -1: a corrupt sample the loader skipped
+          if (r < 0) continue;  // a corrupt sample the loader skipped
+          rows.push_back(r);
+          if (o.cache_flip) {
+            Rng rng(train_->options().seed, std::uint64_t(o.epoch_offset + epoch),
+                    std::uint64_t(order[k]));
+            mirror.push_back(rng.bernoulli(0.5));
+          }
         }
         if (rows.empty()) continue;
         const auto idx = torch::tensor(rows, torch::kLong).to(device);
+        auto x = train_features.embeddings.index_select(0, idx);
+        if (o.cache_flip) {
+          std::vector<std::int64_t> shape(std::size_t(x.dim()), 1);
+          shape[0] = std::int64_t(mirror.size());
+          const auto m =
+              torch::from_blob(mirror.data(), shape, torch::kBool).to(device, false, true);
+          x = torch::where(m, train_features.flipped.index_select(0, idx), x);
+        }
         torch::Tensor logits;
         {
           compat::AutocastGuard autocast(device.type(), amp.dtype, amp.enabled);
-          logits = from_cache(train_features.embeddings.index_select(0, idx));
+          logits = from_cache(x);
         }
         train_step(logits, train_features.labels.index_select(0, idx));
       }

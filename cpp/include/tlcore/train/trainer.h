@@ -51,6 +51,11 @@ struct FitOptions {
   // leading blocks; then train on those. The loader's pipeline must be
   // deterministic for the result to equal the slow path.
   bool cache_features = false;
+  // With cache_features: cache the mirrored images' features too, and train each
+  // sample on the mirror with probability 0.5, drawn per (seed, epoch, index) as
+  // the loader draws a RandomHorizontalFlip(0.5) placed after deterministic ops.
+  // The one augmentation a cache can keep exact, at twice the caching pass.
+  bool cache_flip = false;
   // Run the leading frozen blocks as a compiled inference graph (BatchNorm folded,
   // oneDNN, no autograd) and only the trainable tail under autograd. Frozen blocks
   // compute in eval mode either way, so only float rounding differs.
