@@ -174,12 +174,14 @@ class Learner:
             warmup_epochs: float = 0.0, layer_decay: float = 1.0, clip_grad_norm: float = 0.0,
             label_smoothing: float = 0.0, class_weights: Union[None, str, Sequence[float]] = None,
             patience: int = 0, monitor: str = "val_accuracy", restore_best: bool = True,
-            seed: Optional[int] = None) -> List[Dict[str, object]]:
+            sync_batchnorm: bool = True, seed: Optional[int] = None) -> List[Dict[str, object]]:
         """Trains whatever is trainable now for ``epochs``; returns this phase's history.
 
         ``cache_features`` computes once what the frozen part hands the trainable part (no
         augmentation then); ``cache_flip`` also caches the mirrored images, and every epoch each
         image trains on its mirror with probability 0.5 (an exact random horizontal flip).
+        ``sync_batchnorm``: in a distributed run, BatchNorm layers that train normalise with
+        the statistics of all ranks' batches (torch.nn.SyncBatchNorm).
         ``compile_frozen`` runs the leading frozen blocks as a compiled inference graph and
         only the trainable tail under autograd (same result up to float rounding, ~2x faster).
         """
@@ -195,6 +197,7 @@ class Learner:
         elif class_weights is not None:
             o.class_weights = list(class_weights)
         o.patience, o.monitor, o.restore_best = patience, monitor, restore_best
+        o.sync_batchnorm = sync_batchnorm
         o.cache_features, o.cache_flip, o.compile_frozen = cache_features, cache_flip, compile_frozen
         o.seed = self.data.seed if seed is None else seed
         o.epoch_offset = self._loader_epochs

@@ -1,11 +1,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "tlcore/error.h"
 #include "tlcore/models/checkpoint.h"
@@ -375,6 +378,103 @@ TEST(ModelInference, MatchesEagerWithoutAutograd) {
   EXPECT_LE((features.forward(x) - embedding).abs().max().item<double>(), 1e-3);
   EXPECT_THROW(fast.forward(torch::rand({3, 3, 32, 32})), InvalidArgument);
   EXPECT_THROW(fast.forward(torch::rand({3, 1, 64, 64})), InvalidArgument);
+}
+
+// Sums a tensor over `world` threads, as an all-reduce sums it over ranks: every
+// thread calls it in the same order and gets the same sum.
+class ThreadAllReduce {
+ public:
+  explicit ThreadAllReduce(int world) : world_(world) {}
+  void operator()(torch::Tensor& t) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const int64_t round = round_;
+    sum_ = arrived_ == 0 ? t.clone() : sum_ + t;
+    if (++arrived_ == world_) {
+      result_ = sum_;
+      arrived_ = 0;
+      ++round_;
+      done_.notify_all();
+    } else {
+      done_.wait(lock, [&] { return round_ != round; });
+    }
+    t.copy_(result_);
+  }
+
+ private:
+  int world_;
+  int arrived_ = 0;
+  int64_t round_ = 0;
+  torch::Tensor sum_, result_;
+  std::mutex mutex_;
+  std::condition_variable done_;
+};
+
+Model small_cnn() {
+  torch::manual_seed(0);
+  auto model =
+      create_model("simple_cnn", 4, ModelOptions().input_size(12).widths({6, 8}).dropout(0.0));
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+  return model;
+}
+
+// One training step of `model` on (x, y): logits, and the gradients by name.
+std::pair<torch::Tensor, std::map<std::string, torch::Tensor>> step(Model model,
+                                                                    const torch::Tensor& x,
+                                                                    const torch::Tensor& y) {
+  model->train();
+  auto logits = model->forward(x);
+  torch::nn::functional::cross_entropy(logits, y).backward();
+  std::map<std::string, torch::Tensor> grads;
+  for (const auto& p : model->named_parameters()) grads[p.key()] = p.value().grad().clone();
+  return {logits.detach(), grads};
+}
+
+TEST(SyncBatchNorm, TwoHalvesTrainLikeTheWholeBatch) {
+  torch::manual_seed(1);
+  // Like photos: many equal pixels (ties in max-pooling), channels_last as the trainer runs.
+  const auto x = (torch::relu(torch::randn({8, 3, 12, 12})) * 4)
+                     .round()
+                     .contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto y = torch::randint(0, 4, {8});
+  auto whole = small_cnn();
+  const auto [logits, grads] = step(whole, x, y);
+
+  for (const bool sync : {true, false}) {
+    std::vector<Model> ranks{small_cnn(), small_cnn()};
+    ThreadAllReduce all_reduce(2);
+    for (auto& m : ranks)
+      EXPECT_EQ(m->sync_batchnorm(sync ? models::AllReduceSum(std::ref(all_reduce))
+                                       : models::AllReduceSum()),
+                2);
+    std::vector<std::pair<torch::Tensor, std::map<std::string, torch::Tensor>>> out(2);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 2; ++r)
+      threads.emplace_back(
+          [&, r] { out[r] = step(ranks[r], x.narrow(0, 4 * r, 4), y.narrow(0, 4 * r, 4)); });
+    for (auto& t : threads) t.join();
+    const auto both = torch::cat({out[0].first, out[1].first});
+    if (!sync) {
+      EXPECT_GT((both - logits).abs().max().item<double>(), 1e-3) << "per-half statistics differ";
+      continue;
+    }
+    EXPECT_TRUE(torch::allclose(both, logits, 1e-4, 1e-5)) << (both - logits).abs().max();
+    // Each half's loss is a mean over 4: the average of the two gradients is the whole batch's.
+    for (const auto& [name, g] : grads) {
+      const auto averaged = (out[0].second.at(name) + out[1].second.at(name)) / 2;
+      EXPECT_TRUE(torch::allclose(averaged, g, 1e-4, 1e-6))
+          << name << " " << (averaged - g).abs().max();
+    }
+    const auto expected = whole->state_dict();
+    for (int r = 0; r < 2; ++r) {
+      const auto state = ranks[r]->state_dict();
+      for (std::size_t i = 0; i < state.size(); ++i)
+        EXPECT_TRUE(torch::allclose(state[i].second.to(torch::kDouble),
+                                    expected[i].second.to(torch::kDouble), 1e-5, 1e-6))
+            << state[i].first;
+    }
+  }
 }
 
 }  // namespace

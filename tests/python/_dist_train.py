@@ -1,12 +1,13 @@
 """One rank of the distributed tests (or a single process when WORLD_SIZE is unset).
 
-Trains a simple CNN without dropout, BatchNorm in inference mode, with SGD on a
+Trains a simple CNN without dropout, BatchNorm as --batchnorm says, with SGD on a
 Fashion-MNIST subset, then writes <out>.rank<R>.json (its shard of epoch 0 and the
 history) and, on rank 0, <out>.pt (the weights).
 """
 import argparse
 import json
 import os
+import signal
 import sys
 
 import torch
@@ -18,6 +19,12 @@ p.add_argument("--out", required=True)
 p.add_argument("--batch-size", type=int, default=32)
 p.add_argument("--epochs", type=int, default=2)
 p.add_argument("--per-class", type=int, default=24)
+p.add_argument("--batchnorm", choices=["eval", "sync", "local"], default="eval",
+               help="inference mode, or training mode with all ranks' batch statistics or each rank's own")
+p.add_argument("--no-augment", dest="augment", action="store_false")
+p.add_argument("--checkpoint-dir", default=None)
+p.add_argument("--kill-rank-0-after-epoch", type=int, default=None, metavar="EPOCH",
+               help="rank 0 SIGKILLs itself once this epoch (from 0) has ended")
 p.add_argument("--exit-code-on-rank", type=int, nargs=2, default=None, metavar=("RANK", "CODE"))
 args = p.parse_args()
 
@@ -31,18 +38,29 @@ train = tlcore._core.Subset(train, tlcore.per_class_subset(train.labels(), args.
 test = tlcore.fashion_mnist(train=False)
 test = tlcore._core.Subset(test, tlcore.per_class_subset(test.labels(), 10, 0))
 data = tlcore.ImageData(train, valid=test, seed=7, image_size=28, channels=1, batch_size=args.batch_size,
-                        train_transform="cifar-train", eval_transform="cifar-eval")
-learner = tlcore.Learner("simple_cnn", data, device="cpu", verbose=False, seed=3)
+                        train_transform="cifar-train" if args.augment else "cifar-eval", eval_transform="cifar-eval")
+learner = tlcore.Learner("simple_cnn", data, device="cpu", verbose=False, seed=3,
+                         checkpoint_dir=args.checkpoint_dir)
 torch.manual_seed(3)
 learner.model.set_head(10, "linear", 0.0)  # no dropout: its masks would differ between runs
-learner.model.batchnorm_eval = True  # no batch statistics: they would differ between shards
+learner.model.batchnorm_eval = args.batchnorm == "eval"
 group = learner.group
 shard = data.loader("train", rank=group.rank if group else 0,
                     world_size=group.world_size if group else 1)._loader.epoch_indices(0)
 with open(f"{args.out}.rank{rank}.started", "w"):
     pass
+if args.kill_rank_0_after_epoch is not None and rank == 0:
+    on_epoch = tlcore.learner._Progress.on_epoch
 
-history = learner.fit(args.epochs, lr=0.05, optimizer="sgd", momentum=0.9, restore_best=False)
+    def killing_on_epoch(self, stats):
+        if stats.epoch == args.kill_rank_0_after_epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return on_epoch(self, stats)
+
+    tlcore.learner._Progress.on_epoch = killing_on_epoch
+
+history = learner.fit(args.epochs, lr=0.05, optimizer="sgd", momentum=0.9, restore_best=False,
+                      sync_batchnorm=args.batchnorm == "sync")
 with open(f"{args.out}.rank{rank}.json", "w") as f:
     json.dump({"rank": rank, "world_size": tlcore.distributed.world_size(), "shard": list(shard),
                "history": history, "pid": os.getpid()}, f)

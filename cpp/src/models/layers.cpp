@@ -1,6 +1,11 @@
 #include "layers.h"
 
+#include <algorithm>
 #include <cmath>
+#include <string>
+#include <vector>
+
+#include "tlcore/error.h"
 
 namespace tlcore::models::detail {
 
@@ -32,6 +37,107 @@ int64_t make_divisible(double v, int64_t divisor, int64_t min_value) {
   return rounded;
 }
 
+namespace {
+
+// `local` summed over all ranks. The gradient of the sum with respect to one rank's
+// term is the sum of every rank's gradient, so the backward pass all-reduces too.
+torch::Tensor summed_over_ranks(const torch::Tensor& local, const AllReduceSum& sum) {
+  auto total = local.detach().clone();
+  sum(total);
+  // Exactly `total` in value (so every rank normalises alike), identity gradient to `local`.
+  auto out = total + (local - local.detach());
+  if (out.requires_grad())
+    out.register_hook([sum](const torch::Tensor& grad) {
+      auto g = grad.contiguous().clone();
+      sum(g);
+      return g;
+    });
+  return out;
+}
+
+}  // namespace
+
+BatchNormImpl::BatchNormImpl(const torch::nn::BatchNormOptions& options) : options(options) {
+  reset();
+}
+
+void BatchNormImpl::reset() {
+  const int64_t c = options.num_features();
+  if (options.affine()) {
+    weight = register_parameter("weight", torch::ones({c}));
+    bias = register_parameter("bias", torch::zeros({c}));
+  }
+  if (options.track_running_stats()) {
+    running_mean = register_buffer("running_mean", torch::zeros({c}));
+    running_var = register_buffer("running_var", torch::ones({c}));
+    num_batches_tracked = register_buffer("num_batches_tracked", torch::zeros({}, torch::kLong));
+  }
+}
+
+void BatchNormImpl::pretty_print(std::ostream& stream) const {
+  stream << "BatchNorm2d(" << options.num_features() << ", eps=" << options.eps() << ", momentum=";
+  if (options.momentum())
+    stream << *options.momentum();
+  else
+    stream << "None";
+  stream << ", affine=" << options.affine()
+         << ", track_running_stats=" << options.track_running_stats() << ")";
+}
+
+torch::Tensor BatchNormImpl::forward(const torch::Tensor& x) {
+  if (sync_ && is_training()) return synchronised_forward(x);
+  const bool track = options.track_running_stats();
+  double factor = 0.0;
+  if (is_training() && track) {
+    torch::NoGradGuard no_grad;
+    num_batches_tracked += 1;
+    factor = options.momentum() ? *options.momentum()
+                                : 1.0 / double(num_batches_tracked.item<int64_t>());
+  }
+  return torch::batch_norm(x, weight, bias, running_mean, running_var, is_training() || !track,
+                           factor, options.eps(), /*cudnn_enabled=*/true);
+}
+
+torch::Tensor BatchNormImpl::synchronised_forward(const torch::Tensor& x) {
+  if (x.dim() != 4)
+    throw InvalidArgument("BatchNorm: expected N x C x H x W input, got " +
+                          std::to_string(x.dim()) + " dimensions");
+  const auto xf = x.to(torch::kFloat);
+  const int64_t channels = xf.size(1);
+  const std::vector<int64_t> shape{1, channels, 1, 1};
+  const std::vector<int64_t> dims{0, 2, 3};
+  // Two passes in double, as torch's CPU kernel computes batch statistics: the mean
+  // of all ranks' batches first, then the spread around it. (One pass of sums and
+  // sums of squares cancels badly when a channel's spread is small against its mean.)
+  const auto count = torch::full({1}, double(xf.numel() / channels),
+                                 torch::TensorOptions(xf.device()).dtype(torch::kDouble));
+  const auto sums =
+      summed_over_ranks(torch::cat({xf.sum(dims, false, torch::kDouble), count}), sync_);
+  const auto n = sums[channels];
+  const auto mean = sums.narrow(0, 0, channels) / n;
+  const auto spread =
+      summed_over_ranks((xf.to(torch::kDouble) - mean.view(shape)).square().sum(dims), sync_);
+  const auto var = spread / n;
+  // The kernel's float arithmetic from here on: y = x * alpha + beta.
+  auto alpha = torch::rsqrt(var + options.eps()).to(torch::kFloat);
+  if (options.affine()) alpha = alpha * weight;
+  auto beta = -mean.to(torch::kFloat) * alpha;
+  if (options.affine()) beta = beta + bias;
+  const auto y = xf * alpha.view(shape) + beta.view(shape);
+  if (options.track_running_stats()) {
+    torch::NoGradGuard no_grad;
+    num_batches_tracked += 1;
+    const double factor = options.momentum().has_value()
+                              ? *options.momentum()
+                              : 1.0 / double(num_batches_tracked.item<int64_t>());
+    const double total = n.item<double>();
+    running_mean.mul_(1.0 - factor).add_(mean.detach().to(torch::kFloat), factor);
+    running_var.mul_(1.0 - factor)
+        .add_((var.detach() * (total / std::max(total - 1.0, 1.0))).to(torch::kFloat), factor);
+  }
+  return y.to(x.dtype());
+}
+
 ConvNormActImpl::ConvNormActImpl(const ConvNormActOptions& o) : act_(o.act()) {
   conv_ =
       register_module("0", torch::nn::Conv2d(torch::nn::Conv2dOptions(o.in(), o.out(), o.kernel())
@@ -40,8 +146,8 @@ ConvNormActImpl::ConvNormActImpl(const ConvNormActOptions& o) : act_(o.act()) {
                                                  .groups(o.groups())
                                                  .bias(false)));
   bn_ = register_module(
-      "1", torch::nn::BatchNorm2d(
-               torch::nn::BatchNorm2dOptions(o.out()).eps(o.bn_eps()).momentum(o.bn_momentum())));
+      "1",
+      BatchNorm(torch::nn::BatchNormOptions(o.out()).eps(o.bn_eps()).momentum(o.bn_momentum())));
 }
 
 torch::Tensor ConvNormActImpl::forward(torch::Tensor x) {
@@ -68,7 +174,7 @@ void init_weights(torch::nn::Module& root, LinearInit linear) {
     if (auto* conv = m->as<torch::nn::Conv2d>()) {
       torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
       if (conv->bias.defined()) conv->bias.zero_();
-    } else if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
+    } else if (auto* bn = m->as<BatchNorm>()) {
       bn->weight.fill_(1.0);
       bn->bias.zero_();
     } else if (auto* fc = m->as<torch::nn::Linear>()) {
@@ -82,6 +188,10 @@ void init_weights(torch::nn::Module& root, LinearInit linear) {
       }
     }
   }
+}
+
+bool is_batchnorm(const torch::nn::Module& m) {
+  return m.as<BatchNorm>() != nullptr || m.as<torch::nn::BatchNorm2d>() != nullptr;
 }
 
 torch::Tensor global_avg_pool(const torch::Tensor& x) {

@@ -6,7 +6,32 @@
 
 #include <cstdint>
 
+#include "tlcore/models/model.h"
+
 namespace tlcore::models::detail {
+
+// torch::nn::BatchNorm2d's parameters, buffers and arithmetic, plus normalising a
+// training batch with the statistics of every rank's batch. (Deriving from
+// BatchNorm2dImpl does not link: Debian's libtorch keeps its pretty_print hidden.)
+class BatchNormImpl : public torch::nn::Cloneable<BatchNormImpl> {
+ public:
+  explicit BatchNormImpl(const torch::nn::BatchNormOptions& options);
+  void reset() override;
+  void pretty_print(std::ostream& stream) const override;
+  torch::Tensor forward(const torch::Tensor& x);
+  void set_sync(AllReduceSum sum) { sync_ = std::move(sum); }
+
+  torch::nn::BatchNormOptions options;
+  torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+
+ private:
+  torch::Tensor synchronised_forward(const torch::Tensor& x);
+  AllReduceSum sync_;
+};
+TORCH_MODULE(BatchNorm);
+
+// A BatchNorm layer of ours or torch's.
+bool is_batchnorm(const torch::nn::Module& m);
 
 // A Sequential with a plain Tensor forward, so that it can sit inside another
 // Sequential or an AnyModule (torch::nn::Sequential's templated forward cannot).
@@ -37,7 +62,7 @@ struct ConvNormActOptions {
   TORCH_ARG(double, bn_momentum) = 0.1;
 };
 
-// torchvision's Conv2dNormActivation: children "0" (conv, no bias) and "1" (BatchNorm2d).
+// torchvision's Conv2dNormActivation: children "0" (conv, no bias) and "1" (BatchNorm).
 class ConvNormActImpl : public torch::nn::Module {
  public:
   explicit ConvNormActImpl(const ConvNormActOptions& o);
@@ -45,7 +70,7 @@ class ConvNormActImpl : public torch::nn::Module {
 
  private:
   torch::nn::Conv2d conv_{nullptr};
-  torch::nn::BatchNorm2d bn_{nullptr};
+  BatchNorm bn_{nullptr};
   Act act_;
 };
 TORCH_MODULE(ConvNormAct);

@@ -22,7 +22,7 @@ class InvertedResidualImpl : public nn::Module {
     conv->push_back(ConvNormAct(
         ConvNormActOptions(hidden, hidden, 3).stride(stride).groups(hidden).act(Act::kReLU6)));
     conv->push_back(nn::Conv2d(nn::Conv2dOptions(hidden, out, 1).bias(false)));
-    conv->push_back(nn::BatchNorm2d(out));
+    conv->push_back(detail::BatchNorm(out));
     conv_ = register_module("conv", conv);
   }
 

@@ -181,10 +181,21 @@ void ModelImpl::train(bool on) {
   torch::nn::Module::train(on);
   if (!on) return;
   for (const auto& m : named_modules("", /*include_self=*/false)) {
-    if (m.value()->as<torch::nn::BatchNorm2d>() == nullptr) continue;
+    if (!detail::is_batchnorm(*m.value())) continue;
     const auto b = block_of(m.key());
     if (batchnorm_eval_ || (b >= 0 && frozen_[b])) m.value()->eval();
   }
+}
+
+int64_t ModelImpl::sync_batchnorm(const AllReduceSum& sum) {
+  int64_t layers = 0;
+  for (const auto& m : modules(/*include_self=*/false)) {
+    if (auto* bn = dynamic_cast<detail::BatchNormImpl*>(m.get())) {
+      bn->set_sync(sum);
+      ++layers;
+    }
+  }
+  return layers;
 }
 
 void ModelImpl::set_batchnorm_eval(bool on) {

@@ -22,20 +22,20 @@ class ResidualImpl : public nn::Module {
     const int64_t out = bottleneck ? width * 4 : width;
     if (bottleneck) {
       conv1_ = register_module("conv1", conv(in, width, 1, 1));
-      bn1_ = register_module("bn1", nn::BatchNorm2d(width));
+      bn1_ = register_module("bn1", detail::BatchNorm(width));
       conv2_ = register_module("conv2", conv(width, width, 3, stride));
-      bn2_ = register_module("bn2", nn::BatchNorm2d(width));
+      bn2_ = register_module("bn2", detail::BatchNorm(width));
       conv3_ = register_module("conv3", conv(width, out, 1, 1));
-      bn3_ = register_module("bn3", nn::BatchNorm2d(out));
+      bn3_ = register_module("bn3", detail::BatchNorm(out));
     } else {
       conv1_ = register_module("conv1", conv(in, width, 3, stride));
-      bn1_ = register_module("bn1", nn::BatchNorm2d(width));
+      bn1_ = register_module("bn1", detail::BatchNorm(width));
       conv2_ = register_module("conv2", conv(width, width, 3, 1));
-      bn2_ = register_module("bn2", nn::BatchNorm2d(width));
+      bn2_ = register_module("bn2", detail::BatchNorm(width));
     }
     if (stride != 1 || in != out) {
-      downsample_ = register_module("downsample",
-                                    nn::Sequential(conv(in, out, 1, stride), nn::BatchNorm2d(out)));
+      downsample_ = register_module(
+          "downsample", nn::Sequential(conv(in, out, 1, stride), detail::BatchNorm(out)));
     }
   }
 
@@ -50,7 +50,7 @@ class ResidualImpl : public nn::Module {
  private:
   bool bottleneck_;
   nn::Conv2d conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr};
-  nn::BatchNorm2d bn1_{nullptr}, bn2_{nullptr}, bn3_{nullptr};
+  detail::BatchNorm bn1_{nullptr}, bn2_{nullptr}, bn3_{nullptr};
   nn::Sequential downsample_{nullptr};
 };
 TORCH_MODULE(Residual);
@@ -84,7 +84,7 @@ ResNetImpl::ResNetImpl(const ResNetOptions& options)
     : ModelImpl("resnet" + std::to_string(options.depth()), Preprocess{}) {
   const Layout layout = layout_of(options.depth());
   conv1_ = register_module("conv1", conv(3, 64, 7, 2));
-  bn1_ = register_module("bn1", nn::BatchNorm2d(64));
+  bn1_ = register_module("bn1", detail::BatchNorm(64));
   int64_t in = 64;
   std::vector<Block> blocks{{"stem", {"conv1", "bn1"}}};
   for (int64_t i = 0; i < 4; ++i) {

@@ -52,7 +52,7 @@ VGGImpl::VGGImpl(const VGGOptions& o)
     features_->push_back(nn::Conv2d(nn::Conv2dOptions(in, c, 3).padding(1)));
     if (o.batch_norm()) {
       stage.push_back("features." + std::to_string(features_->size()));
-      features_->push_back(nn::BatchNorm2d(c));
+      features_->push_back(detail::BatchNorm(c));
     }
     features_->push_back(nn::ReLU(nn::ReLUOptions(true)));
     in = c;

@@ -272,12 +272,16 @@ bool load_checkpoint(const std::string& path, const FitOptions& o, models::Model
   for (std::int64_t i = 0; i < history.size(0); ++i)
     p.history.push_back(from_row(history[i].data_ptr<double>(), o.phase));
   read_state(archive, "model.", model);
-  best = model.state_dict();
+  best.clear();
   if (p.best_epoch >= 0) {
     // Read into a copy of the current weights so `best` keeps its own storage.
+    best = model.state_dict();
     for (auto& [name, tensor] : best) {
       torch::Tensor t;
-      archive.read("best." + name, t, true);
+      if (!archive.try_read("best." + name, t, true)) {
+        best.clear();  // a run with restore_best off keeps no best weights
+        break;
+      }
       tensor = t.clone();
     }
   }
@@ -388,6 +392,25 @@ Predictions gather_predictions(ProcessGroup& group, const Predictions& p) {
   all.loss = torch::nn::functional::cross_entropy(all.logits, all.labels).item<double>();
   return all;
 }
+
+// SyncBatchNorm for one fit: the model's BatchNorm layers normalise training
+// batches with every rank's statistics until this goes out of scope.
+class BatchNormSync {
+ public:
+  BatchNormSync(models::ModelImpl& model, std::shared_ptr<ProcessGroup> group) : model_(model) {
+    layers_ = model_.sync_batchnorm([group = std::move(group)](torch::Tensor& t) {
+      group->all_reduce_sum(t, "synchronising BatchNorm statistics");
+    });
+  }
+  ~BatchNormSync() { model_.sync_batchnorm(nullptr); }
+  BatchNormSync(const BatchNormSync&) = delete;
+  BatchNormSync& operator=(const BatchNormSync&) = delete;
+  std::int64_t layers() const { return layers_; }
+
+ private:
+  models::ModelImpl& model_;
+  std::int64_t layers_ = 0;
+};
 
 // Running means and variances of BatchNorm layers, averaged over ranks.
 void average_batchnorm_statistics(models::ModelImpl& model, ProcessGroup& group) {
@@ -558,6 +581,10 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
   const bool writes = !group_ || group_->rank() == 0;
 
   std::unique_ptr<GradientReducer> reducer;
+  std::optional<BatchNormSync> batchnorm_sync;
+  if (group_ && group_->world_size() > 1 && o.sync_batchnorm) batchnorm_sync.emplace(model, group_);
+  // Models whose BatchNorm cannot synchronise (TorchScript) at least share running statistics.
+  const bool average_batchnorm = batchnorm_sync && batchnorm_sync->layers() == 0;
   if (group_) {
     // Every rank starts from rank 0's weights, whatever its own initialisation drew.
     torch::NoGradGuard no_grad;
@@ -707,7 +734,7 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
         train_step(logits, batch->labels);
       }
     }
-    if (group_ && o.sync_batchnorm) average_batchnorm_statistics(model, *group_);
+    if (average_batchnorm) average_batchnorm_statistics(model, *group_);
 
     auto totals = torch::tensor(
         {loss_total.item<double>(), double(correct_total.item<std::int64_t>()), double(seen)},

@@ -9,6 +9,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,6 +44,9 @@ struct HeadOptions {
   // Hidden sizes of kMlp, e.g. {256, 128}.
   TORCH_ARG(std::vector<int64_t>, hidden) = {};
 };
+
+// Sums a tensor in place over every rank of a data-parallel run (all-reduce).
+using AllReduceSum = std::function<void(torch::Tensor&)>;
 
 // Parameters and buffers by name, in PyTorch's state_dict order.
 using StateDict = std::vector<std::pair<std::string, torch::Tensor>>;
@@ -91,6 +95,11 @@ class ModelImpl : public torch::nn::Module {
   // small fine-tuning batches cannot wreck pretrained statistics.
   void set_batchnorm_eval(bool on);
   bool batchnorm_eval() const { return batchnorm_eval_; }
+  // torch.nn.SyncBatchNorm: with `sum` set, BatchNorm layers in training mode normalise
+  // with the mean and variance of all ranks' batches together, and gradients flow
+  // through those statistics to every rank; an empty `sum` restores per-rank batches.
+  // Returns the number of BatchNorm layers that now synchronise.
+  int64_t sync_batchnorm(const AllReduceSum& sum);
 
   int64_t parameter_count() const;
   int64_t trainable_parameter_count() const;

@@ -1,13 +1,17 @@
 // ResNet-18/34/50/101/152 with torchvision's layout (stride on the 3x3 conv, "v1.5").
 #pragma once
 
-#include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
+
+#include <memory>
 
 #include "tlcore/models/model.h"
 
 namespace tlcore::models {
+namespace detail {
+class BatchNormImpl;
+}
 
 struct ResNetOptions {
   explicit ResNetOptions(int64_t depth) : depth_(depth) {}
@@ -31,7 +35,7 @@ class ResNetImpl : public ModelImpl {
   torch::Tensor stem(const torch::Tensor& x);
 
   torch::nn::Conv2d conv1_{nullptr};
-  torch::nn::BatchNorm2d bn1_{nullptr};
+  std::shared_ptr<detail::BatchNormImpl> bn1_;
   torch::nn::Sequential layers_[4];
 };
 TORCH_MODULE(ResNet);

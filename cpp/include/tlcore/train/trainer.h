@@ -67,7 +67,10 @@ struct FitOptions {
   std::string device = "cpu";
   // Mixed precision: "off", "bf16", or "fp16" (CUDA only, with a dynamic loss scale).
   std::string amp = "off";
-  // Distributed: average BatchNorm running statistics across ranks after every epoch.
+  // Distributed: BatchNorm layers in training mode normalise with the statistics of
+  // all ranks' batches (torch.nn.SyncBatchNorm), so N ranks of batch B train like one
+  // process with batch N*B. Layers that cannot (TorchScript models) average their
+  // running statistics after every epoch instead.
   bool sync_batchnorm = true;
   std::uint64_t seed = 0;
   // Loader epochs start here, so phases of one recipe see different augmentations.
