@@ -7,13 +7,19 @@ statistics. Weights: ../shared/weights/mobilenet_v2-imagenet-dequantized.pth.
 Recipe (one phase): the last ``--unfreeze`` blocks and a new head train while the leading blocks
 stay frozen. The frozen blocks run once, as a compiled inference graph, over every image; their
 feature maps are cached and the tail trains on them for ``--epochs`` epochs (AdamW, cosine
-schedule with warm-up, label smoothing, BatchNorm in inference mode). The one augmentation is a
-random horizontal flip: the mirrored images' maps are cached too (``--no-flip`` turns it off).
-The clock counts everything from the first feature pass to the last epoch.
+schedule with warm-up, label smoothing, BatchNorm in inference mode). ``--flip`` adds the one
+augmentation a cache keeps exact, a random horizontal flip (the mirrored images' maps are cached
+too, for a second pass). The clock counts everything from the first feature pass to the last
+epoch. Afterwards the whole model also scores the validation images with flip test-time
+augmentation (the mean of the image's and its mirror's probabilities), timed apart.
+
+Measured here (2 cores): 160 px, 5 blocks, 8 epochs: 88.66% in 1,015 s; with --flip and 10
+epochs: 88.68% in 1,313 s; 128 px, 8 blocks, 6 epochs (the defaults): 89.18% in 1,694 s,
+89.90% with flip TTA (14 s more).
 
 Prints one JSON line: accuracy after every epoch, seconds, and the recipe.
 
-Usage: .venv/bin/python benchmarks/cifar10.py [--size 160] [--unfreeze 5] [--epochs 10] [--no-flip]
+Usage: .venv/bin/python benchmarks/cifar10.py [--size 128] [--unfreeze 8] [--epochs 6] [--flip]
 """
 from __future__ import annotations
 
@@ -31,15 +37,15 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=160)
-    p.add_argument("--unfreeze", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--unfreeze", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--val", type=float, default=0.1)
-    p.add_argument("--no-flip", dest="flip", action="store_false", help="no mirrored views")
+    p.add_argument("--flip", action="store_true", help="cache mirrored views: a random horizontal flip")
     p.add_argument("--limit", type=int, default=0, help="images per class (0: all 5,000)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -62,6 +68,10 @@ def main() -> None:
                        label_smoothing=args.label_smoothing)
     seconds = time.perf_counter() - start
     best = max(r["val_accuracy"] for r in rows)
+    start = time.perf_counter()
+    probs, labels, _ = learner.predictions("val", tta=True)
+    tta_accuracy = float((probs.argmax(1) == labels).float().mean())
+    tta_seconds = time.perf_counter() - start
     print(json.dumps({
         "benchmark": "cifar10", "train_images": len(data.train), "val_images": len(data.val),
         "recipe": {"arch": "mobilenet_v2", "weights": "imagenet (shared, dequantized)", "size": args.size,
@@ -74,6 +84,7 @@ def main() -> None:
         "val_accuracy": round(rows[-1]["val_accuracy"], 4), "best_val_accuracy": round(best, 4),
         "val_macro_f1": round(rows[-1]["val_f1"], 4), "train_seconds": round(seconds, 1),
         "within_30_min": seconds <= 1800,
+        "val_accuracy_flip_tta": round(tta_accuracy, 4), "tta_seconds": round(tta_seconds, 1),
     }))
 
 
