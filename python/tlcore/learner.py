@@ -170,8 +170,9 @@ class Learner:
     # -- training ---------------------------------------------------------------------------
     def fit(self, epochs: int, lr: float = 1e-3, phase: str = "fit", augment: bool = True,
             cache_features: bool = False, cache_flip: bool = False, compile_frozen: bool = True,
-            optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.9, nesterov: bool = False, schedule: str = "constant",
-            warmup_epochs: float = 0.0, layer_decay: float = 1.0, clip_grad_norm: float = 0.0,
+            optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.9,
+            nesterov: bool = False, schedule: str = "constant", warmup_epochs: float = 0.0,
+            layer_decay: float = 1.0, clip_grad_norm: float = 0.0,
             label_smoothing: float = 0.0, class_weights: Union[None, str, Sequence[float]] = None,
             patience: int = 0, monitor: str = "val_accuracy", restore_best: bool = True,
             sync_batchnorm: bool = True, seed: Optional[int] = None) -> List[Dict[str, object]]:

@@ -84,16 +84,17 @@ void BatchNormImpl::pretty_print(std::ostream& stream) const {
          << ", track_running_stats=" << options.track_running_stats() << ")";
 }
 
+double BatchNormImpl::count_batch() {
+  torch::NoGradGuard no_grad;
+  num_batches_tracked += 1;
+  return options.momentum() ? *options.momentum()
+                            : 1.0 / double(num_batches_tracked.item<int64_t>());
+}
+
 torch::Tensor BatchNormImpl::forward(const torch::Tensor& x) {
   if (sync_ && is_training()) return synchronised_forward(x);
   const bool track = options.track_running_stats();
-  double factor = 0.0;
-  if (is_training() && track) {
-    torch::NoGradGuard no_grad;
-    num_batches_tracked += 1;
-    factor = options.momentum() ? *options.momentum()
-                                : 1.0 / double(num_batches_tracked.item<int64_t>());
-  }
+  const double factor = is_training() && track ? count_batch() : 0.0;
   return torch::batch_norm(x, weight, bias, running_mean, running_var, is_training() || !track,
                            factor, options.eps(), /*cudnn_enabled=*/true);
 }
@@ -125,11 +126,8 @@ torch::Tensor BatchNormImpl::synchronised_forward(const torch::Tensor& x) {
   if (options.affine()) beta = beta + bias;
   const auto y = xf * alpha.view(shape) + beta.view(shape);
   if (options.track_running_stats()) {
+    const double factor = count_batch();
     torch::NoGradGuard no_grad;
-    num_batches_tracked += 1;
-    const double factor = options.momentum().has_value()
-                              ? *options.momentum()
-                              : 1.0 / double(num_batches_tracked.item<int64_t>());
     const double total = n.item<double>();
     running_mean.mul_(1.0 - factor).add_(mean.detach().to(torch::kFloat), factor);
     running_var.mul_(1.0 - factor)

@@ -25,6 +25,8 @@ class BatchNormImpl : public torch::nn::Cloneable<BatchNormImpl> {
   torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
 
  private:
+  // Counts a training batch; returns the running statistics' update factor.
+  double count_batch();
   torch::Tensor synchronised_forward(const torch::Tensor& x);
   AllReduceSum sync_;
 };
