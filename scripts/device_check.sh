@@ -20,6 +20,13 @@ grep -E "WARNING|OpenCV from|Gloo|imgcodecs" -A2 "$out/cmake.log" | head -20
 ninja -C /tmp/tlcore-build -k 0 _core >"$out/build.log" 2>&1 || {
   grep -E "error" -B2 -A6 "$out/build.log" | head -150; exit 1; }
 echo "build: $(( $(date +%s) - start )) s"
+# Which libstdc++ the module uses: a private copy of its locale machinery crashed worker threads once.
+so=$(ls -t python/tlcore/_core*.so | head -1)
+echo "compiler: $(c++ --version | head -1)"
+echo "link flags with 'static': $(ninja -C /tmp/tlcore-build -t commands _core | tail -1 | grep -o -- '-static[-a-z+]*' | sort -u | tr '\n' ' ')"
+echo "libstdc++ code defined in _core: $(nm -C --defined-only "$so" | grep -cE ' (std::locale::|std::ios_base::|std::basic_ostream<char, std::char_traits<char> >::_M_insert)')"
+echo "num_put id defined in _core: $(nm -C --defined-only "$so" | grep -E 'num_put<.*>::id' | head -3 | tr '\n' ';')"
+ldd "$so" | grep -E "stdc|opencv|turbo" | sed 's/^/ldd: /'
 export PYTHONPATH=$PWD/python PYTHONUNBUFFERED=1
 # Smoke checks first, each in its own process, so a crash names its step.
 for step in "uint8_output=True" "uint8_output=True, pin_memory=True"; do
@@ -31,5 +38,13 @@ done
 timeout 60 "$py" -X faulthandler -c "import tlcore
 x, y = next(iter(tlcore.ImageData('.devcarry/flowers', val_split=0).loader('train', for_gpu=True)))
 print('JPEG loader:', x.dtype, tuple(x.shape), x.is_pinned())" 2>&1 | tail -5
+# A crash in the loader's worker threads: a native backtrace says where, and the rest cannot run.
+if ! timeout 60 "$py" -c "import tlcore; next(iter(tlcore.DataLoader(tlcore.fashion_mnist(False), 'cifar-eval', image_size=28, channels=1, uint8_output=True)))"; then
+  timeout 120 cuda-gdb -batch -ex run -ex bt -ex "info sharedlibrary" --args "$py" -c \
+    "import tlcore; next(iter(tlcore.DataLoader(tlcore.fashion_mnist(False), 'cifar-eval', image_size=28, channels=1, uint8_output=True)))" \
+    >"$out/gdb.log" 2>&1
+  grep -E "^#|SIGSEGV|stdc\+\+|_core" "$out/gdb.log" | head -60
+  exit 1
+fi
 timeout 300 "$py" -m pytest -q -rs tests/python/test_cuda.py 2>&1 | tee "$out/test_cuda.log" | tail -30
 timeout 300 "$py" benchmarks/gpu.py --data .devcarry/flowers 2>&1 | tee "$out/gpu.log" | tail -12

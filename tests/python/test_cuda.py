@@ -21,10 +21,9 @@ def _data(per_class=24, batch_size=32):
 
 
 def _learner(data, device, amp="off"):
-    learner = tlcore.Learner("simple_cnn", data, device=device, amp=amp, verbose=False, seed=3)
-    torch.manual_seed(3)
-    learner.model.set_head(10, "linear", 0.0)
-    return learner
+    # No dropout: the CPU and CUDA generators draw different masks.
+    return tlcore.Learner("simple_cnn", data, device=device, amp=amp, verbose=False, seed=3,
+                          head="dropout_linear", dropout=0.0)
 
 
 def test_fp16_needs_cuda():
@@ -54,19 +53,35 @@ def test_gpu_batches_are_pinned_uint8():
     assert torch.allclose(on_gpu.cpu(), floats, atol=1e-5)
 
 
-@cuda
-def test_training_on_cuda_matches_the_cpu():
-    data = _data()
+def _train_on_cpu_and_cuda(per_class, epochs):
+    data = _data(per_class=per_class)
     cpu, gpu = _learner(data, "cpu"), _learner(data, "cuda")
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     for learner in (cpu, gpu):
-        learner.fit(2, lr=0.02, optimizer="sgd", momentum=0.9, restore_best=False)
+        learner.fit(epochs, lr=0.02, optimizer="sgd", momentum=0.9, restore_best=False)
+    return cpu, gpu
+
+
+@cuda
+def test_a_training_step_on_cuda_matches_the_cpu():
+    cpu, gpu = _train_on_cpu_and_cuda(per_class=3, epochs=1)  # 30 images: one batch
     a, b = cpu.model.state_dict(), gpu.model.state_dict()
     assert all(v.is_cuda for v in b.values())
-    worst = max(float((a[k].float() - b[k].float().cpu()).abs().max()) for k in a)
-    assert worst < 1e-3, worst
-    assert gpu.history[-1]["val_accuracy"] == pytest.approx(cpu.history[-1]["val_accuracy"], abs=0.02)
+    start = _learner(cpu.data, "cpu").model.state_dict()
+    assert max(float((a[k] - start[k]).abs().max()) for k in a if a[k].is_floating_point()) > 1e-3
+    worst = max(float((a[k].float() - b[k].detach().float().cpu()).abs().max()) for k in a)
+    assert worst < 1e-4, worst
+
+
+@cuda
+def test_training_on_cuda_follows_the_cpu():
+    # Weights cannot be compared after many steps: at this learning rate a 1e-6 relative
+    # change of the initial weights moves them by ~2e-3 within two epochs (measured on the CPU).
+    cpu, gpu = _train_on_cpu_and_cuda(per_class=24, epochs=2)
+    for c, g in zip(cpu.history, gpu.history):
+        assert g["train_loss"] == pytest.approx(c["train_loss"], rel=0.01)
+        assert g["val_accuracy"] == pytest.approx(c["val_accuracy"], abs=0.02)
 
 
 @cuda
