@@ -251,7 +251,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     train.add_argument("--resume", action="store_true", help="checkpoint every epoch and resume")
     train.add_argument("--out", default="runs")
     train.add_argument("--nproc", type=int, default=1,
-                       help="data-parallel ranks on this machine (torch.distributed, Gloo); each "
+                       help="data-parallel ranks on this machine (torch.distributed: Gloo, NCCL on CUDA); each "
                             "gets the batch size and an equal share of the cores")
     train.set_defaults(run=_train)
 

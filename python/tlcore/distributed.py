@@ -1,10 +1,15 @@
-"""Data-parallel training across processes on torch.distributed's Gloo backend.
+"""Data-parallel training across processes on torch.distributed.
 
 Each rank is one process running the same script. The process group comes from the
-environment torchrun sets (``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``),
-so ``torchrun --nproc_per_node=2 train.py`` works unchanged; ``launch`` starts N local
-ranks itself. A ``Learner`` made in a rank process joins the group on its own: each rank
-trains on its shard of every epoch, gradients are averaged, and only rank 0 writes.
+environment torchrun sets (``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``), so ``torchrun --nproc_per_node=2 train.py`` works unchanged; ``launch``
+starts N local ranks itself. A ``Learner`` made in a rank process joins the group on its
+own: each rank trains on its shard of every epoch, gradients are averaged, and only rank 0
+writes. The backend: the group the script made itself with
+``torch.distributed.init_process_group`` if there is one (any backend, any launcher);
+otherwise NCCL when training on CUDA (each rank on GPU ``LOCAL_RANK``), and Gloo on the CPU
+(tlcore's own C++ group where it was built with Gloo's headers, torch.distributed's if not).
+``TLCORE_DIST_BACKEND`` ("gloo" or "nccl") overrides the choice.
 
 Usage::
 
@@ -12,6 +17,7 @@ Usage::
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import queue
@@ -48,11 +54,86 @@ _group: Optional["_core.ProcessGroup"] = None
 _joined = False
 
 
-def process_group() -> Optional["_core.ProcessGroup"]:
-    """This process's group, joined on first use from the environment; None outside a multi-rank run."""
+class _TorchCollectives:
+    """torch.distributed's collectives as tlcore's C++ trainer calls them (through Python).
+
+    NCCL reduces CUDA tensors only: the trainer's few CPU tensors (metrics, row counts)
+    make a round trip through the GPU.
+    """
+
+    def __init__(self, group: Optional[object] = None) -> None:
+        import torch.distributed as dist
+
+        self._dist, self._group = dist, group
+        self.backend = str(dist.get_backend(group))
+        self._cuda_only = self.backend == "nccl"
+
+    def all_reduce(self, tensor: "torch.Tensor"):
+        if self._cuda_only and not tensor.is_cuda:
+            on_gpu = tensor.cuda()
+            self._dist.all_reduce(on_gpu, group=self._group)
+            tensor.copy_(on_gpu)
+            return _Done()
+        return self._dist.all_reduce(tensor, group=self._group, async_op=True)
+
+    def broadcast(self, tensor: "torch.Tensor", root: int):
+        if self._cuda_only and not tensor.is_cuda:
+            on_gpu = tensor.cuda()
+            self._dist.broadcast(on_gpu, root, group=self._group)
+            tensor.copy_(on_gpu)
+            return _Done()
+        return self._dist.broadcast(tensor, root, group=self._group, async_op=True)
+
+
+class _Done:
+    def wait(self) -> bool:
+        return True
+
+
+def _timeout_s() -> float:
+    return float(os.environ.get("TLCORE_DIST_TIMEOUT") or 300.0)
+
+
+def wrap(group: Optional[object] = None) -> "_core.ProcessGroup":
+    """tlcore's handle on a process group made with torch.distributed (default: the default group).
+
+    Usage: ``torch.distributed.init_process_group("nccl"); group = tlcore.distributed.wrap()``
+    """
+    import torch.distributed as dist
+
+    collectives = _TorchCollectives(group)
+    return _core.TorchDistributedGroup(collectives, dist.get_rank(group), dist.get_world_size(group),
+                                       _timeout_s(), collectives.backend)
+
+
+def _join(device: str) -> Optional["_core.ProcessGroup"]:
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return wrap() if dist.get_world_size() > 1 else None
+    if world_size() <= 1:
+        return None
+    backend = os.environ.get("TLCORE_DIST_BACKEND") or (
+        "nccl" if device.startswith("cuda") and dist.is_available() and dist.is_nccl_available() else "gloo")
+    if backend not in ("gloo", "nccl"):
+        raise ValueError(f"TLCORE_DIST_BACKEND must be 'gloo' or 'nccl', got {backend!r}")
+    if backend == "gloo" and _core.GlooProcessGroup.available():
+        return _core.ProcessGroup.from_environment()
+    if not dist.is_available():
+        raise DistributedError("this torch was built without torch.distributed")
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=_timeout_s()))
+    return wrap()
+
+
+def process_group(device: str = "cpu") -> Optional["_core.ProcessGroup"]:
+    """This process's group, joined on first use (see the module's docstring); None outside a
+    multi-rank run. ``device`` is where the model trains: "cuda" picks NCCL."""
     global _group, _joined
     if not _joined:
-        _group = _core.ProcessGroup.from_environment()
+        _group = _join(device)
         _joined = True
     return _group
 

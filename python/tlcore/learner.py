@@ -145,10 +145,10 @@ class Learner:
                  seed: Optional[int] = None, device: str = "auto", amp: str = "off",
                  **model_options) -> None:
         self.arch, self.data = arch, data
-        # In a distributed run (see tlcore.distributed) every rank trains; rank 0 reports and writes.
-        self.group = distributed.process_group()
-        self.verbose = verbose and (self.group is None or self.group.rank == 0)
         self.device, self.amp = _core.resolve_device(device), amp
+        # In a distributed run (see tlcore.distributed) every rank trains; rank 0 reports and writes.
+        self.group = distributed.process_group(self.device)
+        self.verbose = verbose and (self.group is None or self.group.rank == 0)
         # The new layers' initial weights come from torch's global generator.
         torch.manual_seed(data.seed if seed is None else seed)
         if arch in ("simple_cnn", "mlp"):

@@ -26,23 +26,38 @@ p.add_argument("--checkpoint-dir", default=None)
 p.add_argument("--kill-rank-0-after-epoch", type=int, default=None, metavar="EPOCH",
                help="rank 0 SIGKILLs itself once this epoch (from 0) has ended")
 p.add_argument("--exit-code-on-rank", type=int, nargs=2, default=None, metavar=("RANK", "CODE"))
+p.add_argument("--torch-distributed", action="store_true",
+               help="make the process group with torch.distributed (Gloo), as a user's script would")
+p.add_argument("--device", default="cpu")
+p.add_argument("--test-set-only", action="store_true", help="train and validate on parts of the test set")
 args = p.parse_args()
 
 rank = tlcore.distributed.rank()
+if args.torch_distributed and tlcore.distributed.world_size() > 1:
+    import datetime
+
+    torch.distributed.init_process_group(
+        "gloo", timeout=datetime.timedelta(seconds=float(os.environ["TLCORE_DIST_TIMEOUT"])))
 if args.exit_code_on_rank and rank == args.exit_code_on_rank[0]:
-    tlcore.distributed.process_group()  # join, so the other ranks are left waiting mid-run
+    tlcore.distributed.process_group(args.device)  # join, so the other ranks are left waiting mid-run
     sys.exit(args.exit_code_on_rank[1])
 
-train = tlcore.fashion_mnist(train=True)
-train = tlcore._core.Subset(train, tlcore.per_class_subset(train.labels(), args.per_class, 0))
 test = tlcore.fashion_mnist(train=False)
-test = tlcore._core.Subset(test, tlcore.per_class_subset(test.labels(), 10, 0))
+if args.test_set_only:  # both from the test set, disjoint: a GPU machine may have only that
+    labels, taken, picks = test.labels(), {}, ([], [])
+    for i in tlcore.per_class_subset(labels, args.per_class + 10, 0):
+        taken[labels[i]] = taken.get(labels[i], 0) + 1
+        picks[taken[labels[i]] > args.per_class].append(i)
+    train, test = tlcore._core.Subset(test, picks[0]), tlcore._core.Subset(test, picks[1])
+else:
+    train = tlcore.fashion_mnist(train=True)
+    train = tlcore._core.Subset(train, tlcore.per_class_subset(train.labels(), args.per_class, 0))
+    test = tlcore._core.Subset(test, tlcore.per_class_subset(test.labels(), 10, 0))
 data = tlcore.ImageData(train, valid=test, seed=7, image_size=28, channels=1, batch_size=args.batch_size,
                         train_transform="cifar-train" if args.augment else "cifar-eval", eval_transform="cifar-eval")
-learner = tlcore.Learner("simple_cnn", data, device="cpu", verbose=False, seed=3,
-                         checkpoint_dir=args.checkpoint_dir)
-torch.manual_seed(3)
-learner.model.set_head(10, "linear", 0.0)  # no dropout: its masks would differ between runs
+# No dropout: its masks would differ between runs.
+learner = tlcore.Learner("simple_cnn", data, device=args.device, verbose=False, seed=3,
+                         checkpoint_dir=args.checkpoint_dir, head="dropout_linear", dropout=0.0)
 learner.model.batchnorm_eval = args.batchnorm == "eval"
 group = learner.group
 shard = data.loader("train", rank=group.rank if group else 0,
@@ -63,6 +78,7 @@ history = learner.fit(args.epochs, lr=0.05, optimizer="sgd", momentum=0.9, resto
                       sync_batchnorm=args.batchnorm == "sync")
 with open(f"{args.out}.rank{rank}.json", "w") as f:
     json.dump({"rank": rank, "world_size": tlcore.distributed.world_size(), "shard": list(shard),
-               "history": history, "pid": os.getpid()}, f)
+               "history": history, "pid": os.getpid(),
+               "group": type(group).__name__ if group else None}, f)
 if tlcore.distributed.is_main_process():
-    torch.save({k: v.clone() for k, v in learner.model.state_dict().items()}, f"{args.out}.pt")
+    torch.save({k: v.detach().cpu().clone() for k, v in learner.model.state_dict().items()}, f"{args.out}.pt")

@@ -1,9 +1,15 @@
 """The CUDA path: pinned uint8 batches normalised on the GPU, training with and without
 mixed precision, prediction and the Predictor on the GPU. The oracle is the CPU path.
 """
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import torch.distributed
 
 import tlcore
 
@@ -69,7 +75,8 @@ def test_a_training_step_on_cuda_matches_the_cpu():
     a, b = cpu.model.state_dict(), gpu.model.state_dict()
     assert all(v.is_cuda for v in b.values())
     start = _learner(cpu.data, "cpu").model.state_dict()
-    assert max(float((a[k] - start[k]).abs().max()) for k in a if a[k].is_floating_point()) > 1e-3
+    moved = max(float((a[k] - start[k]).detach().abs().max()) for k in a if a[k].is_floating_point())
+    assert moved > 1e-3
     worst = max(float((a[k].float() - b[k].detach().float().cpu()).abs().max()) for k in a)
     assert worst < 1e-4, worst
 
@@ -125,3 +132,58 @@ def test_predictor_batches_onto_the_gpu():
     assert on_gpu.device.startswith("cuda")
     for im, ref in zip(images, cpu_probs):
         assert torch.allclose(on_gpu.predict_array(im), ref, atol=1e-3)
+
+
+WORKER = Path(__file__).with_name("_dist_train.py")
+
+
+def _worker_env():
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    # Loopback for the collectives' sockets: a sandboxed GPU machine's hostname may not resolve.
+    return dict(env, TLCORE_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", NCCL_SOCKET_IFNAME="lo")
+
+
+@cuda
+def test_two_ranks_on_one_gpu_match_one_rank_with_the_doubled_batch(tmp_path):
+    """torch.distributed's Gloo reduces CUDA tensors; one step (30 images), compared like on the CPU."""
+    args = ["--device", "cuda", "--epochs", "1", "--per-class", "3", "--no-augment", "--torch-distributed",
+            "--test-set-only"]
+    subprocess.run([sys.executable, str(WORKER), "--out", str(tmp_path / "one"), "--batch-size", "32", *args],
+                   env=_worker_env(), check=True, timeout=300)
+    tlcore.distributed.launch([sys.executable, str(WORKER), "--out", str(tmp_path / "two"), "--batch-size", "16",
+                               *args], nproc=2, threads_per_rank=1, timeout_s=120, env=_worker_env())
+    a, b = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst < 1e-4, worst
+
+
+NCCL_SCRIPT = """
+import os, sys, torch, torch.distributed as dist, tlcore
+sys.path.insert(0, sys.argv[1])
+from test_cuda import _data, _learner
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(tlcore.distributed._free_port()))
+dist.init_process_group("nccl", rank=0, world_size=1)
+group = tlcore.distributed.wrap()
+assert group.backend == "nccl", group.backend
+on_gpu = group.all_reduce_sum(torch.arange(4.0, device="cuda"))
+on_cpu = group.all_reduce_sum(torch.arange(4, dtype=torch.float64))  # a round trip through the GPU
+assert on_gpu.is_cuda and on_gpu.tolist() == on_cpu.tolist() == [0, 1, 2, 3]
+group.barrier()
+data = _data(per_class=3)
+alone, grouped = _learner(data, "cuda"), _learner(data, "cuda")
+grouped.group = group  # a world of one: the gradient all-reduce must change nothing
+for learner in (alone, grouped):
+    learner.fit(1, lr=0.02, optimizer="sgd", momentum=0.9, restore_best=False)
+a, b = alone.model.state_dict(), grouped.model.state_dict()
+print(max(float((a[k] - b[k]).detach().abs().max()) for k in a))
+"""
+
+
+@cuda
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_nccl_available(),
+                    reason="this torch has no NCCL")
+def test_an_nccl_group_runs_the_trainers_collectives():
+    out = subprocess.run([sys.executable, "-c", NCCL_SCRIPT, str(Path(__file__).parent)], env=_worker_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-5

@@ -92,16 +92,21 @@ def _largest_difference(a, b):
 # tlcore's synchronised arithmetic in two: results differ in the last bits, which flips ties
 # in max-pooling (Fashion-MNIST has flat regions) and grows within a few steps. So that case
 # compares one step; tests/cpp (SyncBatchNorm) checks the arithmetic against torch's kernel.
-@pytest.mark.parametrize("batchnorm, extra", [
-    ("eval", []),
-    ("sync", ["--epochs", "1", "--per-class", "3", "--no-augment"]),
+# "torch": the worker makes the group itself with torch.distributed.init_process_group (Gloo),
+# and the trainer runs its collectives through Python (the path NCCL takes on GPUs).
+@pytest.mark.parametrize("batchnorm, extra, group", [
+    ("eval", [], "tlcore"),
+    ("sync", ["--epochs", "1", "--per-class", "3", "--no-augment"], "tlcore"),
+    ("eval", [], "torch"),
 ])
-def test_two_ranks_match_one_rank_with_the_doubled_batch(tmp_path, batchnorm, extra):
+def test_two_ranks_match_one_rank_with_the_doubled_batch(tmp_path, batchnorm, extra, group):
     """BatchNorm in inference mode, or training with statistics synchronised across ranks."""
     one = tmp_path / "one"
     subprocess.run([sys.executable, str(WORKER), "--out", str(one), "--batch-size", "32", "--batchnorm", batchnorm,
                     *extra], env=_env(), check=True, timeout=300)
     two = tmp_path / "two"
+    if group == "torch":
+        extra = [*extra, "--torch-distributed"]
     a, b = torch.load(f"{one}.pt"), _run_two_ranks(two, "--batchnorm", batchnorm, *extra)
     worst = _largest_difference(a, b)
     assert worst <= 1e-5, f"weights differ by {worst}"
@@ -119,6 +124,7 @@ def test_two_ranks_match_one_rank_with_the_doubled_batch(tmp_path, batchnorm, ex
 
     ranks = [_read(two, r) for r in range(2)]
     assert {r["world_size"] for r in ranks} == {2}
+    assert {r["group"] for r in ranks} == {"TorchDistributedGroup" if group == "torch" else "GlooProcessGroup"}
     s0, s1 = set(ranks[0]["shard"]), set(ranks[1]["shard"])
     assert not s0 & s1, "the ranks' shards overlap"
     assert s0 | s1 == set(_read(one, 0)["shard"]), "together the shards cover the epoch"
@@ -129,10 +135,10 @@ def test_two_ranks_match_one_rank_with_the_doubled_batch(tmp_path, batchnorm, ex
         assert h2["train_accuracy"] == pytest.approx(h1["train_accuracy"], abs=1e-9)
 
 
-def _signal_rank_1(tmp_path, sig, timeout):
+def _signal_rank_1(tmp_path, sig, timeout, extra=()):
     """Starts 2 long-training ranks, sends rank 1 `sig` mid-run; (rank 0's code, seconds to end, stderr)."""
     out = tmp_path / "run"
-    procs = _spawn_ranks(out, 2, ["--epochs", "200", "--per-class", "50"], timeout=timeout)
+    procs = _spawn_ranks(out, 2, ["--epochs", "200", "--per-class", "50", *extra], timeout=timeout)
     try:
         _wait_for(f"{out}.rank0.started", procs)
         _wait_for(f"{out}.rank1.started", procs)
@@ -160,15 +166,20 @@ def test_two_ranks_resume_after_a_kill(tmp_path):
         torch.testing.assert_close(resumed[k], whole[k], atol=0, rtol=0)
 
 
-def test_a_killed_rank_ends_the_run_with_an_error(tmp_path):
-    code, elapsed, err = _signal_rank_1(tmp_path, signal.SIGKILL, timeout=60)
+GROUPS = {"tlcore": [], "torch": ["--torch-distributed"]}
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_a_killed_rank_ends_the_run_with_an_error(tmp_path, group):
+    code, elapsed, err = _signal_rank_1(tmp_path, signal.SIGKILL, timeout=60, extra=GROUPS[group])
     assert code != 0
     assert elapsed < 60, f"rank 0 took {elapsed:.0f} s to notice"
     assert "DistributedError" in err and "rank 0 of 2" in err, err[-2000:]
 
 
-def test_a_hung_rank_ends_the_run_after_the_timeout(tmp_path):
-    code, elapsed, err = _signal_rank_1(tmp_path, signal.SIGSTOP, timeout=6)
+@pytest.mark.parametrize("group", GROUPS)
+def test_a_hung_rank_ends_the_run_after_the_timeout(tmp_path, group):
+    code, elapsed, err = _signal_rank_1(tmp_path, signal.SIGSTOP, timeout=6, extra=GROUPS[group])
     assert code != 0
     assert elapsed < 45, f"rank 0 took {elapsed:.0f} s with a 6 s timeout"
     assert "DistributedError" in err and "did not answer within 6 s" in err, err[-2000:]
@@ -195,6 +206,6 @@ def test_cli_train_with_two_ranks_writes_once(tmp_path):
 
 def test_process_group_arguments_are_checked():
     with pytest.raises(ValueError, match="outside world size"):
-        tlcore._core.ProcessGroup("127.0.0.1", 29500, rank=2, world_size=2)
+        tlcore._core.GlooProcessGroup("127.0.0.1", 29500, rank=2, world_size=2)
     with pytest.raises(ValueError, match="not a TCP port"):
-        tlcore._core.ProcessGroup("127.0.0.1", 70000, rank=0, world_size=2)
+        tlcore._core.GlooProcessGroup("127.0.0.1", 70000, rank=0, world_size=2)

@@ -42,7 +42,55 @@ using WorkPtr =
     decltype(std::declval<Group&>().allreduce(std::declval<std::vector<at::Tensor>&>()));
 #endif
 
-class ProcessGroup::Impl {
+void ProcessGroup::all_reduce_sum(at::Tensor& tensor, const std::string& what) {
+  all_reduce_sum_async(tensor, what)->wait();
+}
+
+void ProcessGroup::barrier(const std::string& what) {
+  auto token = torch::zeros({1});
+  all_reduce_sum(token, what);  // a barrier that fails with the same clear error as the rest
+}
+
+at::Tensor ProcessGroup::gather_rows(const at::Tensor& rows, const std::string& what) {
+  const int world = world_size();
+  auto counts = torch::zeros({world}, torch::kLong);
+  counts[rank()] = rows.size(0);
+  all_reduce_sum(counts, what + " (row counts)");
+  const auto most = counts.max().item<std::int64_t>();
+  auto shape = rows.sizes().vec();
+  shape[0] = most * world;
+  // A sum where every rank fills only its own slot is a gather that any backend can do.
+  auto slots = torch::zeros(shape, rows.options());
+  slots.narrow(0, most * rank(), rows.size(0)).copy_(rows);
+  all_reduce_sum(slots, what);
+  std::vector<at::Tensor> parts;
+  for (int r = 0; r < world; ++r)
+    parts.push_back(slots.narrow(0, most * r, counts[r].item<std::int64_t>()));
+  return torch::cat(parts);
+}
+
+void ProcessGroup::fail(const std::string& what, const std::string& cause) {
+  const std::string silent = silent_ranks();
+  throw DistributedError("rank " + std::to_string(rank()) + " of " + std::to_string(world_size()) +
+                         ": " + what + " failed: another rank died or did not answer within " +
+                         std::to_string(static_cast<int>(timeout_s())) + " s (" + cause + ")" +
+                         (silent.empty() ? "" : "; " + silent));
+}
+
+std::shared_ptr<ProcessGroup> ProcessGroup::from_environment() {
+  const int world = env_int("WORLD_SIZE", 1);
+  if (world <= 1) return nullptr;
+  DistributedOptions o;
+  o.world_size = world;
+  o.rank = env_int("RANK", -1);
+  if (o.rank < 0) throw InvalidArgument("distributed: WORLD_SIZE is set but RANK is not");
+  if (const char* addr = std::getenv("MASTER_ADDR"); addr && *addr) o.master_addr = addr;
+  o.master_port = env_int("MASTER_PORT", o.master_port);
+  if (const char* t = std::getenv("TLCORE_DIST_TIMEOUT"); t && *t) o.timeout_s = std::atof(t);
+  return std::make_shared<GlooProcessGroup>(o);
+}
+
+class GlooProcessGroup::Impl {
  public:
   DistributedOptions options;
 #ifdef TLCORE_HAVE_GLOO
@@ -51,7 +99,15 @@ class ProcessGroup::Impl {
 #endif
 };
 
-ProcessGroup::ProcessGroup(const DistributedOptions& o) : impl_(std::make_unique<Impl>()) {
+bool GlooProcessGroup::available() {
+#ifdef TLCORE_HAVE_GLOO
+  return true;
+#else
+  return false;
+#endif
+}
+
+GlooProcessGroup::GlooProcessGroup(const DistributedOptions& o) : impl_(std::make_unique<Impl>()) {
   if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size)
     throw InvalidArgument("distributed: rank " + std::to_string(o.rank) +
                           " is outside world size " + std::to_string(o.world_size));
@@ -62,8 +118,9 @@ ProcessGroup::ProcessGroup(const DistributedOptions& o) : impl_(std::make_unique
   impl_->options = o;
 #ifndef TLCORE_HAVE_GLOO
   throw Unsupported(
-      "distributed training needs torch.distributed's Gloo backend, and this tlcore was built "
-      "without its headers (on Debian: apt-get install libgloo-dev, then rebuild)");
+      "tlcore's own Gloo process group needs Gloo's headers, and this tlcore was built without "
+      "them (on Debian: apt-get install libgloo-dev, then rebuild); torch.distributed's process "
+      "groups still work: call torch.distributed.init_process_group first");
 #else
   const auto timeout = std::chrono::milliseconds(static_cast<std::int64_t>(o.timeout_s * 1000));
   c10d::TCPStoreOptions store_options;
@@ -87,44 +144,26 @@ ProcessGroup::ProcessGroup(const DistributedOptions& o) : impl_(std::make_unique
 #endif
 }
 
-ProcessGroup::~ProcessGroup() = default;
+GlooProcessGroup::~GlooProcessGroup() = default;
 
-std::shared_ptr<ProcessGroup> ProcessGroup::from_environment() {
-  const int world = env_int("WORLD_SIZE", 1);
-  if (world <= 1) return nullptr;
-  DistributedOptions o;
-  o.world_size = world;
-  o.rank = env_int("RANK", -1);
-  if (o.rank < 0) throw InvalidArgument("distributed: WORLD_SIZE is set but RANK is not");
-  if (const char* addr = std::getenv("MASTER_ADDR"); addr && *addr) o.master_addr = addr;
-  o.master_port = env_int("MASTER_PORT", o.master_port);
-  if (const char* t = std::getenv("TLCORE_DIST_TIMEOUT"); t && *t) o.timeout_s = std::atof(t);
-  return std::make_shared<ProcessGroup>(o);
-}
+int GlooProcessGroup::rank() const { return impl_->options.rank; }
+int GlooProcessGroup::world_size() const { return impl_->options.world_size; }
+double GlooProcessGroup::timeout_s() const { return impl_->options.timeout_s; }
 
-int ProcessGroup::rank() const { return impl_->options.rank; }
-int ProcessGroup::world_size() const { return impl_->options.world_size; }
-double ProcessGroup::timeout_s() const { return impl_->options.timeout_s; }
-
-void ProcessGroup::fail(const std::string& what, const std::string& cause) {
-  std::string silent;
+std::string GlooProcessGroup::silent_ranks() {
 #ifdef TLCORE_HAVE_GLOO
   // Rank 0 can find out which ranks stopped answering; the others only know a peer left.
-  if (rank() == 0) {
-    try {
-      c10d::BarrierOptions options;
-      options.timeout = std::chrono::milliseconds(
-          static_cast<std::int64_t>(std::min(impl_->options.timeout_s, 10.0) * 1000));
-      impl_->group->monitoredBarrier(options, /*waitAllRanks=*/true);
-    } catch (const std::exception& e) {
-      silent = message_of(e);
-    }
+  if (rank() != 0) return "";
+  try {
+    c10d::BarrierOptions options;
+    options.timeout = std::chrono::milliseconds(
+        static_cast<std::int64_t>(std::min(impl_->options.timeout_s, 10.0) * 1000));
+    impl_->group->monitoredBarrier(options, /*waitAllRanks=*/true);
+  } catch (const std::exception& e) {
+    return message_of(e);
   }
 #endif
-  throw DistributedError(where(impl_->options) + ": " + what +
-                         " failed: another rank died or did not answer within " +
-                         std::to_string(static_cast<int>(impl_->options.timeout_s)) + " s (" +
-                         cause + ")" + (silent.empty() ? "" : "; " + silent));
+  return "";
 }
 
 namespace {
@@ -149,8 +188,8 @@ class GlooPending : public ProcessGroup::Pending {
 #endif
 }  // namespace
 
-std::unique_ptr<ProcessGroup::Pending> ProcessGroup::all_reduce_sum_async(at::Tensor& tensor,
-                                                                          const std::string& what) {
+std::unique_ptr<ProcessGroup::Pending> GlooProcessGroup::all_reduce_sum_async(
+    at::Tensor& tensor, const std::string& what) {
 #ifdef TLCORE_HAVE_GLOO
   std::vector<at::Tensor> tensors{tensor};
   try {
@@ -164,11 +203,7 @@ std::unique_ptr<ProcessGroup::Pending> ProcessGroup::all_reduce_sum_async(at::Te
 #endif
 }
 
-void ProcessGroup::all_reduce_sum(at::Tensor& tensor, const std::string& what) {
-  all_reduce_sum_async(tensor, what)->wait();
-}
-
-void ProcessGroup::broadcast(at::Tensor& tensor, int root, const std::string& what) {
+void GlooProcessGroup::broadcast(at::Tensor& tensor, int root, const std::string& what) {
 #ifdef TLCORE_HAVE_GLOO
   std::vector<at::Tensor> tensors{tensor};
   c10d::BroadcastOptions options;
@@ -185,29 +220,6 @@ void ProcessGroup::broadcast(at::Tensor& tensor, int root, const std::string& wh
   (void)root;
   throw Unsupported(what + ": built without Gloo");
 #endif
-}
-
-void ProcessGroup::barrier(const std::string& what) {
-  auto token = torch::zeros({1});
-  all_reduce_sum(token, what);  // a barrier that fails with the same clear error as the rest
-}
-
-at::Tensor ProcessGroup::gather_rows(const at::Tensor& rows, const std::string& what) {
-  const int world = world_size();
-  auto counts = torch::zeros({world}, torch::kLong);
-  counts[rank()] = rows.size(0);
-  all_reduce_sum(counts, what + " (row counts)");
-  const auto most = counts.max().item<std::int64_t>();
-  auto shape = rows.sizes().vec();
-  shape[0] = most * world;
-  // A sum where every rank fills only its own slot is a gather that any backend can do.
-  auto slots = torch::zeros(shape, rows.options());
-  slots.narrow(0, most * rank(), rows.size(0)).copy_(rows);
-  all_reduce_sum(slots, what);
-  std::vector<at::Tensor> parts;
-  for (int r = 0; r < world; ++r)
-    parts.push_back(slots.narrow(0, most * r, counts[r].item<std::int64_t>()));
-  return torch::cat(parts);
 }
 
 class GradientReducer::Impl {

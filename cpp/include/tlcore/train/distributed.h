@@ -1,6 +1,6 @@
-// Data-parallel training on torch.distributed's c10d: one process per rank,
-// a Gloo process group made from the usual environment (MASTER_ADDR,
-// MASTER_PORT, RANK, WORLD_SIZE), as torchrun and `tlcore train --nproc` set it.
+// Data-parallel training on torch.distributed's c10d: one process per rank, a
+// process group made from the usual environment (MASTER_ADDR, MASTER_PORT, RANK,
+// WORLD_SIZE), as torchrun and `tlcore train --nproc` set it.
 #pragma once
 
 #include <cstdint>
@@ -28,41 +28,68 @@ struct DistributedOptions {
   double timeout_s = 300;  // every collective, and the rendezvous, fails after this
 };
 
+// One rank's membership of a process group: the collectives the trainer needs.
+// GlooProcessGroup is tlcore's own (C++ c10d Gloo); the Python bindings add one
+// that runs torch.distributed's collectives (NCCL, Gloo, MPI, ...).
 class ProcessGroup {
  public:
-  // Joins the group (blocks until all ranks have joined, or the timeout).
-  explicit ProcessGroup(const DistributedOptions& options);
-  ~ProcessGroup();
-  ProcessGroup(const ProcessGroup&) = delete;
-  ProcessGroup& operator=(const ProcessGroup&) = delete;
+  virtual ~ProcessGroup() = default;
 
   // From MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE (TLCORE_DIST_TIMEOUT in
-  // seconds, optional); null when WORLD_SIZE is unset or 1.
+  // seconds, optional), on Gloo; null when WORLD_SIZE is unset or 1.
   static std::shared_ptr<ProcessGroup> from_environment();
 
-  int rank() const;
-  int world_size() const;
-  double timeout_s() const;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  virtual double timeout_s() const = 0;
+  virtual std::string backend() const = 0;
 
-  // In place, across ranks. `what` names the collective in errors.
-  void all_reduce_sum(at::Tensor& tensor, const std::string& what);
-  void broadcast(at::Tensor& tensor, int root, const std::string& what);
-  void barrier(const std::string& what);
-
-  // Non-blocking sum; wait() on the returned handle.
+  // Non-blocking sum, in place across ranks; wait() on the returned handle.
+  // `what` names the collective in errors.
   class Pending {
    public:
     virtual ~Pending() = default;
     virtual void wait() = 0;
   };
-  std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor& tensor, const std::string& what);
+  virtual std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor& tensor,
+                                                        const std::string& what) = 0;
+  virtual void broadcast(at::Tensor& tensor, int root, const std::string& what) = 0;
+
+  void all_reduce_sum(at::Tensor& tensor, const std::string& what);
+  void barrier(const std::string& what);
 
   // Rows of every rank stacked in rank order (rows may differ in count between ranks).
   at::Tensor gather_rows(const at::Tensor& rows, const std::string& what);
 
-  // Throws DistributedError for `what`, naming this rank and, where a monitored
-  // barrier can tell, the ranks that stopped answering.
+  // Throws DistributedError for `what`, naming this rank and, where the backend
+  // can tell (silent_ranks), the ranks that stopped answering.
   [[noreturn]] void fail(const std::string& what, const std::string& cause);
+
+ protected:
+  virtual std::string silent_ranks() { return ""; }
+};
+
+// torch.distributed's Gloo process group, made in C++ (needs Gloo's headers at build time).
+class GlooProcessGroup : public ProcessGroup {
+ public:
+  // Joins the group (blocks until all ranks have joined, or the timeout).
+  explicit GlooProcessGroup(const DistributedOptions& options);
+  ~GlooProcessGroup() override;
+  GlooProcessGroup(const GlooProcessGroup&) = delete;
+  GlooProcessGroup& operator=(const GlooProcessGroup&) = delete;
+
+  static bool available();  // built with Gloo
+
+  int rank() const override;
+  int world_size() const override;
+  double timeout_s() const override;
+  std::string backend() const override { return "gloo"; }
+  std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor& tensor,
+                                                const std::string& what) override;
+  void broadcast(at::Tensor& tensor, int root, const std::string& what) override;
+
+ protected:
+  std::string silent_ranks() override;
 
  private:
   class Impl;
