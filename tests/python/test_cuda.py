@@ -77,7 +77,7 @@ def test_a_training_step_on_cuda_matches_the_cpu():
     start = _learner(cpu.data, "cpu").model.state_dict()
     moved = max(float((a[k] - start[k]).detach().abs().max()) for k in a if a[k].is_floating_point())
     assert moved > 1e-3
-    worst = max(float((a[k].float() - b[k].detach().float().cpu()).abs().max()) for k in a)
+    worst = max(float((a[k].detach().float() - b[k].detach().float().cpu()).abs().max()) for k in a)
     assert worst < 1e-4, worst
 
 

@@ -135,6 +135,30 @@ def test_two_ranks_match_one_rank_with_the_doubled_batch(tmp_path, batchnorm, ex
         assert h2["train_accuracy"] == pytest.approx(h1["train_accuracy"], abs=1e-9)
 
 
+def test_torchrun_on_two_nodes_matches_one_rank_with_the_doubled_batch(tmp_path):
+    """Two torchrun agents (one per "node", static rendezvous) on this machine: the ranks join
+    the agent's store as clients and bind Gloo to the interface GLOO_SOCKET_IFNAME names."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, str(WORKER), "--out", str(one), "--batch-size", "32"], env=_env(), check=True,
+                   timeout=300)
+    port = str(_free_port())
+    # Debian's torch 1.13 reads torchrun's default "--redirects 0" as None under Python 3.11
+    # (IntFlag iteration skips 0), so the streams are named explicitly.
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--redirects", "2", "--tee", "2",
+                                "--nnodes", "2", "--node_rank", str(n), "--nproc_per_node", "1",
+                                "--master_addr", "127.0.0.1", "--master_port", port, "--log_dir", str(tmp_path / "logs"),
+                                str(WORKER), "--out", str(two), "--batch-size", "16"],
+                               env=_env(TLCORE_DIST_TIMEOUT="60", GLOO_SOCKET_IFNAME="lo"),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for n in range(2)]
+    for agent in agents:
+        output, _ = agent.communicate(timeout=300)
+        assert agent.returncode == 0, output[-3000:]
+    worst = _largest_difference(torch.load(f"{one}.pt"), torch.load(f"{two}.pt"))
+    assert worst <= 1e-5, f"weights differ by {worst}"
+    assert [_read(two, r)["world_size"] for r in range(2)] == [2, 2]
+
+
 def _signal_rank_1(tmp_path, sig, timeout, extra=()):
     """Starts 2 long-training ranks, sends rank 1 `sig` mid-run; (rank 0's code, seconds to end, stderr)."""
     out = tmp_path / "run"

@@ -8,6 +8,7 @@
 #include <mutex>
 
 #ifdef TLCORE_HAVE_GLOO
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
@@ -87,6 +88,14 @@ std::shared_ptr<ProcessGroup> ProcessGroup::from_environment() {
   if (const char* addr = std::getenv("MASTER_ADDR"); addr && *addr) o.master_addr = addr;
   o.master_port = env_int("MASTER_PORT", o.master_port);
   if (const char* t = std::getenv("TLCORE_DIST_TIMEOUT"); t && *t) o.timeout_s = std::atof(t);
+  if (const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE"))
+    o.agent_store = std::string(agent) == "True";
+  // torch.distributed's own prefix is /worker/attempt_N: these keys stay apart from its keys.
+  o.store_prefix = "tlcore/attempt_" + std::to_string(env_int("TORCHELASTIC_RESTART_COUNT", 0));
+  if (const char* names = std::getenv("GLOO_SOCKET_IFNAME"); names && *names) {
+    const std::string all = names;
+    o.network_interface = all.substr(0, all.find(','));
+  }
   return std::make_shared<GlooProcessGroup>(o);
 }
 
@@ -125,16 +134,22 @@ GlooProcessGroup::GlooProcessGroup(const DistributedOptions& o) : impl_(std::mak
   const auto timeout = std::chrono::milliseconds(static_cast<std::int64_t>(o.timeout_s * 1000));
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(o.master_port);
-  store_options.isServer = o.rank == 0;
+  store_options.isServer = o.rank == 0 && !o.agent_store;
   store_options.numWorkers = static_cast<std::size_t>(o.world_size);
-  store_options.waitWorkers = true;
+  store_options.waitWorkers = !o.agent_store;
   store_options.timeout = timeout;
   try {
     impl_->store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, store_options);
+    if (!o.store_prefix.empty())
+      impl_->store = c10::make_intrusive<c10d::PrefixStore>(o.store_prefix, impl_->store);
     auto options = Group::Options::create(timeout);
     const bool local = o.master_addr == "127.0.0.1" || o.master_addr == "localhost";
-    options->devices.push_back(local ? Group::createDeviceForHostname("127.0.0.1")
-                                     : Group::createDefaultDevice());
+    if (!o.network_interface.empty()) {
+      options->devices.push_back(Group::createDeviceForInterface(o.network_interface));
+    } else {
+      options->devices.push_back(local ? Group::createDeviceForHostname("127.0.0.1")
+                                       : Group::createDefaultDevice());
+    }
     impl_->group = c10::make_intrusive<Group>(impl_->store, o.rank, o.world_size, options);
   } catch (const std::exception& e) {
     throw DistributedError(where(o) + ": could not join the process group at " + o.master_addr +

@@ -26,6 +26,11 @@ struct DistributedOptions {
   int rank = 0;
   int world_size = 1;
   double timeout_s = 300;  // every collective, and the rendezvous, fails after this
+  // Under torchrun its agent serves the store on MASTER_PORT: every rank joins it as a
+  // client, with keys under store_prefix.
+  bool agent_store = false;
+  std::string store_prefix;
+  std::string network_interface;  // Gloo's device, e.g. "eth0" (GLOO_SOCKET_IFNAME)
 };
 
 // One rank's membership of a process group: the collectives the trainer needs.
@@ -36,7 +41,8 @@ class ProcessGroup {
   virtual ~ProcessGroup() = default;
 
   // From MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE (TLCORE_DIST_TIMEOUT in
-  // seconds, optional), on Gloo; null when WORLD_SIZE is unset or 1.
+  // seconds, GLOO_SOCKET_IFNAME and torchrun's TORCHELASTIC_* variables, optional),
+  // on Gloo; null when WORLD_SIZE is unset or 1.
   static std::shared_ptr<ProcessGroup> from_environment();
 
   virtual int rank() const = 0;
