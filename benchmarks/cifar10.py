@@ -49,6 +49,8 @@ def main() -> None:
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="no random horizontal flip (no mirrored maps cached)")
     p.add_argument("--limit", type=int, default=0, help="images per class (0: all 5,000)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="the head's initial weights and the shuffle (default: 0 and the split's 42)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -59,7 +61,7 @@ def main() -> None:
                             image_size=args.size, batch_size=args.batch, train_transform=pipeline,
                             eval_transform=pipeline, per_class=args.limit or None)
     learner = tlcore.Learner("mobilenet_v2", data, weights=shared / "weights/mobilenet_v2-imagenet-dequantized.pth",
-                             seed=0)
+                             seed=0 if args.seed is None else args.seed)
     learner.model.batchnorm_eval = True
     learner.model.unfreeze_last(args.unfreeze)
     trainable, total = learner.model.trainable_parameter_count, learner.model.parameter_count
@@ -67,7 +69,7 @@ def main() -> None:
     rows = learner.fit(args.epochs, lr=args.lr, phase="finetune", cache_features=True, cache_flip=args.flip,
                        optimizer="adamw",
                        weight_decay=args.weight_decay, schedule="cosine", warmup_epochs=0.5,
-                       label_smoothing=args.label_smoothing)
+                       label_smoothing=args.label_smoothing, seed=args.seed)
     seconds = time.perf_counter() - start
     best = max(r["val_accuracy"] for r in rows)
     start = time.perf_counter()
@@ -80,7 +82,8 @@ def main() -> None:
                    "unfrozen_blocks": args.unfreeze, "trainable_params": trainable, "params": total,
                    "epochs": args.epochs, "optimizer": "adamw", "lr": args.lr, "weight_decay": args.weight_decay,
                    "label_smoothing": args.label_smoothing, "batch": args.batch, "schedule": "cosine",
-                   "cache": "frozen-prefix feature maps", "random_flip": args.flip},
+                   "cache": "frozen-prefix feature maps", "random_flip": args.flip,
+                   "seed": args.seed},
         "val_accuracy_per_epoch": [round(r["val_accuracy"], 4) for r in rows],
         "epoch_seconds": [round(r["seconds"], 1) for r in rows],
         "val_accuracy": round(rows[-1]["val_accuracy"], 4), "best_val_accuracy": round(best, 4),

@@ -179,9 +179,9 @@ print(max(float((a[k] - b[k]).detach().abs().max()) for k in a))
 """
 
 
-@cuda
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_nccl_available(),
                     reason="this torch has no NCCL")
+@cuda
 def test_an_nccl_group_runs_the_trainers_collectives():
     out = subprocess.run([sys.executable, "-c", NCCL_SCRIPT, str(Path(__file__).parent)], env=_worker_env(),
                          capture_output=True, text=True, timeout=300)
