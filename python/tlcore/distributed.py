@@ -69,23 +69,24 @@ class _TorchCollectives:
         self._cuda_only = self.backend == "nccl"
 
     def all_reduce(self, tensor: "torch.Tensor"):
-        if self._cuda_only and not tensor.is_cuda:
-            on_gpu = tensor.cuda()
-            self._dist.all_reduce(on_gpu, group=self._group)
-            tensor.copy_(on_gpu)
-            return _Done()
-        return self._dist.all_reduce(tensor, group=self._group, async_op=True)
+        return self._run(self._dist.all_reduce, tensor)
 
     def broadcast(self, tensor: "torch.Tensor", root: int):
+        return self._run(self._dist.broadcast, tensor, root)
+
+    def _run(self, collective, tensor: "torch.Tensor", *args):
+        """The collective's work handle (its wait() ends it)."""
         if self._cuda_only and not tensor.is_cuda:
             on_gpu = tensor.cuda()
-            self._dist.broadcast(on_gpu, root, group=self._group)
+            collective(on_gpu, *args, group=self._group)
             tensor.copy_(on_gpu)
             return _Done()
-        return self._dist.broadcast(tensor, root, group=self._group, async_op=True)
+        return collective(tensor, *args, group=self._group, async_op=True)
 
 
 class _Done:
+    """The work handle of a collective that has already ended."""
+
     def wait(self) -> bool:
         return True
 
