@@ -9,7 +9,8 @@ writes. The backend: the group the script made itself with
 ``torch.distributed.init_process_group`` if there is one (any backend, any launcher);
 otherwise NCCL when training on CUDA (each rank on GPU ``LOCAL_RANK``), and Gloo on the CPU
 (tlcore's own C++ group where it was built with Gloo's headers, torch.distributed's if not).
-``TLCORE_DIST_BACKEND`` ("gloo" or "nccl") overrides the choice.
+``TLCORE_DIST_BACKEND`` overrides the choice: "gloo", "nccl", or "torch-gloo" for
+torch.distributed's Gloo even where tlcore has its own.
 
 Usage::
 
@@ -17,6 +18,7 @@ Usage::
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import os
@@ -117,16 +119,28 @@ def _join(device: str) -> Optional["_core.ProcessGroup"]:
         return None
     backend = os.environ.get("TLCORE_DIST_BACKEND") or (
         "nccl" if device.startswith("cuda") and dist.is_available() and dist.is_nccl_available() else "gloo")
-    if backend not in ("gloo", "nccl"):
-        raise ValueError(f"TLCORE_DIST_BACKEND must be 'gloo' or 'nccl', got {backend!r}")
+    if backend not in ("gloo", "nccl", "torch-gloo"):
+        raise ValueError(f"TLCORE_DIST_BACKEND must be 'gloo', 'nccl' or 'torch-gloo', got {backend!r}")
     if backend == "gloo" and _core.GlooProcessGroup.available():
         return _core.ProcessGroup.from_environment()
+    backend = backend.replace("torch-", "")
     if not dist.is_available():
         raise DistributedError("this torch was built without torch.distributed")
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=_timeout_s()))
+    atexit.register(_leave)
     return wrap()
+
+
+def _leave() -> None:
+    """Ends the torch.distributed group that tlcore made while the interpreter is still whole:
+    torch's Gloo can abort the process ("terminate called without an active exception") when
+    its group is only torn down with the interpreter."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def process_group(device: str = "cpu") -> Optional["_core.ProcessGroup"]:

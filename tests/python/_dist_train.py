@@ -11,6 +11,7 @@ import signal
 import sys
 
 import torch
+import torch.distributed
 
 import tlcore
 
@@ -82,3 +83,5 @@ with open(f"{args.out}.rank{rank}.json", "w") as f:
                "group": type(group).__name__ if group else None}, f)
 if tlcore.distributed.is_main_process():
     torch.save({k: v.detach().cpu().clone() for k, v in learner.model.state_dict().items()}, f"{args.out}.pt")
+if torch.distributed.is_initialized():
+    torch.distributed.destroy_process_group()  # as torch asks of every script that made one

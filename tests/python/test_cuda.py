@@ -176,6 +176,7 @@ for learner in (alone, grouped):
     learner.fit(1, lr=0.02, optimizer="sgd", momentum=0.9, restore_best=False)
 a, b = alone.model.state_dict(), grouped.model.state_dict()
 print(max(float((a[k] - b[k]).detach().abs().max()) for k in a))
+dist.destroy_process_group()
 """
 
 

@@ -77,9 +77,9 @@ def test_shards_are_disjoint_and_cover_the_epoch():
             assert shards[1] == padded[1::3]
 
 
-def _run_two_ranks(out, *args):
+def _run_two_ranks(out, *args, **env):
     tlcore.distributed.launch([sys.executable, str(WORKER), "--out", str(out), "--batch-size", "16", *args],
-                              nproc=2, threads_per_rank=1, timeout_s=120, env=_env())
+                              nproc=2, threads_per_rank=1, timeout_s=120, env=_env(**env))
     return torch.load(f"{out}.pt")
 
 
@@ -93,11 +93,13 @@ def _largest_difference(a, b):
 # in max-pooling (Fashion-MNIST has flat regions) and grows within a few steps. So that case
 # compares one step; tests/cpp (SyncBatchNorm) checks the arithmetic against torch's kernel.
 # "torch": the worker makes the group itself with torch.distributed.init_process_group (Gloo),
-# and the trainer runs its collectives through Python (the path NCCL takes on GPUs).
+# and the trainer runs its collectives through Python (the path NCCL takes on GPUs);
+# "torch-gloo": tlcore makes that group (as where it was built without Gloo's headers).
 @pytest.mark.parametrize("batchnorm, extra, group", [
     ("eval", [], "tlcore"),
     ("sync", ["--epochs", "1", "--per-class", "3", "--no-augment"], "tlcore"),
     ("eval", [], "torch"),
+    ("eval", [], "torch-gloo"),
 ])
 def test_two_ranks_match_one_rank_with_the_doubled_batch(tmp_path, batchnorm, extra, group):
     """BatchNorm in inference mode, or training with statistics synchronised across ranks."""
@@ -107,7 +109,8 @@ def test_two_ranks_match_one_rank_with_the_doubled_batch(tmp_path, batchnorm, ex
     two = tmp_path / "two"
     if group == "torch":
         extra = [*extra, "--torch-distributed"]
-    a, b = torch.load(f"{one}.pt"), _run_two_ranks(two, "--batchnorm", batchnorm, *extra)
+    env = {"TLCORE_DIST_BACKEND": "torch-gloo"} if group == "torch-gloo" else {}
+    a, b = torch.load(f"{one}.pt"), _run_two_ranks(two, "--batchnorm", batchnorm, *extra, **env)
     worst = _largest_difference(a, b)
     assert worst <= 1e-5, f"weights differ by {worst}"
     if batchnorm == "sync":
@@ -124,7 +127,7 @@ def test_two_ranks_match_one_rank_with_the_doubled_batch(tmp_path, batchnorm, ex
 
     ranks = [_read(two, r) for r in range(2)]
     assert {r["world_size"] for r in ranks} == {2}
-    assert {r["group"] for r in ranks} == {"TorchDistributedGroup" if group == "torch" else "GlooProcessGroup"}
+    assert {r["group"] for r in ranks} == {"GlooProcessGroup" if group == "tlcore" else "TorchDistributedGroup"}
     s0, s1 = set(ranks[0]["shard"]), set(ranks[1]["shard"])
     assert not s0 & s1, "the ranks' shards overlap"
     assert s0 | s1 == set(_read(one, 0)["shard"]), "together the shards cover the epoch"
