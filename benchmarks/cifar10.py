@@ -17,8 +17,8 @@ timed apart.
 Measured here (2 cores, nothing else running): 128 px, 8 blocks, flip, 10 epochs (the
 defaults): 90.06% in 1,307 s, 90.56% with flip TTA (12 s more); with --seed 1: 89.56% in
 1,435 s, 90.08% with flip TTA, and with 12 epochs 89.94% (90.36%) in 1,792 s. Without flip,
-6 epochs: 89.18%
-(train accuracy 98.8%: the tail overfits without it). 160 px, 5 blocks, 8 epochs: 88.66%.
+6 epochs: 89.18% (train accuracy 98.8%: the tail overfits without it). 160 px, 5 blocks,
+8 epochs: 88.66%.
 
 Prints one JSON line: accuracy after every epoch, seconds, and the recipe.
 
