@@ -28,9 +28,12 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import _core
+
+if TYPE_CHECKING:
+    import torch
 
 DistributedError = _core.DistributedError
 
@@ -109,23 +112,29 @@ def wrap(group: Optional[object] = None) -> "_core.ProcessGroup":
                                        _timeout_s(), collectives.backend)
 
 
+# TLCORE_DIST_BACKEND's values and the torch.distributed backend each runs on, where tlcore
+# does not run its own group ("gloo" does, when built with Gloo's headers).
+_TORCH_BACKEND = {"gloo": "gloo", "nccl": "nccl", "torch-gloo": "gloo"}
+
+
 def _join(device: str) -> Optional["_core.ProcessGroup"]:
     import torch
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    have_torch = dist.is_available()
+    if have_torch and dist.is_initialized():
         return wrap() if dist.get_world_size() > 1 else None
     if world_size() <= 1:
         return None
-    backend = os.environ.get("TLCORE_DIST_BACKEND") or (
-        "nccl" if device.startswith("cuda") and dist.is_available() and dist.is_nccl_available() else "gloo")
-    if backend not in ("gloo", "nccl", "torch-gloo"):
-        raise ValueError(f"TLCORE_DIST_BACKEND must be 'gloo', 'nccl' or 'torch-gloo', got {backend!r}")
-    if backend == "gloo" and _core.GlooProcessGroup.available():
+    choice = os.environ.get("TLCORE_DIST_BACKEND") or (
+        "nccl" if device.startswith("cuda") and have_torch and dist.is_nccl_available() else "gloo")
+    if choice not in _TORCH_BACKEND:
+        raise ValueError(f"TLCORE_DIST_BACKEND must be one of {', '.join(_TORCH_BACKEND)}, got {choice!r}")
+    if choice == "gloo" and _core.GlooProcessGroup.available():
         return _core.ProcessGroup.from_environment()
-    backend = backend.replace("torch-", "")
-    if not dist.is_available():
+    if not have_torch:
         raise DistributedError("this torch was built without torch.distributed")
+    backend = _TORCH_BACKEND[choice]
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=_timeout_s()))

@@ -1,7 +1,6 @@
 """The CUDA path: pinned uint8 batches normalised on the GPU, training with and without
 mixed precision, prediction and the Predictor on the GPU. The oracle is the CPU path.
 """
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 import torch.distributed
 
 import tlcore
+from test_distributed import WORKER, _env, _largest_difference
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                           reason="no CUDA device here (torch.cuda.is_available() is False); "
@@ -77,7 +77,7 @@ def test_a_training_step_on_cuda_matches_the_cpu():
     start = _learner(cpu.data, "cpu").model.state_dict()
     moved = max(float((a[k] - start[k]).detach().abs().max()) for k in a if a[k].is_floating_point())
     assert moved > 1e-3
-    worst = max(float((a[k].detach().float() - b[k].detach().float().cpu()).abs().max()) for k in a)
+    worst = _largest_difference(a, b)
     assert worst < 1e-4, worst
 
 
@@ -134,13 +134,9 @@ def test_predictor_batches_onto_the_gpu():
         assert torch.allclose(on_gpu.predict_array(im), ref, atol=1e-3)
 
 
-WORKER = Path(__file__).with_name("_dist_train.py")
-
-
 def _worker_env():
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     # Loopback for the collectives' sockets: a sandboxed GPU machine's hostname may not resolve.
-    return dict(env, TLCORE_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", NCCL_SOCKET_IFNAME="lo")
+    return _env(GLOO_SOCKET_IFNAME="lo", NCCL_SOCKET_IFNAME="lo")
 
 
 @cuda
@@ -152,15 +148,14 @@ def test_two_ranks_on_one_gpu_match_one_rank_with_the_doubled_batch(tmp_path):
                    env=_worker_env(), check=True, timeout=300)
     tlcore.distributed.launch([sys.executable, str(WORKER), "--out", str(tmp_path / "two"), "--batch-size", "16",
                                *args], nproc=2, threads_per_rank=1, timeout_s=120, env=_worker_env())
-    a, b = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
-    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    worst = _largest_difference(torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt"))
     assert worst < 1e-4, worst
 
 
 NCCL_SCRIPT = """
 import os, sys, torch, torch.distributed as dist, tlcore
 sys.path.insert(0, sys.argv[1])
-from test_cuda import _data, _learner
+from test_cuda import _data, _learner, _largest_difference
 os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(tlcore.distributed._free_port()))
 dist.init_process_group("nccl", rank=0, world_size=1)
 group = tlcore.distributed.wrap()
@@ -174,8 +169,7 @@ alone, grouped = _learner(data, "cuda"), _learner(data, "cuda")
 grouped.group = group  # a world of one: the gradient all-reduce must change nothing
 for learner in (alone, grouped):
     learner.fit(1, lr=0.02, optimizer="sgd", momentum=0.9, restore_best=False)
-a, b = alone.model.state_dict(), grouped.model.state_dict()
-print(max(float((a[k] - b[k]).detach().abs().max()) for k in a))
+print(_largest_difference(alone.model.state_dict(), grouped.model.state_dict()))
 dist.destroy_process_group()
 """
 

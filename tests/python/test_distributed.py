@@ -36,12 +36,12 @@ def _free_port():
     return tlcore.distributed._free_port()
 
 
-def _spawn_ranks(out, world, extra_args=(), timeout=60):
+def _spawn_ranks(out, world, extra_args=(), timeout=60, **extra_env):
     port = _free_port()
     procs = []
     for r in range(world):
         env = _env(RANK=str(r), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                   TLCORE_DIST_TIMEOUT=str(timeout))
+                   TLCORE_DIST_TIMEOUT=str(timeout), **extra_env)
         procs.append(subprocess.Popen([sys.executable, str(WORKER), "--out", str(out), *extra_args], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
@@ -77,6 +77,14 @@ def test_shards_are_disjoint_and_cover_the_epoch():
             assert shards[1] == padded[1::3]
 
 
+# How the ranks get their group: tlcore's own C++ Gloo group; torch.distributed's, made by
+# the script itself (the trainer then runs its collectives through Python, the path NCCL
+# takes on GPUs); or torch.distributed's, made by tlcore (as where it was built without
+# Gloo's headers). Each: (worker arguments, environment).
+GROUPS = {"tlcore": ([], {}), "torch": (["--torch-distributed"], {}),
+          "torch-gloo": ([], {"TLCORE_DIST_BACKEND": "torch-gloo"})}
+
+
 def _run_two_ranks(out, *args, **env):
     tlcore.distributed.launch([sys.executable, str(WORKER), "--out", str(out), "--batch-size", "16", *args],
                               nproc=2, threads_per_rank=1, timeout_s=120, env=_env(**env))
@@ -84,17 +92,15 @@ def _run_two_ranks(out, *args, **env):
 
 
 def _largest_difference(a, b):
+    """The largest absolute difference between two state dicts (any devices)."""
     assert a.keys() == b.keys()
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    return max(float((a[k].detach().float().cpu() - b[k].detach().float().cpu()).abs().max()) for k in a)
 
 
 # Training-mode BatchNorm computes its statistics by torch's kernel in one process and by
 # tlcore's synchronised arithmetic in two: results differ in the last bits, which flips ties
 # in max-pooling (Fashion-MNIST has flat regions) and grows within a few steps. So that case
 # compares one step; tests/cpp (SyncBatchNorm) checks the arithmetic against torch's kernel.
-# "torch": the worker makes the group itself with torch.distributed.init_process_group (Gloo),
-# and the trainer runs its collectives through Python (the path NCCL takes on GPUs);
-# "torch-gloo": tlcore makes that group (as where it was built without Gloo's headers).
 @pytest.mark.parametrize("batchnorm, extra, group", [
     ("eval", [], "tlcore"),
     ("sync", ["--epochs", "1", "--per-class", "3", "--no-augment"], "tlcore"),
@@ -107,10 +113,8 @@ def test_two_ranks_match_one_rank_with_the_doubled_batch(tmp_path, batchnorm, ex
     subprocess.run([sys.executable, str(WORKER), "--out", str(one), "--batch-size", "32", "--batchnorm", batchnorm,
                     *extra], env=_env(), check=True, timeout=300)
     two = tmp_path / "two"
-    if group == "torch":
-        extra = [*extra, "--torch-distributed"]
-    env = {"TLCORE_DIST_BACKEND": "torch-gloo"} if group == "torch-gloo" else {}
-    a, b = torch.load(f"{one}.pt"), _run_two_ranks(two, "--batchnorm", batchnorm, *extra, **env)
+    group_args, group_env = GROUPS[group]
+    a, b = torch.load(f"{one}.pt"), _run_two_ranks(two, "--batchnorm", batchnorm, *extra, *group_args, **group_env)
     worst = _largest_difference(a, b)
     assert worst <= 1e-5, f"weights differ by {worst}"
     if batchnorm == "sync":
@@ -162,10 +166,12 @@ def test_torchrun_on_two_nodes_matches_one_rank_with_the_doubled_batch(tmp_path)
     assert [_read(two, r)["world_size"] for r in range(2)] == [2, 2]
 
 
-def _signal_rank_1(tmp_path, sig, timeout, extra=()):
+def _signal_rank_1(tmp_path, sig, timeout, group):
     """Starts 2 long-training ranks, sends rank 1 `sig` mid-run; (rank 0's code, seconds to end, stderr)."""
     out = tmp_path / "run"
-    procs = _spawn_ranks(out, 2, ["--epochs", "200", "--per-class", "50", *extra], timeout=timeout)
+    group_args, group_env = GROUPS[group]
+    procs = _spawn_ranks(out, 2, ["--epochs", "200", "--per-class", "50", *group_args], timeout=timeout,
+                         **group_env)
     try:
         _wait_for(f"{out}.rank0.started", procs)
         _wait_for(f"{out}.rank1.started", procs)
@@ -193,20 +199,17 @@ def test_two_ranks_resume_after_a_kill(tmp_path):
         torch.testing.assert_close(resumed[k], whole[k], atol=0, rtol=0)
 
 
-GROUPS = {"tlcore": [], "torch": ["--torch-distributed"]}
-
-
-@pytest.mark.parametrize("group", GROUPS)
+@pytest.mark.parametrize("group", ["tlcore", "torch"])
 def test_a_killed_rank_ends_the_run_with_an_error(tmp_path, group):
-    code, elapsed, err = _signal_rank_1(tmp_path, signal.SIGKILL, timeout=60, extra=GROUPS[group])
+    code, elapsed, err = _signal_rank_1(tmp_path, signal.SIGKILL, timeout=60, group=group)
     assert code != 0
     assert elapsed < 60, f"rank 0 took {elapsed:.0f} s to notice"
     assert "DistributedError" in err and "rank 0 of 2" in err, err[-2000:]
 
 
-@pytest.mark.parametrize("group", GROUPS)
+@pytest.mark.parametrize("group", ["tlcore", "torch"])
 def test_a_hung_rank_ends_the_run_after_the_timeout(tmp_path, group):
-    code, elapsed, err = _signal_rank_1(tmp_path, signal.SIGSTOP, timeout=6, extra=GROUPS[group])
+    code, elapsed, err = _signal_rank_1(tmp_path, signal.SIGSTOP, timeout=6, group=group)
     assert code != 0
     assert elapsed < 45, f"rank 0 took {elapsed:.0f} s with a 6 s timeout"
     assert "DistributedError" in err and "did not answer within 6 s" in err, err[-2000:]

@@ -31,8 +31,8 @@ int env_int(const char* name, int fallback) {
   return static_cast<int>(v);
 }
 
-std::string where(const DistributedOptions& o) {
-  return "rank " + std::to_string(o.rank) + " of " + std::to_string(o.world_size);
+std::string where(int rank, int world_size) {
+  return "rank " + std::to_string(rank) + " of " + std::to_string(world_size);
 }
 
 }  // namespace
@@ -72,8 +72,8 @@ at::Tensor ProcessGroup::gather_rows(const at::Tensor& rows, const std::string& 
 
 void ProcessGroup::fail(const std::string& what, const std::string& cause) {
   const std::string silent = silent_ranks();
-  throw DistributedError("rank " + std::to_string(rank()) + " of " + std::to_string(world_size()) +
-                         ": " + what + " failed: another rank died or did not answer within " +
+  throw DistributedError(where(rank(), world_size()) + ": " + what +
+                         " failed: another rank died or did not answer within " +
                          std::to_string(static_cast<int>(timeout_s())) + " s (" + cause + ")" +
                          (silent.empty() ? "" : "; " + silent));
 }
@@ -152,8 +152,8 @@ GlooProcessGroup::GlooProcessGroup(const DistributedOptions& o) : impl_(std::mak
     }
     impl_->group = c10::make_intrusive<Group>(impl_->store, o.rank, o.world_size, options);
   } catch (const std::exception& e) {
-    throw DistributedError(where(o) + ": could not join the process group at " + o.master_addr +
-                           ":" + std::to_string(o.master_port) + " within " +
+    throw DistributedError(where(o.rank, o.world_size) + ": could not join the process group at " +
+                           o.master_addr + ":" + std::to_string(o.master_port) + " within " +
                            std::to_string(o.timeout_s) + " s (" + message_of(e) + ")");
   }
 #endif
