@@ -10,12 +10,14 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 
 #include "bindings.h"
 #include "tlcore/augment/ops.h"
 #include "tlcore/augment/pipeline.h"
 #include "tlcore/augment/rng.h"
+#include "tlcore/augment/serialize.h"
 #include "tlcore/error.h"
 
 namespace py = pybind11;
@@ -85,6 +87,9 @@ void bind_augment(py::module_& m) {
       .def("__call__", &run_op, py::arg("image"), py::arg("seed") = 0, py::arg("epoch") = 0,
            py::arg("index") = 0, "Applies the op with the draws of Rng(seed, epoch, index).")
       .def("min_input_side", &Op::min_input_side, py::arg("after") = 0)
+      .def(
+          "to_json", [](const Op& op) { return op.to_json().dump(); },
+          "The op and its parameters as JSON text.")
       .def("__repr__", &Op::repr);
 
   OpClass<Resize>(m, "Resize", "Shorter side to `size` (torchvision's Resize(int)), or (h, w).")
@@ -250,6 +255,15 @@ void bind_augment(py::module_& m) {
           "min_decode_side",
           [](const Pipeline& pipeline) { return pipeline.decode_options().min_side; },
           "Smallest shorter side a reduced JPEG decode may keep (0: full resolution).")
+      .def(
+          "to_json", [](const Pipeline& pipeline) { return pipeline_to_json(pipeline).dump(); },
+          "The pipeline op by op as JSON text (what a saved model records).")
+      .def_static(
+          "from_json",
+          [](const std::string& text, const std::string& source) {
+            return std::make_shared<Pipeline>(pipeline_from_text(text, source));
+          },
+          py::arg("text"), py::arg("source") = "pipeline", "The inverse of to_json.")
       .def("__repr__", &Pipeline::repr);
 }
 

@@ -20,5 +20,6 @@ void bind_models(pybind11::module_& m);
 void bind_train(pybind11::module_& m);
 void bind_distributed(pybind11::module_& m);
 void bind_infer(pybind11::module_& m);
+void bind_spec(pybind11::module_& m);
 
 }  // namespace tlcore::bindings

@@ -19,9 +19,8 @@ void bind_infer(py::module_& m) {
 
   py::class_<Predictor>(m, "Predictor",
                         "Thread-safe predictions with dynamic batching of concurrent requests.")
-      .def(py::init<std::shared_ptr<models::ModelImpl>, std::shared_ptr<const Pipeline>,
-                    PredictorOptions>(),
-           py::arg("model"), py::arg("pipeline"), py::arg("options") = PredictorOptions(),
+      .def(py::init<std::shared_ptr<models::ModelImpl>, models::ModelSpec, PredictorOptions>(),
+           py::arg("model"), py::arg("spec"), py::arg("options") = PredictorOptions(),
            py::call_guard<py::gil_scoped_release>())
       .def(
           "predict_bytes",
@@ -41,6 +40,29 @@ void bind_infer(py::module_& m) {
             return self.predict(mat, source);
           },
           py::arg("image"), py::arg("source") = "image")
+      .def(
+          "predict_many",
+          [](Predictor& self, const py::list& images, const std::vector<std::string>& sources) {
+            // Bytes stay owned by their Python objects, which `images` keeps alive.
+            std::vector<PredictorInput> inputs(images.size());
+            for (std::size_t i = 0; i < inputs.size(); ++i) {
+              inputs[i].source = i < sources.size() ? sources[i] : "image " + std::to_string(i);
+              const py::handle item = images[i];
+              if (py::isinstance<py::bytes>(item)) {
+                char* data = nullptr;
+                py::ssize_t size = 0;
+                PyBytes_AsStringAndSize(item.ptr(), &data, &size);
+                inputs[i].data = reinterpret_cast<const std::uint8_t*>(data);
+                inputs[i].size = static_cast<std::size_t>(size);
+              } else {
+                inputs[i].image = to_mat(item.cast<py::array>());
+              }
+            }
+            py::gil_scoped_release release;
+            return self.predict_many(inputs);
+          },
+          py::arg("images"), py::arg("sources") = std::vector<std::string>{},
+          "N x classes probabilities for encoded bytes or uint8 arrays, batched together.")
       .def("stats",
            [](const Predictor& self) {
              const auto s = self.stats();
@@ -59,7 +81,8 @@ void bind_infer(py::module_& m) {
              d["device"] = self.device();
              return d;
            })
-      .def_property_readonly("device", &Predictor::device);
+      .def_property_readonly("device", &Predictor::device)
+      .def_property_readonly("spec", &Predictor::spec);
 }
 
 }  // namespace tlcore::bindings

@@ -199,8 +199,8 @@ void bind_models(py::module_& m) {
         return models::load_torchscript_backbone(path, num_classes, p).ptr();
       },
       py::arg("path"), py::arg("num_classes"), py::arg("input_size") = 224,
-      py::arg("resize_size") = 256, py::arg("mean") = std::vector<double>{0.485, 0.456, 0.406},
-      py::arg("std") = std::vector<double>{0.229, 0.224, 0.225},
+      py::arg("resize_size") = 256, py::arg("mean") = imagenet_normalization().mean,
+      py::arg("std") = imagenet_normalization().std,
       py::arg("interpolation") = "bilinear", Release());
   m.def(
       "read_state_dict",

@@ -51,5 +51,6 @@ PYBIND11_MODULE(_core, m) {
   tlcore::bindings::bind_models(m);
   tlcore::bindings::bind_train(m);
   tlcore::bindings::bind_distributed(m);
+  tlcore::bindings::bind_spec(m);
   tlcore::bindings::bind_infer(m);
 }

@@ -1,79 +1,124 @@
-// tlcore-predict MODEL IMAGE...: labels and confidences from a model exported with
-// tlcore.export(..., format="torchscript"), in C++ alone (no Python). One line per
-// image: path, label ("unknown" below the model's threshold), probability, tab-separated.
+// tlcore-predict MODEL IMAGE...: labels and confidences in C++ alone (no Python),
+// from a saved model (.tlc, read without running pickled code) or one exported with
+// tlcore.export(..., format="torchscript"). One line per image: path, label
+// ("unknown" below the model's threshold), probability, tab-separated. A bad image
+// is reported on stderr and the others still answered; the exit status is then 1.
+#include <caffe2/serialize/inline_container.h>
 #include <torch/script.h>
 
+#include <fstream>
+#include <functional>
 #include <iostream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include "tlcore/augment/pipeline.h"
 #include "tlcore/augment/rng.h"
 #include "tlcore/data/decode.h"
 #include "tlcore/error.h"
+#include "tlcore/infer/prediction.h"
+#include "tlcore/infer/predictor.h"
+#include "tlcore/models/model_file.h"
 #include "tlcore/threads.h"
 
 namespace {
 
-struct Exported {
-  torch::jit::Module module;
-  std::vector<std::string> classes;
-  double threshold = 0;
-  std::shared_ptr<tlcore::Pipeline> pipeline;
+using Probabilities = std::function<at::Tensor(const std::string& image_path)>;
+
+struct Runner {
+  tlcore::models::ModelSpec spec;
+  Probabilities probabilities;
 };
 
-Exported load(const std::string& path) {
+// TorchScript archives hold constants.pkl; torch.save files (a .tlc) do not.
+bool is_torchscript(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  char head[4] = {};
+  file.read(head, 4);
+  if (file.gcount() != 4 || std::string(head, 4) != "PK\x03\x04") return false;
+  return caffe2::serialize::PyTorchStreamReader(path).hasRecord("constants.pkl");
+}
+
+// The spec an export carries in tlcore.json (format 2), or one rebuilt from format 1's preset.
+tlcore::models::ModelSpec exported_spec(const std::string& text, const std::string& path) {
+  const auto meta = nlohmann::json::parse(text);
+  if (meta.contains("spec")) return tlcore::models::spec_from_json(meta.at("spec"), path);
+  auto v1 = meta;
+  v1["head"] = {{"kind", "linear"}, {"dropout", 0.0}, {"hidden", nlohmann::json::array()}};
+  v1["in_channels"] = meta.at("preprocess").at("channels");
+  return tlcore::models::spec_from_v1(v1, path);
+}
+
+Runner torchscript_runner(const std::string& path) {
   torch::jit::ExtraFilesMap extra{{"tlcore.json", ""}};
-  Exported e{torch::jit::load(path, torch::kCPU, extra)};
+  auto module = std::make_shared<torch::jit::Module>(torch::jit::load(path, torch::kCPU, extra));
   if (extra["tlcore.json"].empty())
     throw tlcore::FormatError(path +
                               ": a TorchScript file without tlcore.json (export it with "
                               "tlcore.export(model, path, format=\"torchscript\"))");
-  const auto meta = nlohmann::json::parse(extra["tlcore.json"]);
-  e.classes = meta.at("classes").get<std::vector<std::string>>();
-  e.threshold = meta.value("threshold", 0.0);
-  const auto& pre = meta.at("preprocess");
-  const int size = pre.at("image_size").get<int>();
-  const int channels = pre.at("channels").get<int>();
-  const auto preset =
-      tlcore::Pipeline::preset(pre.at("transform").get<std::string>(), size, channels);
-  e.pipeline = std::make_shared<tlcore::Pipeline>(
-      preset.ops(), size, size, pre.at("mean").get<std::vector<float>>(),
-      pre.at("std").get<std::vector<float>>(), channels);
-  e.module.eval();
-  return e;
+  module->eval();
+  Runner r{exported_spec(extra["tlcore.json"], path), nullptr};
+  const auto pipeline = r.spec.pipeline;
+  const double temperature = r.spec.temperature;
+  r.probabilities = [module, pipeline, temperature](const std::string& image_path) {
+    c10::InferenceMode guard;
+    tlcore::Rng rng(0);
+    const auto& p = *pipeline;
+    const auto image = p.augment(tlcore::read_image(image_path, p.decode_options()), rng);
+    auto x = torch::empty({1, p.channels(), p.out_height(), p.out_width()});
+    p.normalize_into(image, x.data_ptr<float>());
+    const auto logits = module->forward({x}).toTensor().to(torch::kFloat);
+    return torch::softmax(logits / temperature, 1)[0];
+  };
+  return r;
+}
+
+Runner model_file_runner(const std::string& path) {
+  auto loaded = tlcore::models::load_model(path);
+  tlcore::PredictorOptions options;
+  options.max_delay_ms = 0;
+  options.device = "cpu";
+  auto predictor = std::make_shared<tlcore::Predictor>(loaded.model.ptr(), loaded.spec, options);
+  Runner r{loaded.spec, nullptr};
+  r.probabilities = [predictor](const std::string& image_path) {
+    std::ifstream file(image_path, std::ios::binary);
+    if (!file) throw tlcore::NotFound(image_path + ": no such image file");
+    const std::string bytes((std::istreambuf_iterator<char>(file)), {});
+    return predictor->predict(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(),
+                              image_path);
+  };
+  return r;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::cerr << "usage: tlcore-predict MODEL.pt IMAGE...\n"
-                 "Prints path, label and probability for each image (tab-separated).\n";
+    std::cerr << "usage: tlcore-predict MODEL IMAGE...\n"
+                 "MODEL is a .tlc file or a TorchScript export. Prints path, label and\n"
+                 "probability for each image (tab-separated).\n";
     return 2;
   }
+  Runner runner;
   try {
     tlcore::set_num_threads(0);
-    const Exported model = load(argv[1]);
-    const auto& p = *model.pipeline;
-    c10::InferenceMode guard;
-    for (int i = 2; i < argc; ++i) {
-      tlcore::Rng rng(0);
-      const auto image = p.augment(tlcore::read_image(argv[i], p.decode_options()), rng);
-      auto x = torch::empty({1, p.channels(), p.out_height(), p.out_width()});
-      p.normalize_into(image, x.data_ptr<float>());
-      const auto probs = torch::softmax(
-          const_cast<torch::jit::Module&>(model.module).forward({x}).toTensor(), 1)[0];
-      const auto top = probs.argmax().item<std::int64_t>();
-      const double confidence = probs[top].item<double>();
-      const std::string label =
-          confidence >= model.threshold ? model.classes.at(std::size_t(top)) : "unknown";
-      std::cout << argv[i] << '\t' << label << '\t' << confidence << '\n';
-    }
+    runner = is_torchscript(argv[1]) ? torchscript_runner(argv[1]) : model_file_runner(argv[1]);
   } catch (const std::exception& e) {
     std::cerr << "tlcore-predict: " << e.what() << '\n';
-    return 1;
+    return 2;
   }
-  return 0;
+  int status = 0;
+  for (int i = 2; i < argc; ++i) {
+    try {
+      const auto probs = runner.probabilities(argv[i]).contiguous();
+      const auto p =
+          tlcore::decide(probs.data_ptr<float>(), runner.spec.classes, 1, runner.spec.threshold);
+      std::cout << argv[i] << '\t' << p.label << '\t' << p.confidence << '\n';
+    } catch (const std::exception& e) {
+      std::cerr << "tlcore-predict: " << e.what() << '\n';
+      status = 1;
+    }
+  }
+  return status;
 }

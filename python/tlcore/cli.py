@@ -165,20 +165,7 @@ def _export(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import tlcore
 
-    clf = tlcore.load(args.model)
-    ds = tlcore.open_dataset(args.data)
-    unknown = sorted(set(ds.classes) - set(clf.classes))
-    if unknown:
-        raise SystemExit(f"{args.data}: classes {unknown} are not among the model's {clf.classes}")
-    loader = tlcore.DataLoader(ds, clf.pipeline, batch_size=args.batch_size, shuffle=False)
-    logits, labels, _, _ = tlcore._core.predict(clf.model, loader._loader, True, args.tta)
-    import torch
-
-    # The folder may hold a subset of the classes, in its own (sorted) order: match by name.
-    to_model = torch.tensor([clf.classes.index(name) for name in ds.classes])
-    labels = to_model[labels]
-
-    report = tlcore.Report.from_predictions(labels.tolist(), torch.softmax(logits, 1), clf.classes)
+    report = tlcore.load(args.model).evaluate(args.data, batch_size=args.batch_size, tta=args.tta)
     print(report.to_markdown())
     if args.out:
         report.save(Path(args.out))

@@ -32,12 +32,15 @@ class _Traceable(torch.nn.Module):
         return self.model.forward(x)
 
 
+EXPORT_FORMAT = "tlcore-export/2"
+
+
 def metadata(classifier: Classifier) -> Dict[str, object]:
-    """What a runtime needs beside the graph: classes, preprocessing, threshold."""
-    payload = classifier._payload
-    return {"format": "tlcore-export/1", "arch": classifier.arch, "classes": classifier.classes,
-            "threshold": classifier.threshold, "preprocess": payload["preprocess"],
-            "input": "N x C x H x W float32, normalised with preprocess.mean/std", "output": "logits"}
+    """What a runtime needs beside the graph: the model's spec (classes, the eval pipeline op by
+    op with its mean/std, threshold, temperature) and what goes in and out."""
+    return {"format": EXPORT_FORMAT, "spec": json.loads(classifier.spec.to_json()),
+            "input": "N x C x H x W float32: spec.pipeline's ops, then (x / 255 - mean) / std",
+            "output": "logits (divide by spec.temperature before the softmax)"}
 
 
 def _traceable(classifier: Classifier) -> Tuple[_Traceable, torch.Tensor]:

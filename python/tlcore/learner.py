@@ -12,7 +12,9 @@ Usage::
 """
 from __future__ import annotations
 
+import datetime
 import io
+import json
 import logging
 import os
 from pathlib import Path
@@ -28,7 +30,7 @@ from .report import Report, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = "tlcore-model/1"
+Image = Union[PathLike, bytes, bytearray, np.ndarray]
 
 
 class ImageData:
@@ -57,6 +59,8 @@ class ImageData:
         else:
             self.train, self.val = full, None
         self.classes: List[str] = list(full.classes)
+        # The data's name for the model card: the folder or file, without its extensions.
+        self.name = "" if isinstance(source, _core.Dataset) else Path(str(source).rstrip("/")).name.split(".")[0]
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
         self.channels, self.num_workers = channels, num_workers
         self.train_pipeline = _pipeline(train_transform, image_size, channels)
@@ -153,8 +157,11 @@ class Learner:
         torch.manual_seed(data.seed if seed is None else seed)
         if arch in ("simple_cnn", "mlp"):
             model_options.setdefault("input_size", data.image_size)  # the baselines fix their input size
+        self.model_options = _model_options(in_channels=data.channels, **model_options)
         self.model = _core.create_model(arch, len(data.classes), in_channels=data.channels,
                                         **model_options)
+        self.weights = "" if weights is None else str(weights) if str(weights) == "imagenet" \
+            else Path(weights).name
         if weights is not None:
             path = _weights_path(arch, weights)
             dropped = self.model.load_checkpoint(str(path), strict=True, drop_head=True)
@@ -165,6 +172,9 @@ class Learner:
             self.model.set_head(len(data.classes), head, dropout, list(hidden))
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.history: List[Dict[str, object]] = []
+        # Each fit call's options, saved with the model as its training recipe.
+        self.recipe: List[Dict[str, object]] = []
+        self.threshold, self.temperature = 0.0, 1.0
         self._loader_epochs = 0
 
     # -- training ---------------------------------------------------------------------------
@@ -186,6 +196,13 @@ class Learner:
         ``compile_frozen`` runs the leading frozen blocks as a compiled inference graph and
         only the trainable tail under autograd (same result up to float rounding, ~2x faster).
         """
+        self.recipe.append({"phase": phase, "epochs": epochs, "lr": lr, "augment": augment,
+                            "cache_features": cache_features, "cache_flip": cache_flip,
+                            "optimizer": optimizer, "weight_decay": weight_decay,
+                            "schedule": schedule, "warmup_epochs": warmup_epochs,
+                            "layer_decay": layer_decay, "label_smoothing": label_smoothing,
+                            "class_weights": class_weights, "patience": patience,
+                            "trainable_parameters": self.model.trainable_parameter_count})
         o = _core.FitOptions()
         o.epochs, o.phase = epochs, phase
         o.optimizer.name, o.optimizer.lr, o.optimizer.weight_decay = optimizer, lr, weight_decay
@@ -274,6 +291,17 @@ class Learner:
         return report
 
     # -- persistence --------------------------------------------------------------------------
+    def spec(self) -> "_core.ModelSpec":
+        """What ``save`` writes beside the weights: architecture, classes, head, the eval
+        pipeline op by op, threshold, temperature, recipe, history and provenance."""
+        spec = _spec(self.arch, self.data.classes, self.head, self.data.eval_pipeline,
+                     self.model_options)
+        spec.weights, spec.threshold, spec.temperature = self.weights, self.threshold, self.temperature
+        spec.recipe, spec.history = json.dumps(self.recipe), json.dumps(self.history)
+        size = len(self.data.train) + (len(self.data.val) if self.data.val is not None else 0)
+        spec.provenance = _provenance(getattr(self.data, "name", ""), size)
+        return spec
+
     def save(self, path: PathLike) -> Path:
         """One file with weights, architecture, class names and preprocessing (written atomically).
 
@@ -281,32 +309,43 @@ class Learner:
         """
         if self.group is not None and self.group.rank != 0:
             return Path(path)
-        payload = _payload(self.arch, self.model, self.data.classes, self.head, self.data.eval_pipeline)
-        payload["history"] = self.history
-        return _write_model(path, payload)
+        return _write_model(path, self.spec(), self.model)
 
 
-def _payload(arch: str, model: "_core.Model", classes: Sequence[str], head: Dict[str, object],
-             pipeline: "_core.Pipeline", threshold: float = 0.0) -> Dict[str, object]:
-    """The saved-model dict: everything needed to predict, with torchvision's parameter names."""
-    return {
-        "format": MODEL_FORMAT,
-        "arch": arch,
-        "classes": list(classes),
-        "in_channels": pipeline.channels,
-        "head": head,
-        "preprocess": {"image_size": pipeline.size[0], "transform": "imagenet-eval"
-                       if pipeline.size[0] >= 64 else "cifar-eval",
-                       "mean": list(pipeline.mean), "std": list(pipeline.std),
-                       "channels": pipeline.channels},
-        "threshold": threshold,
-        "history": [],
+def _model_options(in_channels: int = 3, input_size: int = 0, widths: Sequence[int] = (),
+                   dropout: float = -1.0) -> "_core.ModelOptions":
+    o = _core.ModelOptions()
+    o.in_channels, o.input_size, o.widths, o.dropout = in_channels, input_size, list(widths), dropout
+    return o
+
+
+def _spec(arch: str, classes: Sequence[str], head: Dict[str, object], pipeline: "_core.Pipeline",
+          options: "_core.ModelOptions") -> "_core.ModelSpec":
+    spec = _core.ModelSpec()
+    spec.arch, spec.classes, spec.pipeline, spec.options = arch, list(classes), pipeline, options
+    spec.head.kind, spec.head.dropout, spec.head.hidden = head["kind"], head["dropout"], head["hidden"]
+    return spec
+
+
+def _provenance(source: str, size: int) -> "_core.Provenance":
+    p = _core.Provenance()
+    p.tlcore_version = _core.__version__
+    p.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    p.data_source, p.data_size = source, size
+    return p
+
+
+def _write_model(path: PathLike, spec: "_core.ModelSpec", model: "_core.Model") -> Path:
+    """torch.save of strings and tensors only, so ``torch.load(weights_only=True)`` reads it.
+
+    The spec is JSON text: torch 1.13's weights-only unpickler refuses pickled floats.
+    """
+    path = Path(path)
+    payload = {
+        "format": _core.MODEL_FORMAT,
+        "spec": spec.to_json(),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
     }
-
-
-def _write_model(path: PathLike, payload: Dict[str, object]) -> Path:
-    path = Path(path)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -325,29 +364,34 @@ def _weights_path(arch: str, weights: PathLike) -> Path:
 
 
 class Classifier:
-    """A saved tlcore model ready to predict on images.
+    """A saved tlcore model ready to predict on images: its spec and its weights.
+
+    Predictions run through the same C++ engine as ``tlcore.Predictor`` (one batched call
+    for a list of images, the spec's pipeline and temperature, one "unknown" rule).
 
     Usage: ``tlcore.load("flowers.tlc").predict("rose.jpg")``
     """
 
-    def __init__(self, payload: Dict[str, object], source: str = "") -> None:
-        if payload.get("format") != MODEL_FORMAT:
-            raise ValueError(f"{source}: not a tlcore model file (format {payload.get('format')!r})")
-        self.source = source
-        self.arch: str = payload["arch"]
-        self.classes: List[str] = list(payload["classes"])
-        self.threshold: float = float(payload.get("threshold", 0.0))
-        self.history = payload.get("history", [])
-        pre = payload["preprocess"]
-        self.model = _core.create_model(self.arch, len(self.classes), in_channels=payload["in_channels"])
-        head = payload["head"]
-        if head["kind"] != "linear" or head["hidden"]:
-            self.model.set_head(len(self.classes), head["kind"], head["dropout"], head["hidden"])
-        self.model.load_state_dict(payload["state_dict"], strict=True)
+    def __init__(self, spec: "_core.ModelSpec", model: "_core.Model", source: str = "") -> None:
+        self.spec, self.model, self.source = spec, model, source
         self.model.eval()
-        self.pipeline = _core.Pipeline.preset(pre["transform"], pre["image_size"], pre["channels"])
-        self._payload = payload
-        self._compiled: Optional["_core.InferenceModel"] = None
+        self._engine: Optional["_core.Predictor"] = None
+
+    arch = property(lambda self: self.spec.arch, doc="The architecture's name.")
+    classes = property(lambda self: list(self.spec.classes), doc="Class names, in label order.")
+    pipeline = property(lambda self: self.spec.pipeline, doc="The eval pipeline, op by op.")
+    temperature = property(lambda self: self.spec.temperature,
+                           doc="Logits are divided by it before the softmax (1: uncalibrated).")
+    history = property(lambda self: json.loads(self.spec.history), doc="Per-epoch training history.")
+
+    @property
+    def threshold(self) -> float:
+        """Below this top probability a prediction is "unknown"."""
+        return self.spec.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.spec.threshold = float(value)
 
     @classmethod
     def pretrained(cls, arch: str, weights: PathLike = "imagenet",
@@ -363,53 +407,89 @@ class Classifier:
         size = image_size or model.preprocess["input_size"]
         pipeline = _core.Pipeline.preset("imagenet-eval", size, 3)
         head = {"kind": "linear", "dropout": 0.2, "hidden": []}
-        return cls(_payload(arch, model, imagenet_classes(), head, pipeline), f"{arch}-imagenet")
+        spec = _spec(arch, imagenet_classes(), head, pipeline, _model_options())
+        spec.weights = str(weights) if str(weights) == "imagenet" else Path(weights).name
+        spec.provenance = _provenance("imagenet", 0)
+        return cls(spec, model, f"{arch}-imagenet")
 
     def save(self, path: PathLike) -> Path:
         """Writes this model as one tlcore file (atomically)."""
-        return _write_model(path, self._payload)
+        return _write_model(path, self.spec, self.model)
 
-    def _tensor(self, image: Union[PathLike, bytes, np.ndarray]) -> torch.Tensor:
-        channels = self.pipeline.channels
-        if isinstance(image, (bytes, bytearray)):
-            array = _core.decode_image(bytes(image), channels=channels)
-        elif isinstance(image, np.ndarray):
-            array = image
-        else:
-            array = _core.read_image(str(image), channels=channels)
-        return torch.from_numpy(self.pipeline.normalize(self.pipeline(array)))
+    def engine(self, **options) -> "_core.Predictor":
+        """A C++ Predictor over this model; ``options`` set PredictorOptions fields."""
+        o = _core.PredictorOptions()
+        o.max_delay_ms, o.device = 0.0, "cpu"
+        for name, value in options.items():
+            setattr(o, name, value)
+        return _core.Predictor(self.model, self.spec, o)
 
-    def predict_proba(self, images: Sequence[Union[PathLike, bytes, np.ndarray]]) -> torch.Tensor:
-        """Class probabilities, one row per image."""
-        batch = torch.stack([self._tensor(i) for i in images])
-        if self._compiled is None:
-            self._compiled = self.model.compile_for_inference(self.pipeline.size[0])
-        with torch.inference_mode():
-            return torch.softmax(self._compiled(batch), 1)
+    def predict_proba(self, images: Sequence[Image]) -> torch.Tensor:
+        """Class probabilities, one row per image, computed in one batched call."""
+        if self._engine is None:
+            self._engine = self.engine()
+        return probabilities(self._engine, images)
 
-    def predict(self, image: Union[PathLike, bytes, np.ndarray], top_k: int = 5) -> Dict[str, object]:
-        """``{"prediction", "confidence", "top_k": [(label, probability), ...]}`` for one image."""
-        probs = self.predict_proba([image])[0]
-        values, idx = probs.topk(min(top_k, len(self.classes)))
-        top = [(self.classes[int(i)], float(v)) for v, i in zip(values, idx)]
-        label, confidence = top[0]
-        if confidence < self.threshold:
-            label = "unknown"
-        return {"prediction": label, "confidence": confidence, "top_k": top}
+    def predict(self, image: Image, top_k: int = 5,
+                threshold: Optional[float] = None) -> Dict[str, object]:
+        """``{"prediction", "confidence", "unknown", "top_k": [{"label", "probability"}, ...]}``."""
+        return self.predict_many([image], top_k, threshold)[0]
+
+    def predict_many(self, images: Sequence[Image], top_k: int = 5,
+                     threshold: Optional[float] = None) -> List[Dict[str, object]]:
+        """``predict`` for each image, in one batched call."""
+        probs = self.predict_proba(images)
+        limit = self.threshold if threshold is None else threshold
+        return [decide(row, self.spec.classes, top_k, limit) for row in probs]
+
+    def evaluate(self, data: Union[PathLike, "_core.Dataset"], batch_size: int = 64,
+                 tta: bool = False) -> Report:
+        """Accuracy, per-class metrics and the confusion matrix on a labelled folder/archive.
+
+        The data may hold a subset of the model's classes; they are matched by name.
+        """
+        ds = data if isinstance(data, _core.Dataset) else open_dataset(data)
+        unknown = sorted(set(ds.classes) - set(self.classes))
+        if unknown:
+            raise ValueError(f"{data}: classes {unknown} are not among the model's {self.classes}")
+        loader = DataLoader(ds, self.pipeline, batch_size=batch_size, shuffle=False)
+        logits, labels, _, _ = _core.predict(self.model, loader._loader, True, tta)
+        to_model = torch.tensor([self.classes.index(name) for name in ds.classes])
+        return Report.from_predictions(to_model[labels].tolist(),
+                                       torch.softmax(logits / self.temperature, 1), self.classes)
+
+    def __repr__(self) -> str:
+        return f"Classifier({self.arch!r}, classes={len(self.classes)}, source={self.source!r})"
+
+
+def probabilities(engine: "_core.Predictor", images: Sequence[Image]) -> torch.Tensor:
+    """Class probabilities of ``images`` (paths, encoded bytes or uint8 arrays) from a C++ Predictor."""
+    inputs = [_engine_input(image) for image in images]
+    return engine.predict_many([i for i, _ in inputs], [s for _, s in inputs])
+
+
+def _engine_input(image: Image) -> Tuple[Union[bytes, np.ndarray], str]:
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image), "image"
+    if isinstance(image, np.ndarray):
+        return image, "array"
+    path = Path(image)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    return path.read_bytes(), str(path)
+
+
+def decide(probs: torch.Tensor, classes: Sequence[str], top_k: int, threshold: float) -> Dict[str, object]:
+    """One image's answer by the C++ rule: top-k labels, and "unknown" below ``threshold``."""
+    p = _core.decide(probs, list(classes), top_k, threshold)
+    return {"prediction": p.label, "confidence": p.confidence, "unknown": p.unknown,
+            "top_k": [{"label": label, "probability": prob} for label, prob in p.top_k]}
 
 
 def load(path: PathLike) -> Classifier:
-    """Loads a model saved by ``Learner.save``.
+    """Loads a model saved by ``Learner.save``, without running any code the file holds.
 
     Usage: ``clf = tlcore.load("flowers.tlc")``
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model file")
-    try:
-        payload = torch.load(str(path), map_location="cpu")
-    except Exception as e:  # torch raises many types for a non-checkpoint file
-        raise ValueError(f"{path}: not a readable tlcore model ({e})") from e
-    if not isinstance(payload, dict):
-        raise ValueError(f"{path}: not a tlcore model file")
-    return Classifier(payload, str(path))
+    spec, model = _core.load_model(str(path))
+    return Classifier(spec, model, str(path))

@@ -8,10 +8,9 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from .learner import Classifier, load
+from .learner import Classifier, Image, decide, load, probabilities
 
 Overloaded = _core.Overloaded
-Image = Union[bytes, bytearray, np.ndarray, str, os.PathLike]
 
 
 class Predictor:
@@ -19,6 +18,8 @@ class Predictor:
 
     Concurrent ``predict`` calls queue up in C++ and run as one batch when ``max_batch``
     are waiting or the first has waited ``max_delay_ms``; the GIL is released meanwhile.
+    It runs the same engine as ``Classifier.predict``: the model's own pipeline,
+    temperature and "unknown" rule (``threshold`` overrides the model's).
 
     Usage: ``Predictor("flowers.tlc").predict(open("rose.jpg", "rb").read())``
     """
@@ -32,11 +33,9 @@ class Predictor:
         self.classes: List[str] = classifier.classes
         self.input_size: int = classifier.pipeline.size[0]
         self.threshold: float = classifier.threshold if threshold is None else float(threshold)
-        options = _core.PredictorOptions()
-        options.max_batch, options.max_delay_ms, options.max_queue = max_batch, max_delay_ms, max_queue
-        options.max_pixels, options.device = max_pixels, device
-        self._predictor: Optional[_core.Predictor] = _core.Predictor(classifier.model,
-                                                                     classifier.pipeline, options)
+        self._predictor: Optional[_core.Predictor] = classifier.engine(
+            max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
+            max_pixels=max_pixels, device=device)
 
     def probabilities(self, image: Image, source: Optional[str] = None) -> np.ndarray:
         """Class probabilities for encoded bytes, a file path or an HxWxC uint8 array."""
@@ -51,23 +50,19 @@ class Predictor:
         return predictor.predict_bytes(path.read_bytes(), source or str(path)).numpy()
 
     def predict(self, image: Image, top_k: int = 5, source: Optional[str] = None) -> Dict[str, object]:
-        """``{"prediction", "confidence", "top_k": [{"label", "probability"}, ...]}``.
+        """``{"prediction", "confidence", "unknown", "top_k": [{"label", "probability"}, ...]}``.
 
         The prediction is "unknown" when the top probability is below ``threshold``.
         """
-        probs = self.probabilities(image, source)
-        order = np.argsort(-probs, kind="stable")[: max(1, min(top_k, len(self.classes)))]
-        top = [{"label": self.classes[i], "probability": float(probs[i])} for i in order]
-        confidence = top[0]["probability"]
-        label = top[0]["label"] if confidence >= self.threshold else "unknown"
-        return {"prediction": label, "confidence": confidence, "top_k": top}
+        import torch
+
+        probs = torch.from_numpy(self.probabilities(image, source))
+        return decide(probs, self.classes, top_k, self.threshold)
 
     def predict_many(self, images: Sequence[Image], top_k: int = 5) -> List[Dict[str, object]]:
-        """``predict`` for each image, submitted together so that they share batches."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=max(1, min(len(images), 64))) as pool:
-            return list(pool.map(lambda image: self.predict(image, top_k), images))
+        """``predict`` for each image, submitted together in one call so that they share batches."""
+        probs = probabilities(self._engine(), images)
+        return [decide(row, self.classes, top_k, self.threshold) for row in probs]
 
     def stats(self) -> Dict[str, object]:
         """Requests, batches, the batch-size histogram and the queue depth so far."""

@@ -39,7 +39,7 @@ def test_onnx_runs_the_same_in_opencv_dnn(imagenet, tmp_path):
     path, ref, photos = imagenet
     onnx = tlcore.export(path, tmp_path / "imagenet.onnx", format="onnx")
     meta = json.loads(onnx.with_suffix(".json").read_text())
-    assert meta["classes"][249] == "malamute" and meta["preprocess"]["image_size"] == 224
+    assert meta["spec"]["classes"][249] == "malamute" and meta["spec"]["pipeline"]["height"] == 224
     x = batch_of(tlcore.load(path), photos)
     with torch.no_grad():
         expected = torch.softmax(ref(x), 1).numpy()
@@ -47,7 +47,7 @@ def test_onnx_runs_the_same_in_opencv_dnn(imagenet, tmp_path):
     net.setInput(x.numpy())  # dynamic batch: all three photos at once
     logits = net.forward()
     probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
-    assert [meta["classes"][i] for i in probs.argmax(1)] == list(PHOTOS.values())
+    assert [meta["spec"]["classes"][i] for i in probs.argmax(1)] == list(PHOTOS.values())
     np.testing.assert_allclose(probs, expected, atol=1e-4)
 
 
@@ -57,7 +57,7 @@ def test_torchscript_export_carries_metadata_and_matches(imagenet, tmp_path):
     extra = {"tlcore.json": ""}
     module = torch.jit.load(str(ts), _extra_files=extra)
     meta = json.loads(extra["tlcore.json"])
-    assert meta["arch"] == "mobilenet_v2" and len(meta["classes"]) == 1000
+    assert meta["spec"]["arch"] == "mobilenet_v2" and len(meta["spec"]["classes"]) == 1000
     x = batch_of(tlcore.load(path), photos)
     with torch.no_grad():
         torch.testing.assert_close(module(x), ref(x), atol=1e-4, rtol=1e-4)
@@ -85,8 +85,9 @@ def test_tlcore_predict_cli_runs_without_python(imagenet, tmp_path):
 def test_saved_model_loads_in_plain_pytorch(imagenet):
     """The README's recipe: torch.load + torchvision, no tlcore involved."""
     path, ref, _ = imagenet
-    payload = torch.load(str(path), map_location="cpu")
-    model = getattr(torchvision.models, payload["arch"])(num_classes=len(payload["classes"]))
+    payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    spec = json.loads(payload["spec"])
+    model = getattr(torchvision.models, spec["arch"])(num_classes=len(spec["classes"]))
     model.load_state_dict(payload["state_dict"])
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():

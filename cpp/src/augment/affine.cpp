@@ -1,6 +1,7 @@
 // Rotation and zoom: both resample the image through an affine map about its
 // centre, keeping the size.
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include <opencv2/imgproc.hpp>
 
@@ -98,6 +99,14 @@ cv::Mat RandomZoom::apply(const cv::Mat& image, Rng& rng) const {
 
 std::string RandomZoom::repr() const {
   return "RandomZoom(factor=" + format_pair(min_, max_) + ")";
+}
+
+nlohmann::json RandomRotation::to_json() const {
+  return {{"op", "random_rotation"}, {"degrees", {min_, max_}}};
+}
+
+nlohmann::json RandomZoom::to_json() const {
+  return {{"op", "random_zoom"}, {"factor", {min_, max_}}};
 }
 
 }  // namespace tlcore

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
@@ -192,5 +193,16 @@ cv::Mat RandomGrayscale::apply(const cv::Mat& image, Rng& rng) const {
 }
 
 std::string RandomGrayscale::repr() const { return "RandomGrayscale(p=" + format_number(p_) + ")"; }
+
+nlohmann::json ColorJitter::to_json() const {
+  return {{"op", "color_jitter"},
+          {"brightness", brightness_},
+          {"contrast", contrast_},
+          {"saturation", saturation_}};
+}
+
+nlohmann::json Grayscale3::to_json() const { return {{"op", "grayscale"}}; }
+
+nlohmann::json RandomGrayscale::to_json() const { return {{"op", "random_grayscale"}, {"p", p_}}; }
 
 }  // namespace tlcore

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include <opencv2/core.hpp>
 
@@ -139,6 +140,18 @@ std::string PadRandomCrop::repr() const {
   return "PadRandomCrop(size=(" + std::to_string(height_) + ", " + std::to_string(width_) +
          "), padding=" + std::to_string(padding_) +
          ", mode=" + (mode_ == PadMode::kZero ? "'zero'" : "'reflect'") + ")";
+}
+
+nlohmann::json CenterCrop::to_json() const {
+  return {{"op", "center_crop"}, {"height", height_}, {"width", width_}};
+}
+
+nlohmann::json PadRandomCrop::to_json() const {
+  return {{"op", "pad_random_crop"},
+          {"height", height_},
+          {"width", width_},
+          {"padding", padding_},
+          {"padding_mode", mode_ == PadMode::kZero ? "zero" : "reflect"}};
 }
 
 }  // namespace tlcore

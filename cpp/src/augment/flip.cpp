@@ -1,3 +1,4 @@
+#include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 
 #include "op_util.h"
@@ -29,6 +30,10 @@ cv::Mat RandomHorizontalFlip::apply(const cv::Mat& image, Rng& rng) const {
 
 std::string RandomHorizontalFlip::repr() const {
   return "RandomHorizontalFlip(p=" + augment_detail::format_number(p_) + ")";
+}
+
+nlohmann::json RandomHorizontalFlip::to_json() const {
+  return {{"op", "random_horizontal_flip"}, {"p", p_}};
 }
 
 }  // namespace tlcore

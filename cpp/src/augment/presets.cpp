@@ -1,8 +1,8 @@
 // The named pipelines of Pipeline::preset.
 #include <cmath>
 #include <memory>
-#include <numeric>
 
+#include "tlcore/augment/normalization.h"
 #include "tlcore/augment/ops.h"
 #include "tlcore/augment/pipeline.h"
 #include "tlcore/error.h"
@@ -13,11 +13,8 @@ namespace {
 
 constexpr const char* kPresetNames = "imagenet-train, imagenet-eval, cifar-train, cifar-eval";
 
-// Luma is a weighted average of the colour channels, so averaging the colour
-// statistics puts grey inputs on about the scale the colour preset gives.
-std::vector<float> for_channels(const std::vector<float>& rgb, int channels) {
-  if (channels == 3) return rgb;
-  return {std::accumulate(rgb.begin(), rgb.end(), 0.0f) / static_cast<float>(rgb.size())};
+std::vector<float> floats(const std::vector<double>& values) {
+  return {values.begin(), values.end()};
 }
 
 }  // namespace
@@ -27,10 +24,6 @@ Pipeline Pipeline::preset(const std::string& name, int size, int channels) {
     throw InvalidArgument("Pipeline::preset(\"" + name + "\"): size must be positive, got " +
                           std::to_string(size));
   }
-  const std::vector<float> imagenet_mean{0.485f, 0.456f, 0.406f};
-  const std::vector<float> imagenet_std{0.229f, 0.224f, 0.225f};
-  const std::vector<float> cifar_mean{0.4914f, 0.4822f, 0.4465f};
-  const std::vector<float> cifar_std{0.2470f, 0.2435f, 0.2616f};
   std::vector<OpPtr> ops;
   const bool imagenet = name == "imagenet-train" || name == "imagenet-eval";
   if (name == "imagenet-train") {
@@ -52,9 +45,9 @@ Pipeline Pipeline::preset(const std::string& name, int size, int channels) {
     throw InvalidArgument("Pipeline::preset: unknown preset \"" + name +
                           "\"; known presets: " + kPresetNames);
   }
-  return Pipeline(std::move(ops), size, size,
-                  for_channels(imagenet ? imagenet_mean : cifar_mean, channels),
-                  for_channels(imagenet ? imagenet_std : cifar_std, channels), channels);
+  const auto stats =
+      for_channels(imagenet ? imagenet_normalization() : cifar_normalization(), channels);
+  return Pipeline(std::move(ops), size, size, floats(stats.mean), floats(stats.std), channels);
 }
 
 }  // namespace tlcore

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 
 #include <opencv2/imgproc.hpp>
 
@@ -63,6 +64,11 @@ int Resize::min_input_side(int /*after*/) const {
 std::string Resize::repr() const {
   if (shorter_ > 0) return "Resize(" + std::to_string(shorter_) + ")";
   return "Resize((" + std::to_string(height_) + ", " + std::to_string(width_) + "))";
+}
+
+nlohmann::json Resize::to_json() const {
+  if (shorter_ > 0) return {{"op", "resize"}, {"shorter", shorter_}};
+  return {{"op", "resize"}, {"height", height_}, {"width", width_}};
 }
 
 }  // namespace tlcore

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <nlohmann/json.hpp>
 
 #include <opencv2/core.hpp>
 
@@ -104,6 +105,14 @@ std::string RandomResizedCrop::repr() const {
   return "RandomResizedCrop(size=(" + std::to_string(height_) + ", " + std::to_string(width_) +
          "), scale=" + format_pair(scale_[0], scale_[1]) +
          ", ratio=" + format_pair(ratio_[0], ratio_[1]) + ")";
+}
+
+nlohmann::json RandomResizedCrop::to_json() const {
+  return {{"op", "random_resized_crop"},
+          {"height", height_},
+          {"width", width_},
+          {"scale", scale_},
+          {"ratio", ratio_}};
 }
 
 }  // namespace tlcore

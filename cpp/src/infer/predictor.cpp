@@ -42,6 +42,7 @@ void check(const PredictorOptions& o) {
 
 struct Predictor::Impl {
   std::shared_ptr<models::ModelImpl> model;
+  models::ModelSpec spec;
   std::shared_ptr<const Pipeline> pipeline;
   PredictorOptions options;
   torch::Device device{torch::kCPU};
@@ -62,24 +63,50 @@ struct Predictor::Impl {
     return x;
   }
 
-  torch::Tensor submit(torch::Tensor input) {
-    auto request = std::make_unique<Request>();
-    request->input = std::move(input);
-    auto result = request->result.get_future();
+  torch::Tensor input_of(const PredictorInput& in) const {
+    if (in.data == nullptr) {
+      const int channels = pipeline->channels();
+      if (in.image.empty() || in.image.depth() != CV_8U || in.image.channels() != channels)
+        throw InvalidArgument(in.source + ": expected an 8-bit image with " +
+                              std::to_string(channels) + " channel(s)");
+      if (std::int64_t(in.image.total()) > options.max_pixels)
+        throw InvalidArgument(in.source + ": image over the limit of " +
+                              std::to_string(options.max_pixels) + " pixels");
+      return preprocess(in.image);
+    }
+    auto decode = pipeline->decode_options();
+    decode.max_pixels = options.max_pixels;
+    return preprocess(decode_image(in.data, in.size, decode, in.source));
+  }
+
+  // Queues every input at once (all or none: a full queue refuses the lot).
+  std::vector<std::future<torch::Tensor>> submit(std::vector<torch::Tensor> inputs) {
+    std::vector<std::future<torch::Tensor>> results;
     {
       std::lock_guard<std::mutex> lock(mutex);
       if (stopping) throw Error("Predictor: shutting down");
-      if (static_cast<std::int64_t>(queue.size()) >= options.max_queue) {
+      if (queue.size() + inputs.size() > static_cast<std::size_t>(options.max_queue)) {
         ++stats.rejected;
         throw Overloaded("Predictor: queue full (" + std::to_string(queue.size()) +
                          " requests waiting); retry later");
       }
-      ++stats.requests;
-      request->arrived = Clock::now();
-      queue.push_back(std::move(request));
+      for (auto& input : inputs) {
+        auto request = std::make_unique<Request>();
+        request->input = std::move(input);
+        request->arrived = Clock::now();
+        results.push_back(request->result.get_future());
+        queue.push_back(std::move(request));
+        ++stats.requests;
+      }
     }
     wake.notify_one();
-    return result.get();
+    return results;
+  }
+
+  torch::Tensor answer(torch::Tensor input) {
+    std::vector<torch::Tensor> one;
+    one.push_back(std::move(input));
+    return submit(std::move(one)).front().get();
   }
 
   torch::Tensor forward(const torch::Tensor& batch) {
@@ -116,7 +143,8 @@ struct Predictor::Impl {
         for (const auto& r : batch) inputs.push_back(r->input);
         auto stacked = torch::stack(inputs);
         if (device.is_cuda()) stacked = stacked.pin_memory();
-        const auto probabilities = torch::softmax(forward(stacked), 1).to(torch::kFloat);
+        const auto logits = forward(stacked).to(torch::kFloat);
+        const auto probabilities = torch::softmax(logits / spec.temperature, 1);
         for (std::size_t i = 0; i < batch.size(); ++i)
           batch[i]->result.set_value(probabilities[static_cast<std::int64_t>(i)].clone());
       } catch (...) {
@@ -126,11 +154,13 @@ struct Predictor::Impl {
   }
 };
 
-Predictor::Predictor(std::shared_ptr<models::ModelImpl> model,
-                     std::shared_ptr<const Pipeline> pipeline, PredictorOptions options)
+Predictor::Predictor(std::shared_ptr<models::ModelImpl> model, models::ModelSpec spec,
+                     PredictorOptions options)
     : impl_(std::make_unique<Impl>()) {
   if (!model) throw InvalidArgument("Predictor: no model given");
-  if (!pipeline) throw InvalidArgument("Predictor: no pipeline given");
+  auto pipeline = spec.pipeline;
+  if (!pipeline) throw InvalidArgument("Predictor: the model spec has no pipeline");
+  if (!(spec.temperature > 0)) throw InvalidArgument("Predictor: temperature must be positive");
   check(options);
   if (model->in_channels() > 0 && model->in_channels() != pipeline->channels())
     throw InvalidArgument("Predictor: " + model->arch() + " takes " +
@@ -138,6 +168,7 @@ Predictor::Predictor(std::shared_ptr<models::ModelImpl> model,
                           std::to_string(pipeline->channels()));
   auto& s = *impl_;
   s.model = std::move(model);
+  s.spec = std::move(spec);
   s.pipeline = std::move(pipeline);
   s.options = std::move(options);
   const bool cuda =
@@ -163,20 +194,41 @@ Predictor::~Predictor() {
 
 at::Tensor Predictor::predict(const std::uint8_t* data, std::size_t size,
                               const std::string& source) {
-  auto decode = impl_->pipeline->decode_options();
-  decode.max_pixels = impl_->options.max_pixels;
-  return impl_->submit(impl_->preprocess(decode_image(data, size, decode, source)));
+  return impl_->answer(impl_->input_of({data, size, {}, source}));
 }
 
 at::Tensor Predictor::predict(const cv::Mat& image, const std::string& source) {
-  const int channels = impl_->pipeline->channels();
-  if (image.empty() || image.depth() != CV_8U || image.channels() != channels)
-    throw InvalidArgument(source + ": expected an 8-bit image with " + std::to_string(channels) +
-                          " channel(s)");
-  if (std::int64_t(image.total()) > impl_->options.max_pixels)
-    throw InvalidArgument(source + ": image over the limit of " +
-                          std::to_string(impl_->options.max_pixels) + " pixels");
-  return impl_->submit(impl_->preprocess(image));
+  return impl_->answer(impl_->input_of({nullptr, 0, image, source}));
+}
+
+at::Tensor Predictor::predict_many(const std::vector<PredictorInput>& inputs) {
+  const auto classes = static_cast<int64_t>(impl_->spec.classes.size());
+  if (inputs.empty()) return torch::empty({0, classes});
+  // Chunks that fill a few batches and stay within the queue, so that a long list
+  // neither holds every decoded image at once nor overruns the queue.
+  const auto chunk =
+      static_cast<std::size_t>(std::min(impl_->options.max_queue, 4 * impl_->options.max_batch));
+  std::vector<torch::Tensor> rows;
+  rows.reserve(inputs.size());
+  for (std::size_t begin = 0; begin < inputs.size(); begin += chunk) {
+    const std::size_t n = std::min(chunk, inputs.size() - begin);
+    std::vector<torch::Tensor> prepared(n);
+    std::vector<std::exception_ptr> failures(n);
+    // Decoding and preprocessing dominate for small models: spread them over the cores.
+    at::parallel_for(0, static_cast<int64_t>(n), 1, [&](int64_t lo, int64_t hi) {
+      for (auto i = static_cast<std::size_t>(lo); i < static_cast<std::size_t>(hi); ++i) {
+        try {
+          prepared[i] = impl_->input_of(inputs[begin + i]);
+        } catch (...) {
+          failures[i] = std::current_exception();
+        }
+      }
+    });
+    for (const auto& failure : failures)  // the first bad image in input order
+      if (failure) std::rethrow_exception(failure);
+    for (auto& result : impl_->submit(std::move(prepared))) rows.push_back(result.get());
+  }
+  return torch::stack(rows);
 }
 
 PredictorStats Predictor::stats() const {
@@ -187,6 +239,8 @@ PredictorStats Predictor::stats() const {
 }
 
 const PredictorOptions& Predictor::options() const { return impl_->options; }
+
+const models::ModelSpec& Predictor::spec() const { return impl_->spec; }
 
 std::string Predictor::device() const { return impl_->device.str(); }
 

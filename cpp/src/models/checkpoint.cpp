@@ -68,7 +68,7 @@ StateDict to_state_dict(const PyRef& root, const std::string& path) {
   return out;
 }
 
-StateDict read_zip(const std::string& path) {
+PyRef read_zip(const std::string& path) {
   auto reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
   if (reader->hasRecord("constants.pkl") || !reader->hasRecord("data.pkl")) {
     throw InvalidArgument(path +
@@ -91,10 +91,10 @@ StateDict read_zip(const std::string& path) {
   };
   auto [pkl, pkl_size] = reader->getRecord("data.pkl");
   detail::PickleInput in{static_cast<const char*>(pkl.get()), pkl_size};
-  return to_state_dict(detail::unpickle(in, load, path), path);
+  return detail::unpickle(in, load, path);
 }
 
-StateDict read_legacy(const std::vector<char>& bytes, const std::string& path) {
+PyRef read_legacy(const std::vector<char>& bytes, const std::string& path) {
   detail::PickleInput in{bytes.data(), bytes.size()};
   detail::StorageLoader none = [&](const std::string&, torch::ScalarType,
                                    int64_t) -> torch::Tensor {
@@ -141,7 +141,7 @@ StateDict read_legacy(const std::vector<char>& bytes, const std::string& path) {
     std::memcpy(storage.data_ptr(), bytes.data() + in.pos, n);
     in.pos += n;
   }
-  return to_state_dict(root, path);
+  return root;
 }
 
 std::string list(const std::vector<std::string>& names) {
@@ -160,7 +160,9 @@ std::string shape(const torch::Tensor& t) {
 
 }  // namespace
 
-StateDict read_state_dict(const std::string& path) {
+namespace detail {
+
+PyRef read_pickle_file(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) throw NotFound(path + ": no such checkpoint file");
   char head[4] = {};
@@ -180,6 +182,12 @@ StateDict read_state_dict(const std::string& path) {
     return read_legacy(bytes, path);
   }
   throw FormatError(path + ": not a PyTorch checkpoint (neither a zip archive nor a pickle)");
+}
+
+}  // namespace detail
+
+StateDict read_state_dict(const std::string& path) {
+  return to_state_dict(detail::read_pickle_file(path), path);
 }
 
 void save_state_dict(const StateDict& state, const std::string& path) {

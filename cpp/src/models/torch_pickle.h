@@ -59,4 +59,10 @@ using StorageLoader =
 // Throws FormatError naming `source` for malformed or truncated input.
 PyRef unpickle(PickleInput& in, const StorageLoader& load_storage, const std::string& source);
 
+// The object a torch.save file holds (zip format, or the legacy format of torch < 1.6),
+// read without running any code: globals other than tensor rebuilds become kOther.
+// NotFound for a missing file, FormatError for one that is not such a file,
+// InvalidArgument for a TorchScript archive.
+PyRef read_pickle_file(const std::string& path);
+
 }  // namespace tlcore::models::detail

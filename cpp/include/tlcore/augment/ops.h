@@ -105,6 +105,7 @@ class Resize final : public Op {
   // input's scale, so later ops impose nothing.
   int min_input_side(int after) const override;
   std::string repr() const override;
+  nlohmann::json to_json() const override;
 
  private:
   int shorter_ = 0;  // 0: exact size
@@ -124,6 +125,7 @@ class CenterCrop final : public Op {
   // reduced decode, so no reduction is safe before it.
   int min_input_side(int after) const override;
   std::string repr() const override;
+  nlohmann::json to_json() const override;
 
  private:
   int height_;
@@ -154,6 +156,7 @@ class RandomResizedCrop final : public Op {
   // kReducingGap times the output size resizes every draw as from full resolution.
   int min_input_side(int after) const override;
   std::string repr() const override;
+  nlohmann::json to_json() const override;
 
  private:
   int height_;
@@ -176,6 +179,7 @@ class PadRandomCrop final : public Op {
   cv::Mat apply(const cv::Mat& image, Rng& rng) const override;
   int min_input_side(int after) const override;  // 0: fixed pixel sizes, as CenterCrop
   std::string repr() const override;
+  nlohmann::json to_json() const override;
 
  private:
   int height_;
@@ -192,6 +196,7 @@ class RandomHorizontalFlip final : public Op {
   cv::Mat apply(const cv::Mat& image, bool flip) const;
   cv::Mat apply(const cv::Mat& image, Rng& rng) const override;
   std::string repr() const override;
+  nlohmann::json to_json() const override;
 
  private:
   double p_;
@@ -208,6 +213,7 @@ class RandomRotation final : public Op {
   cv::Mat apply(const cv::Mat& image, double degrees) const;
   cv::Mat apply(const cv::Mat& image, Rng& rng) const override;
   std::string repr() const override;
+  nlohmann::json to_json() const override;
 
  private:
   double min_;
@@ -225,6 +231,7 @@ class RandomZoom final : public Op {
   cv::Mat apply(const cv::Mat& image, double factor) const;
   cv::Mat apply(const cv::Mat& image, Rng& rng) const override;
   std::string repr() const override;
+  nlohmann::json to_json() const override;
 
  private:
   double min_;
@@ -249,6 +256,7 @@ class ColorJitter final : public Op {
   cv::Mat apply(const cv::Mat& image, const JitterParams& params) const;
   cv::Mat apply(const cv::Mat& image, Rng& rng) const override;
   std::string repr() const override;
+  nlohmann::json to_json() const override;
 
  private:
   double brightness_;
@@ -262,6 +270,7 @@ class Grayscale3 final : public Op {
   cv::Mat apply(const cv::Mat& image, Rng& rng) const override;
   cv::Mat apply(const cv::Mat& image) const;
   std::string repr() const override;
+  nlohmann::json to_json() const override;
 };
 
 // torchvision's RandomGrayscale: with probability p the grey image, with the
@@ -274,6 +283,7 @@ class RandomGrayscale final : public Op {
   cv::Mat apply(const cv::Mat& image, bool gray) const;
   cv::Mat apply(const cv::Mat& image, Rng& rng) const override;
   std::string repr() const override;
+  nlohmann::json to_json() const override;
 
  private:
   double p_;

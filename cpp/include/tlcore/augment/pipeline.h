@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
 #include <opencv2/core/mat.hpp>
 
 #include "tlcore/augment/rng.h"
@@ -26,6 +27,9 @@ class Op {
   // Returning 0 means "full resolution" (no reduction allowed).
   virtual int min_input_side(int after) const { return after; }
   virtual std::string repr() const = 0;
+  // The op as plain data, {"op": name, parameters...}: what a saved model records of its
+  // preprocessing, and what op_from_json (augment/serialize.h) rebuilds exactly.
+  virtual nlohmann::json to_json() const = 0;
 };
 
 using OpPtr = std::shared_ptr<const Op>;

@@ -10,11 +10,13 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <opencv2/core/mat.hpp>
 
 #include "tlcore/augment/pipeline.h"
 #include "tlcore/models/model.h"
+#include "tlcore/models/spec.h"
 
 namespace tlcore {
 
@@ -39,10 +41,20 @@ struct PredictorStats {
   std::map<std::int64_t, std::int64_t> batch_sizes;  // size -> batches of that size
 };
 
+// One image to answer: encoded bytes (`data`, `size`) or, when `data` is null, a
+// decoded HxWxC uint8 `image`. `source` names it in errors.
+struct PredictorInput {
+  const std::uint8_t* data = nullptr;
+  std::size_t size = 0;
+  cv::Mat image;
+  std::string source;
+};
+
 class Predictor {
  public:
-  // The model is put in eval mode; the pipeline should be deterministic (an eval preset).
-  Predictor(std::shared_ptr<models::ModelImpl> model, std::shared_ptr<const Pipeline> pipeline,
+  // The model is put in eval mode; it runs the spec's pipeline (which should be
+  // deterministic: an eval pipeline) and divides its logits by the spec's temperature.
+  Predictor(std::shared_ptr<models::ModelImpl> model, models::ModelSpec spec,
             PredictorOptions options = {});
   ~Predictor();  // answers what is queued, then stops
   Predictor(const Predictor&) = delete;
@@ -53,9 +65,13 @@ class Predictor {
   // Throws FormatError for bad images (naming `source`), Overloaded when the queue is full.
   at::Tensor predict(const std::uint8_t* data, std::size_t size, const std::string& source);
   at::Tensor predict(const cv::Mat& image, const std::string& source);
+  // Every image's probabilities (a classes-wide row each), submitted together so that
+  // they share batches. A bad image throws FormatError naming it; nothing is returned.
+  at::Tensor predict_many(const std::vector<PredictorInput>& inputs);
 
   PredictorStats stats() const;
   const PredictorOptions& options() const;
+  const models::ModelSpec& spec() const;
   std::string device() const;
 
  private:

@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "tlcore/augment/normalization.h"
+
 namespace tlcore::models {
 
 // How images are prepared for a model's pretrained weights (torchvision's
@@ -21,8 +23,8 @@ namespace tlcore::models {
 struct Preprocess {
   int64_t input_size = 224;
   int64_t resize_size = 256;
-  std::vector<double> mean{0.485, 0.456, 0.406};
-  std::vector<double> std{0.229, 0.224, 0.225};
+  std::vector<double> mean = imagenet_normalization().mean;
+  std::vector<double> std = imagenet_normalization().std;
   std::string interpolation = "bilinear";
 };
 

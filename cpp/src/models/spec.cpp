@@ -1,0 +1,160 @@
+#include "tlcore/models/spec.h"
+
+#include <nlohmann/json.hpp>
+
+#include "tlcore/augment/serialize.h"
+#include "tlcore/error.h"
+
+namespace tlcore::models {
+namespace {
+
+using nlohmann::json;
+
+HeadKind head_kind(const std::string& kind, const std::string& source) {
+  if (kind == "linear") return HeadKind::kLinear;
+  if (kind == "dropout_linear") return HeadKind::kDropoutLinear;
+  if (kind == "mlp") return HeadKind::kMlp;
+  throw FormatError(source + ": unknown head kind '" + kind +
+                    "' (known: linear, dropout_linear, mlp)");
+}
+
+// JSON text entries are stored as nested data, so plain PyTorch users read them as dicts.
+json parse_text(const std::string& text, const char* what) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    throw InvalidArgument(std::string("ModelSpec.") + what + " is not JSON text: " + e.what());
+  }
+}
+
+json head_json(const HeadSpec& h) {
+  return {{"kind", h.kind}, {"dropout", h.dropout}, {"hidden", h.hidden}};
+}
+
+HeadSpec head_from(const json& j) {
+  return {j.at("kind").get<std::string>(), j.at("dropout").get<double>(),
+          j.at("hidden").get<std::vector<int64_t>>()};
+}
+
+json options_json(const ModelOptions& o) {
+  return {{"in_channels", o.in_channels()},
+          {"input_size", o.input_size()},
+          {"widths", o.widths()},
+          {"dropout", o.dropout()}};
+}
+
+ModelOptions options_from(const json& j) {
+  return ModelOptions()
+      .in_channels(j.at("in_channels").get<int64_t>())
+      .input_size(j.at("input_size").get<int64_t>())
+      .widths(j.at("widths").get<std::vector<int64_t>>())
+      .dropout(j.at("dropout").get<double>());
+}
+
+json provenance_json(const Provenance& p) {
+  return {{"tlcore_version", p.tlcore_version},
+          {"created", p.created},
+          {"data_source", p.data_source},
+          {"data_size", p.data_size}};
+}
+
+Provenance provenance_from(const json& j) {
+  return {j.value("tlcore_version", ""), j.value("created", ""), j.value("data_source", ""),
+          j.value("data_size", int64_t{0})};
+}
+
+// Wraps a lookup so that a missing or mistyped entry names the file.
+template <typename F>
+auto reading(const std::string& source, F&& read) {
+  try {
+    return read();
+  } catch (const json::exception& e) {
+    throw FormatError(source + ": not a valid tlcore model spec: " + e.what());
+  }
+}
+
+}  // namespace
+
+json spec_to_json(const ModelSpec& s) {
+  if (!s.pipeline) throw InvalidArgument("ModelSpec of " + s.arch + ": no pipeline");
+  return {{"arch", s.arch},
+          {"weights", s.weights},
+          {"classes", s.classes},
+          {"head", head_json(s.head)},
+          {"options", options_json(s.options)},
+          {"pipeline", pipeline_to_json(*s.pipeline)},
+          {"threshold", s.threshold},
+          {"temperature", s.temperature},
+          {"provenance", provenance_json(s.provenance)},
+          {"recipe", parse_text(s.recipe, "recipe")},
+          {"history", parse_text(s.history, "history")},
+          {"metrics", parse_text(s.metrics, "metrics")}};
+}
+
+ModelSpec spec_from_json(const json& j, const std::string& source) {
+  return reading(source, [&] {
+    ModelSpec s;
+    s.arch = j.at("arch").get<std::string>();
+    s.weights = j.value("weights", "");
+    s.classes = j.at("classes").get<std::vector<std::string>>();
+    s.head = head_from(j.at("head"));
+    head_kind(s.head.kind, source);
+    s.options = options_from(j.at("options"));
+    s.pipeline = std::make_shared<const Pipeline>(pipeline_from_json(j.at("pipeline"), source));
+    s.threshold = j.value("threshold", 0.0);
+    s.temperature = j.value("temperature", 1.0);
+    if (!(s.temperature > 0)) throw FormatError(source + ": temperature must be positive");
+    s.provenance = provenance_from(j.value("provenance", json::object()));
+    s.recipe = j.value("recipe", json::array()).dump();
+    s.history = j.value("history", json::array()).dump();
+    s.metrics = j.value("metrics", json::object()).dump();
+    return s;
+  });
+}
+
+ModelSpec spec_from_v1(const json& j, const std::string& source) {
+  return reading(source, [&] {
+    ModelSpec s;
+    s.arch = j.at("arch").get<std::string>();
+    s.classes = j.at("classes").get<std::vector<std::string>>();
+    s.head = head_from(j.at("head"));
+    s.options.in_channels(j.at("in_channels").get<int64_t>());
+    // Format 1 recorded a preset name and size; the preset's ops with the saved statistics.
+    const auto& pre = j.at("preprocess");
+    const int size = pre.at("image_size").get<int>();
+    const int channels = pre.at("channels").get<int>();
+    const auto preset = Pipeline::preset(pre.at("transform").get<std::string>(), size, channels);
+    s.pipeline = std::make_shared<const Pipeline>(
+        preset.ops(), size, size, pre.at("mean").get<std::vector<float>>(),
+        pre.at("std").get<std::vector<float>>(), channels);
+    if (s.arch == "simple_cnn" || s.arch == "mlp") s.options.input_size(size);
+    s.threshold = j.value("threshold", 0.0);
+    s.history = j.value("history", json::array()).dump();
+    return s;
+  });
+}
+
+std::string spec_to_text(const ModelSpec& spec) { return spec_to_json(spec).dump(); }
+
+ModelSpec spec_from_text(const std::string& text, const std::string& source) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    throw FormatError(source + ": model spec is not JSON: " + e.what());
+  }
+  return spec_from_json(j, source);
+}
+
+Model build_model(const ModelSpec& spec) {
+  auto model = create_model(spec.arch, static_cast<int64_t>(spec.classes.size()), spec.options);
+  if (spec.head.kind != "linear" || !spec.head.hidden.empty()) {
+    model->set_head(HeadOptions(static_cast<int64_t>(spec.classes.size()))
+                        .kind(head_kind(spec.head.kind, "ModelSpec"))
+                        .dropout(spec.head.dropout)
+                        .hidden(spec.head.hidden));
+  }
+  return model;
+}
+
+}  // namespace tlcore::models
