@@ -35,7 +35,7 @@ def _open_data(args: argparse.Namespace):
         train = tlcore.fashion_mnist(train=True)
         test = tlcore.fashion_mnist(train=False)
         if args.limit:
-            train = tlcore._core.Subset(train, tlcore.per_class_subset(train.labels(), args.limit // 10, args.seed))
+            train = tlcore.Subset(train, tlcore.per_class_subset(train.labels(), args.limit // 10, args.seed))
         channels = 1 if args.backbone in ("simple_cnn", "mlp") else 3
         return "fashion-mnist", tlcore.ImageData(train, valid=test, seed=args.seed, image_size=size,
                                                  batch_size=args.batch_size, channels=channels, **kwargs)
@@ -144,7 +144,7 @@ def _compare(args: argparse.Namespace) -> int:
              "|---|---|---|---|---|---|---|"]
     table += [f"| {r['backbone']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['parameters']:,} | "
               f"{r['acc_per_mparam']:.4f} | {r['train_s']:.1f} | {r['inference_img_s']:.1f} |" for r in rows]
-    from .report import atomic_write_bytes
+    from tlcore.files import atomic_write_bytes
 
     atomic_write_bytes(out / f"{stem}.md", ("\n".join(table) + "\n").encode())
     atomic_write_bytes(out / f"{stem}.json", json.dumps(rows, indent=2).encode())
