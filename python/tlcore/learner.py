@@ -285,6 +285,12 @@ class Learner:
         payload["history"] = self.history
         return _write_model(path, payload)
 
+    def write_report(self, out_dir: PathLike, stem: Optional[str] = None) -> Dict[str, Path]:
+        """The report, its plots and the history in ``out_dir``; see ``tlcore.reporting.write_report``."""
+        from .reporting import write_report
+
+        return write_report(self, out_dir, stem)
+
 
 def _payload(arch: str, model: "_core.Model", classes: Sequence[str], head: Dict[str, object],
              pipeline: "_core.Pipeline", threshold: float = 0.0) -> Dict[str, object]:
