@@ -181,24 +181,23 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _create_app():
-    """api.app.create_app: the service ships beside the package, in the source checkout's api/."""
+    """tlcore.api.app.create_app: the service ships inside the package (it needs tlcore[serve])."""
     try:
-        from api.app import create_app
+        from tlcore.api.app import create_app
     except ModuleNotFoundError as e:
-        root = Path(__file__).resolve().parents[2]
-        if e.name not in ("api", "api.app") or not (root / "api" / "app.py").is_file():
-            raise SystemExit(f"tlcore serve needs the service's api/ folder of a tlcore checkout ({e})") from e
-        sys.path.insert(0, str(root))
-        from api.app import create_app
+        if e.name and not e.name.startswith("tlcore"):
+            raise SystemExit(f"tlcore serve needs FastAPI and uvicorn: pip install 'tlcore[serve]' ({e})") from e
+        raise
     return create_app
 
 
 def _serve(args: argparse.Namespace) -> int:
+    create_app = _create_app()
     import uvicorn
 
-    app = _create_app()(args.models, default_model=args.default_model, max_upload_mb=args.max_upload_mb,
-                        max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
-                        max_pixels=args.max_pixels)
+    app = create_app(args.models, default_model=args.default_model, max_upload_mb=args.max_upload_mb,
+                     max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
+                     max_pixels=args.max_pixels)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -270,7 +269,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     serve = sub.add_parser("serve", help="serve every saved model of a folder over HTTP (FastAPI)",
                            description="POST /predict/, /predict/batch; GET /models, /health, /docs and a "
                                        "camera page at /. Options left out come from the TLCORE_* "
-                                       "environment variables (see api/app.py), then the defaults.")
+                                       "environment variables (see tlcore/api/app.py), then the defaults.")
     serve.add_argument("--models", default=None, help="folder of *.tlc model files (default: $TLCORE_MODELS)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=8000)
