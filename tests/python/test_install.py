@@ -35,7 +35,9 @@ COMMAND_TIMEOUT_S = 300
 STARTUP_TIMEOUT_S = 180
 REQUEST_TIMEOUT_S = 60
 
-pytestmark = pytest.mark.slow  # compiles the C++ core: minutes, more with a cold ccache
+# The install compiles the C++ core: 26 min here with a cold ccache, 4 min with a warm one
+# (a clone of the same commit built before), on 2 cores shared with other builds.
+pytestmark = pytest.mark.slow
 
 
 def _clean_env() -> Dict[str, str]:
