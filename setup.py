@@ -5,6 +5,14 @@ CMake leaves the module in build/python/tlcore; this copies it where setuptools 
 Debian has no scikit-build-core; this keeps `pip install --no-build-isolation .`
 (and `-e .`) working offline. The CMake build folder is `build/` in the source
 tree, shared with `ctest`, so an install after a test build only relinks.
+
+The packages (pyproject.toml) are tlcore and tlcore.api, the HTTP service. The
+service's source is the checkout's api/ (`uvicorn api.app:app` from the checkout);
+python/tlcore/api is a relative link to it, so `tlcore.api` is the same code from
+the source tree (PYTHONPATH=python), an editable install and an installed wheel,
+where setuptools copies it, static/ included, as a plain folder. A package_dir
+mapping ("tlcore.api" -> "api") would exist only in installs: `tlcore serve` from
+the source tree would need sys.path edits again.
 """
 import os
 import shutil

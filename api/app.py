@@ -2,8 +2,9 @@
 
 Usage::
 
-    TLCORE_MODELS=models/ uvicorn api.app:app --host 0.0.0.0 --port 8000
     tlcore serve --models models/ --port 8000
+    TLCORE_MODELS=models/ uvicorn tlcore.api.app:app --host 0.0.0.0 --port 8000
+    TLCORE_MODELS=models/ uvicorn api.app:app --port 8000           # from a checkout
     curl -F file=@dog.jpg 'http://127.0.0.1:8000/predict/?model=imagenet'
 
 POST /predict/ (multipart field "file"), POST /predict/batch (fields "files"), GET /models,
@@ -14,9 +15,10 @@ pass. Bad input gets a JSON ``{"detail": ...}``: 400 (empty, corrupt, too many p
 415 (not an image), 413 (body over the upload limit, refused before it is read), 404
 (unknown model), 503 (the model's queue is full).
 
-``uvicorn api.app:app`` reads its settings from the environment: TLCORE_MODELS (the models
-folder, required), TLCORE_DEFAULT_MODEL, TLCORE_MAX_UPLOAD_MB (10), TLCORE_MAX_BATCH (16),
-TLCORE_MAX_DELAY_MS (5), TLCORE_MAX_QUEUE (256), TLCORE_MAX_PIXELS (40000000).
+``uvicorn tlcore.api.app:app`` (or ``api.app:app``) reads its settings from the environment:
+TLCORE_MODELS (the models folder, required), TLCORE_DEFAULT_MODEL, TLCORE_MAX_UPLOAD_MB (10),
+TLCORE_MAX_BATCH (16), TLCORE_MAX_DELAY_MS (5), TLCORE_MAX_QUEUE (256), TLCORE_MAX_PIXELS
+(40000000).
 """
 from __future__ import annotations
 

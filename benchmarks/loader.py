@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
 import tlcore
-from tlcore import _core
 
 from _common import median_time, shared_dir
 
@@ -90,7 +89,7 @@ def main() -> None:
     tv_cifar = TarImages(str(archive), T.Compose([
         T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(*CIFAR)]),
         args.cifar_limit)
-    tl_cifar = _core.Subset(tlcore.open_dataset(archive), list(range(len(tv_cifar))))
+    tl_cifar = tlcore.Subset(tlcore.open_dataset(archive), list(range(len(tv_cifar))))
     result["cifar10"] = compare("cifar10", tv_cifar, tl_cifar, "cifar-train", 32, 256, cores,
                                 args.repeats)
     result["ratio"] = result["flowers"]["ratio"]

@@ -17,7 +17,6 @@ import torch
 import torchvision
 
 import tlcore
-from tlcore import _core
 
 from _common import median_time
 
@@ -38,7 +37,7 @@ def bench(arch: str, batch: int, size: int, repeats: int) -> dict:
     _randomize_norms(ref)
     ref.eval()
     optimized = torch.jit.optimize_for_inference(torch.jit.script(ref))
-    model = _core.create_model(arch)
+    model = tlcore.create_model(arch)
     model.load_state_dict(ref.state_dict())
     fast = model.compile_for_inference(size)
     x = torch.randn(batch, 3, size, size)

@@ -25,7 +25,6 @@ import torchvision.transforms as T
 from torch.utils.data import DataLoader, Subset
 
 import tlcore
-from tlcore import _core
 
 from _common import shared_dir
 
@@ -120,11 +119,11 @@ def main() -> None:
     torch.set_num_threads(tlcore.num_threads())
 
     full = tlcore.open_dataset(root)
-    train_idx, val_idx = _core.stratified_split(full.labels(), 0.2, 0)
+    train_idx, val_idx = tlcore.stratified_split(full.labels(), 0.2, 0)
     train_idx, val_idx = list(train_idx[: args.train_images]), list(val_idx[: args.val_images])
     data = tlcore.ImageData(full, image_size=args.size, batch_size=args.batch, seed=0,
-                            valid=_core.Subset(full, val_idx))
-    data.train = _core.Subset(full, train_idx)
+                            valid=tlcore.Subset(full, val_idx))
+    data.train = tlcore.Subset(full, train_idx)
 
     plain = plain_loop(str(root), train_idx, val_idx, str(weights), args.size, args.batch, args.lr,
                        len(full.classes))

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (loads libtorch before the extension that links it)
 
-from . import _core, distributed
+from . import _core, distributed, transforms
 from ._core import (
     Dataset,
     Pipeline,
+    Subset,
     available_cores,
+    create_model,
+    model_names,
     num_threads,
     per_class_subset,
     set_num_threads,
@@ -44,15 +47,19 @@ __all__ = [
     "Predictor",
     "Report",
     "Pipeline",
+    "Subset",
     "available_cores",
+    "create_model",
     "distributed",
     "export",
     "fashion_mnist",
     "load",
+    "model_names",
     "num_threads",
     "open_dataset",
     "open_tfrecords",
     "per_class_subset",
     "set_num_threads",
     "stratified_split",
+    "transforms",
 ]

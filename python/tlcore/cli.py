@@ -35,7 +35,7 @@ def _open_data(args: argparse.Namespace):
         train = tlcore.fashion_mnist(train=True)
         test = tlcore.fashion_mnist(train=False)
         if args.limit:
-            train = tlcore._core.Subset(train, tlcore.per_class_subset(train.labels(), args.limit // 10, args.seed))
+            train = tlcore.Subset(train, tlcore.per_class_subset(train.labels(), args.limit // 10, args.seed))
         channels = 1 if args.backbone in ("simple_cnn", "mlp") else 3
         return "fashion-mnist", tlcore.ImageData(train, valid=test, seed=args.seed, image_size=size,
                                                  batch_size=args.batch_size, channels=channels, **kwargs)
@@ -74,7 +74,7 @@ def _without_nproc(argv: List[str]) -> List[str]:
 
 def _train(args: argparse.Namespace) -> int:
     import tlcore
-    from tlcore import distributed, plots
+    from tlcore import distributed
 
     if args.nproc > 1 and distributed.world_size() == 1:
         distributed.launch([sys.executable, "-m", "tlcore.cli", *_without_nproc(args.argv)], args.nproc)
@@ -88,29 +88,14 @@ def _train(args: argparse.Namespace) -> int:
     if not distributed.is_main_process():
         return 0  # rank 0 evaluates and writes
     stem = f"{args.backbone}__{data_name}__img{data.image_size}__bs{data.batch_size}__ep{args.epochs}"
-    out = Path(args.out)
-    report = learner.evaluate()
-    model_path = learner.save(out / f"{stem}.tlc")
-    paths = report.save(out, prefix=f"{stem}_")
-    curves = plots.curves(learner.history, out / f"{stem}_curves.png")
-    (out / f"{stem}_history.json").write_text(json.dumps(learner.history, indent=2))
-    probs, labels, indices = learner.predictions("val")
-    pick = list(range(min(18, len(indices))))
-    images = [data.val.image(int(indices[i]), channels=data.channels) for i in pick]
-    conf, pred = probs.max(1)
-    grid = plots.prediction_grid(images, labels[pick].tolist(), pred[pick].tolist(), conf[pick].tolist(),
-                                 data.classes, out / f"{stem}_predictions.png")
-    all_images = [data.val.image(int(i), channels=data.channels) for i in indices]
-    losses = plots.top_losses(all_images, probs.numpy(), labels.tolist(), data.classes,
-                              out / f"{stem}_top_losses.png")
-    clf = tlcore.load(model_path)
-    sample = data.val.image(int(indices[0]), channels=data.channels)
-    answer = clf.predict(sample)
-    print(report.to_markdown())
-    log.info("prediction for %s: %s (%.2f); true %s", data.val.source(int(indices[0])),
-             answer["prediction"], answer["confidence"], data.classes[int(labels[0])])
-    log.info("model %s\nreport %s, %s\nplots %s, %s, %s, %s", model_path, paths["json"], paths["markdown"],
-             curves, paths["confusion"], grid, losses)
+    model_path = learner.save(Path(args.out) / f"{stem}.tlc")
+    paths = learner.write_report(args.out, stem)
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    # The saved file, loaded back, on one validation image: the model round-trips.
+    answer = tlcore.load(model_path).predict(data.val.image(0, channels=data.channels))
+    log.info("prediction for %s: %s (%.2f); true %s", data.val.source(0), answer["prediction"],
+             answer["confidence"], data.classes[data.val.label(0)])
+    log.info("model %s", model_path)
     return 0
 
 
@@ -144,7 +129,7 @@ def _compare(args: argparse.Namespace) -> int:
              "|---|---|---|---|---|---|---|"]
     table += [f"| {r['backbone']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['parameters']:,} | "
               f"{r['acc_per_mparam']:.4f} | {r['train_s']:.1f} | {r['inference_img_s']:.1f} |" for r in rows]
-    from .report import atomic_write_bytes
+    from tlcore.files import atomic_write_bytes
 
     atomic_write_bytes(out / f"{stem}.md", ("\n".join(table) + "\n").encode())
     atomic_write_bytes(out / f"{stem}.json", json.dumps(rows, indent=2).encode())
@@ -183,24 +168,23 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _create_app():
-    """api.app.create_app: the service ships beside the package, in the source checkout's api/."""
+    """tlcore.api.app.create_app: the service ships inside the package (it needs tlcore[serve])."""
     try:
-        from api.app import create_app
+        from tlcore.api.app import create_app
     except ModuleNotFoundError as e:
-        root = Path(__file__).resolve().parents[2]
-        if e.name not in ("api", "api.app") or not (root / "api" / "app.py").is_file():
-            raise SystemExit(f"tlcore serve needs the service's api/ folder of a tlcore checkout ({e})") from e
-        sys.path.insert(0, str(root))
-        from api.app import create_app
+        if e.name and not e.name.startswith("tlcore"):
+            raise SystemExit(f"tlcore serve needs FastAPI and uvicorn: pip install 'tlcore[serve]' ({e})") from e
+        raise
     return create_app
 
 
 def _serve(args: argparse.Namespace) -> int:
+    create_app = _create_app()
     import uvicorn
 
-    app = _create_app()(args.models, default_model=args.default_model, max_upload_mb=args.max_upload_mb,
-                        max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
-                        max_pixels=args.max_pixels)
+    app = create_app(args.models, default_model=args.default_model, max_upload_mb=args.max_upload_mb,
+                     max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
+                     max_pixels=args.max_pixels)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -272,7 +256,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     serve = sub.add_parser("serve", help="serve every saved model of a folder over HTTP (FastAPI)",
                            description="POST /predict/, /predict/batch; GET /models, /health, /docs and a "
                                        "camera page at /. Options left out come from the TLCORE_* "
-                                       "environment variables (see api/app.py), then the defaults.")
+                                       "environment variables (see tlcore/api/app.py), then the defaults.")
     serve.add_argument("--models", default=None, help="folder of *.tlc model files (default: $TLCORE_MODELS)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=8000)

@@ -311,6 +311,12 @@ class Learner:
             return Path(path)
         return _write_model(path, self.spec(), self.model)
 
+    def write_report(self, out_dir: PathLike, stem: Optional[str] = None) -> Dict[str, Path]:
+        """The report, its plots and the history in ``out_dir``; see ``tlcore.reporting.write_report``."""
+        from .reporting import write_report
+
+        return write_report(self, out_dir, stem)
+
 
 def _model_options(in_channels: int = 3, input_size: int = 0, widths: Sequence[int] = (),
                    dropout: float = -1.0) -> "_core.ModelOptions":

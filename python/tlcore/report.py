@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -19,22 +18,9 @@ import numpy as np
 import torch
 
 from . import _core
+from .files import atomic_write_bytes  # noqa: F401  (learner.py and exporter.py import it from here; issue 15)
 
 log = logging.getLogger(__name__)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes ``data`` to a temp file beside ``path`` then renames it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -97,7 +83,7 @@ class Report:
 
     def save(self, folder: os.PathLike, prefix: str = "") -> Dict[str, Path]:
         """Writes ``{prefix}report.json``, ``{prefix}report.md`` and confusion-matrix plots."""
-        from . import plots
+        from . import plots  # matplotlib loads only when a report is saved
 
         folder = Path(folder)
         paths = {"json": folder / f"{prefix}report.json", "markdown": folder / f"{prefix}report.md",

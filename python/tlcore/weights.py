@@ -16,7 +16,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import torch.hub
 from tqdm import tqdm
+
+from .files import atomic_writer
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +103,12 @@ def download(url: str, dest: PathLike, sha256_prefix: str, progress: bool = True
              timeout: float = 60.0) -> Path:
     """Downloads ``url`` to ``dest`` through a temporary file renamed only when the hash matches."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        log.info("downloading %s to %s", url, dest)
+    digest = hashlib.sha256()
+    log.info("downloading %s to %s", url, dest)
+    # Nothing is left at dest unless the whole file arrived and its hash matched.
+    with atomic_writer(dest) as out:
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
                 total = response.headers.get("Content-Length")
                 with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
                           unit_divisor=1024, desc=dest.name, disable=not progress) as bar:
@@ -125,10 +124,7 @@ def download(url: str, dest: PathLike, sha256_prefix: str, progress: bool = True
         if not actual.startswith(sha256_prefix.lower()):
             raise WeightsError(f"{url}: SHA-256 {actual} does not start with {sha256_prefix}; "
                                "the download is corrupt or the file changed, nothing was saved")
-        os.replace(tmp, dest)
-        return dest
-    finally:
-        tmp.unlink(missing_ok=True)
+    return dest
 
 
 def imagenet_classes() -> List[str]:

@@ -488,6 +488,15 @@ def test_cli_serve_help():
     assert r.returncode == 0 and "--models" in r.stdout and "--max-upload-mb" in r.stdout
 
 
+def test_the_service_is_the_package_tlcore_api():
+    # python/tlcore/api links to api/: one service, importable as api.app in the checkout and as
+    # tlcore.api.app everywhere (an install copies it; test_install.py checks that).
+    import tlcore.api.app
+
+    assert Path(tlcore.api.app.__file__).resolve() == (REPO / "api" / "app.py").resolve()
+    assert tlcore.api.app.STATIC.resolve() == (REPO / "api" / "static").resolve()
+
+
 def test_missing_models_folder_fails_at_startup(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tlcore.cli", "serve", "--models", str(tmp_path / "none"),
                         "--port", str(free_port())], capture_output=True, text=True, cwd=REPO, timeout=120)

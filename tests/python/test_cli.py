@@ -34,6 +34,7 @@ def fashion_folder(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_train_writes_every_artifact_then_evaluate_predict_export(fashion_folder, tmp_path):
     out = tmp_path / "runs"
     result = tlcore_cli("train", "--limit", 300, "--epochs", 2, "--lr", 3e-3, "--batch-size", 32,
@@ -57,6 +58,7 @@ def test_train_writes_every_artifact_then_evaluate_predict_export(fashion_folder
     assert (tmp_path / "m.onnx").stat().st_size > 1000 and (tmp_path / "m.json").is_file()
 
 
+@pytest.mark.slow
 def test_compare_writes_table_and_chart(tmp_path):
     try:
         tlcore.fashion_mnist(train=True)

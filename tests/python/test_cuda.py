@@ -13,9 +13,14 @@ import torch.distributed
 import tlcore
 from test_distributed import WORKER, _env, _largest_difference
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(),
-                          reason="no CUDA device here (torch.cuda.is_available() is False); "
-                                 "these run on a GPU machine")
+_needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                 reason="no CUDA device here (torch.cuda.is_available() is False); "
+                                        "these run on a GPU machine")
+
+
+def cuda(test):
+    """A test that needs a CUDA device: marked `gpu` (select with -m gpu), skipped without one."""
+    return pytest.mark.gpu(_needs_cuda(test))
 
 
 def _data(per_class=24, batch_size=32):
@@ -140,6 +145,7 @@ def _worker_env():
 
 
 @cuda
+@pytest.mark.slow
 def test_two_ranks_on_one_gpu_match_one_rank_with_the_doubled_batch(tmp_path):
     """torch.distributed's Gloo reduces CUDA tensors; one step (30 images), compared like on the CPU."""
     args = ["--device", "cuda", "--epochs", "1", "--per-class", "3", "--no-augment", "--torch-distributed",

@@ -101,6 +101,7 @@ def _largest_difference(a, b):
 # tlcore's synchronised arithmetic in two: results differ in the last bits, which flips ties
 # in max-pooling (Fashion-MNIST has flat regions) and grows within a few steps. So that case
 # compares one step; tests/cpp (SyncBatchNorm) checks the arithmetic against torch's kernel.
+@pytest.mark.slow
 @pytest.mark.parametrize("batchnorm, extra, group", [
     ("eval", [], "tlcore"),
     ("sync", ["--epochs", "1", "--per-class", "3", "--no-augment"], "tlcore"),
@@ -142,6 +143,7 @@ def test_two_ranks_match_one_rank_with_the_doubled_batch(tmp_path, batchnorm, ex
         assert h2["train_accuracy"] == pytest.approx(h1["train_accuracy"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_torchrun_on_two_nodes_matches_one_rank_with_the_doubled_batch(tmp_path):
     """Two torchrun agents (one per "node", static rendezvous) on this machine: the ranks join
     the agent's store as clients and bind Gloo to the interface GLOO_SOCKET_IFNAME names."""
@@ -185,6 +187,7 @@ def _signal_rank_1(tmp_path, sig, timeout, group):
             p.kill()
 
 
+@pytest.mark.slow
 def test_two_ranks_resume_after_a_kill(tmp_path):
     """Killed after its second epoch and launched again with the same world size: the uninterrupted weights."""
     args = ["--epochs", "3", "--batchnorm", "sync"]
@@ -199,6 +202,7 @@ def test_two_ranks_resume_after_a_kill(tmp_path):
         torch.testing.assert_close(resumed[k], whole[k], atol=0, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", ["tlcore", "torch"])
 def test_a_killed_rank_ends_the_run_with_an_error(tmp_path, group):
     code, elapsed, err = _signal_rank_1(tmp_path, signal.SIGKILL, timeout=60, group=group)
@@ -207,6 +211,7 @@ def test_a_killed_rank_ends_the_run_with_an_error(tmp_path, group):
     assert "DistributedError" in err and "rank 0 of 2" in err, err[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", ["tlcore", "torch"])
 def test_a_hung_rank_ends_the_run_after_the_timeout(tmp_path, group):
     code, elapsed, err = _signal_rank_1(tmp_path, signal.SIGSTOP, timeout=6, group=group)
@@ -215,6 +220,7 @@ def test_a_hung_rank_ends_the_run_after_the_timeout(tmp_path, group):
     assert "DistributedError" in err and "did not answer within 6 s" in err, err[-2000:]
 
 
+@pytest.mark.slow
 def test_the_launcher_names_the_failed_rank(tmp_path):
     start = time.monotonic()
     with pytest.raises(tlcore.DistributedError, match=r"rank 1 of 2 failed with exit code 3"):
@@ -224,6 +230,7 @@ def test_the_launcher_names_the_failed_rank(tmp_path):
     assert time.monotonic() - start < 60
 
 
+@pytest.mark.slow
 def test_cli_train_with_two_ranks_writes_once(tmp_path):
     out = tmp_path / "runs"
     subprocess.run([sys.executable, "-m", "tlcore.cli", "train", "--nproc", "2", "--limit", "200", "--epochs", "1",

@@ -208,6 +208,7 @@ RESUME_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_same_weights(fashion, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(RESUME_SCRIPT)

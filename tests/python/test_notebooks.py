@@ -48,6 +48,7 @@ def test_notebooks_are_found_and_stored_without_outputs():
         assert "parameters" in code[0].metadata.get("tags", []), f"{path.name}: no parameters cell first"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path: Path, kernel_env: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     for key, value in {**kernel_env, "TLCORE_NB_OUT": str(tmp_path)}.items():
