@@ -2,7 +2,11 @@
 #include <pybind11/stl.h>
 #include <torch/extension.h>
 
+#include <nlohmann/json.hpp>
+#include <tuple>
+
 #include "bindings.h"
+#include "tlcore/train/fit_option_fields.h"
 #include "tlcore/train/trainer.h"
 
 namespace py = pybind11;
@@ -137,6 +141,25 @@ void bind_train(py::module_& m) {
       "The device 'cpu', 'cuda' or 'auto' names here; ValueError if CUDA is asked for and absent.");
   m.def("balanced_class_weights", &balanced_class_weights, py::arg("labels"),
         py::arg("num_classes"));
+
+  m.def(
+      "fit_option_fields",
+      [] {
+        std::vector<std::tuple<std::string, std::string, std::string>> out;
+        for (const auto& f : fit_option_fields()) out.emplace_back(f.name, f.type, f.help);
+        return out;
+      },
+      "(name, type, help) of every training option, the one list Learner.fit and the CLI use.");
+  m.def(
+      "fit_options_to_json", [](const FitOptions& o) { return fit_options_to_json(o).dump(); },
+      py::arg("options"), "Every training option by name, as JSON text.");
+  m.def(
+      "set_fit_options",
+      [](FitOptions& o, const std::string& values) {
+        set_fit_options(o, nlohmann::json::parse(values));
+      },
+      py::arg("options"), py::arg("values"),
+      "Sets the options that the JSON object `values` names; ValueError for unknown ones.");
 }
 
 }  // namespace tlcore::bindings

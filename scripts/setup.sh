@@ -36,6 +36,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+# ccache rewrites paths under this folder as relative ones, so another checkout of the
+# same sources beside or inside this one (a worktree, test_install's clean clone) reuses
+# these objects instead of compiling torch for half an hour.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$(dirname "$PWD")}"
 if [ ! -f build/CMakeCache.txt ]; then
   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE="$PWD/.venv/bin/python"
 fi

@@ -29,7 +29,7 @@ from ._core import (
 from .distributed import DistributedError
 from .data import DataLoader, fashion_mnist, open_dataset, open_tfrecords
 from .exporter import export
-from .learner import Classifier, ImageData, Learner, load
+from .learner import Classifier, ImageData, Learner, fit_options, load
 from .predictor import Overloaded, Predictor
 from .report import Report
 
@@ -53,6 +53,7 @@ __all__ = [
     "distributed",
     "export",
     "fashion_mnist",
+    "fit_options",
     "load",
     "model_names",
     "num_threads",

@@ -51,13 +51,45 @@ def _open_data(args: argparse.Namespace):
 
 def _run_recipe(learner, args: argparse.Namespace) -> None:
     """Pretrained weights: head, then optional fine-tuning. From scratch: every layer."""
+    options = _fit_options_given(args)
     if args.weights:
-        learner.fit_head(args.epochs, lr=args.lr)
+        learner.fit_head(args.epochs, lr=args.lr, **options)
         if args.finetune_epochs:
             learner.fine_tune(args.finetune_epochs, lr=args.finetune_lr, unfreeze=args.unfreeze,
-                              progressive=args.progressive)
+                              progressive=args.progressive, **options)
     else:
-        learner.fit(args.epochs, lr=args.lr, schedule="cosine")
+        learner.fit(args.epochs, lr=args.lr, **{"schedule": "cosine", **options})
+
+
+# Training options the recipe flags above set (per phase), or that belong to the Learner.
+_RECIPE_OWNED = {"epochs", "lr", "phase", "seed", "device", "amp", "checkpoint", "epoch_offset"}
+_FIT_DEST = "fit_option_"
+
+
+def _floats(text: str) -> List[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def _add_fit_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per training option of tlcore.fit_options() (defined once, in C++)."""
+    import tlcore
+
+    group = parser.add_argument_group("training options (each fit phase; see tlcore.fit_options())")
+    kinds = {"int": int, "float": float, "str": str, "floats": _floats}
+    for name, kind, help_text in tlcore.fit_options():
+        if name in _RECIPE_OWNED:
+            continue
+        flag, dest = "--" + name.replace("_", "-"), _FIT_DEST + name
+        if kind == "bool":
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                               help=help_text)
+        else:
+            group.add_argument(flag, dest=dest, type=kinds[kind], default=None, help=help_text,
+                               metavar="A,B,..." if kind == "floats" else kind.upper())
+
+
+def _fit_options_given(args: argparse.Namespace) -> dict:
+    return {k[len(_FIT_DEST):]: v for k, v in vars(args).items() if k.startswith(_FIT_DEST) and v is not None}
 
 
 def _without_nproc(argv: List[str]) -> List[str]:
@@ -209,6 +241,7 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
                         help="mixed precision (fp16 on CUDA only)")
+    _add_fit_options(parser)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

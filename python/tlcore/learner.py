@@ -133,6 +133,18 @@ def _history_row(s: "_core.EpochStats", global_epoch: int) -> Dict[str, object]:
     return row
 
 
+# Training options that belong to the Learner (or its data) rather than to one fit call.
+_LEARNER_OWNED = ("device", "amp", "checkpoint", "epoch_offset")
+
+
+def fit_options() -> List[Tuple[str, str, str]]:
+    """``(name, type, help)`` of every training option ``Learner.fit`` takes.
+
+    Usage: ``for name, kind, help in tlcore.fit_options(): print(name, kind, help)``
+    """
+    return _core.fit_option_fields()
+
+
 class Learner:
     """A model, its data and the training recipe: ``fit_head`` then ``fine_tune``.
 
@@ -179,52 +191,39 @@ class Learner:
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, epochs: int, lr: float = 1e-3, phase: str = "fit", augment: bool = True,
-            cache_features: bool = False, cache_flip: bool = False, compile_frozen: bool = True,
-            optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.9,
-            nesterov: bool = False, schedule: str = "constant", warmup_epochs: float = 0.0,
-            layer_decay: float = 1.0, clip_grad_norm: float = 0.0,
-            label_smoothing: float = 0.0, class_weights: Union[None, str, Sequence[float]] = None,
-            patience: int = 0, monitor: str = "val_accuracy", restore_best: bool = True,
-            sync_batchnorm: bool = True, seed: Optional[int] = None) -> List[Dict[str, object]]:
+            class_weights: Union[None, str, Sequence[float]] = None,
+            **options: object) -> List[Dict[str, object]]:
         """Trains whatever is trainable now for ``epochs``; returns this phase's history.
 
-        ``cache_features`` computes once what the frozen part hands the trainable part (no
-        augmentation then); ``cache_flip`` also caches the mirrored images, and every epoch each
-        image trains on its mirror with probability 0.5 (an exact random horizontal flip).
-        ``sync_batchnorm``: in a distributed run, BatchNorm layers that train normalise with
-        the statistics of all ranks' batches (torch.nn.SyncBatchNorm).
-        ``compile_frozen`` runs the leading frozen blocks as a compiled inference graph and
-        only the trainable tail under autograd (same result up to float rounding, ~2x faster).
+        ``augment`` trains on the data's train pipeline (else its eval pipeline);
+        ``class_weights`` is "balanced" (scikit-learn's rule on the training labels) or one
+        weight per class. ``options`` are the training options of ``tlcore.fit_options()``,
+        one list defined in C++ (optimizer, schedule, label_smoothing, patience,
+        cache_features, cache_flip, ...); an unknown name is a ValueError listing them.
+        The device, mixed precision and checkpoints are the Learner's.
+
+        Usage: ``learner.fit(5, lr=1e-3, schedule="cosine", label_smoothing=0.1)``
         """
-        self.recipe.append({"phase": phase, "epochs": epochs, "lr": lr, "augment": augment,
-                            "cache_features": cache_features, "cache_flip": cache_flip,
-                            "optimizer": optimizer, "weight_decay": weight_decay,
-                            "schedule": schedule, "warmup_epochs": warmup_epochs,
-                            "layer_decay": layer_decay, "label_smoothing": label_smoothing,
-                            "class_weights": class_weights, "patience": patience,
-                            "trainable_parameters": self.model.trainable_parameter_count})
-        o = _core.FitOptions()
-        o.epochs, o.phase = epochs, phase
-        o.optimizer.name, o.optimizer.lr, o.optimizer.weight_decay = optimizer, lr, weight_decay
-        o.optimizer.momentum, o.optimizer.nesterov, o.optimizer.layer_decay = momentum, nesterov, layer_decay
-        o.schedule.name, o.schedule.warmup_epochs = schedule, warmup_epochs
-        o.clip_grad_norm, o.label_smoothing = clip_grad_norm, label_smoothing
+        for owned in _LEARNER_OWNED:
+            if owned in options:
+                raise ValueError(f"{owned} is set on the Learner, not per fit call")
+        values = {"epochs": epochs, "lr": lr, "phase": phase, "seed": self.data.seed, **options}
         if class_weights == "balanced":
-            o.class_weights = _core.balanced_class_weights(self.data.train.labels().tolist(),
-                                                           len(self.data.classes))
+            values["class_weights"] = _core.balanced_class_weights(
+                self.data.train.labels().tolist(), len(self.data.classes))
         elif class_weights is not None:
-            o.class_weights = list(class_weights)
-        o.patience, o.monitor, o.restore_best = patience, monitor, restore_best
-        o.sync_batchnorm = sync_batchnorm
-        o.cache_features, o.cache_flip, o.compile_frozen = cache_features, cache_flip, compile_frozen
-        o.seed = self.data.seed if seed is None else seed
+            values["class_weights"] = [float(w) for w in class_weights]
+        o = _core.FitOptions()
+        _core.set_fit_options(o, json.dumps(values))
+        self.recipe.append({**json.loads(_core.fit_options_to_json(o)), "augment": augment,
+                            "trainable_parameters": self.model.trainable_parameter_count})
         o.epoch_offset = self._loader_epochs
         if self.checkpoint_dir is not None:
             o.checkpoint = str(self.checkpoint_dir / f"{phase}.ckpt")
         o.device, o.amp = self.device, self.amp
         rank, world = (self.group.rank, self.group.world_size) if self.group else (0, 1)
         gpu = self.device == "cuda"
-        train = self.data.loader("train", augment=augment and not cache_features, rank=rank,
+        train = self.data.loader("train", augment=augment and not o.cache_features, rank=rank,
                                  world_size=world, for_gpu=gpu)
         val = (self.data.loader("val", rank=rank, world_size=world, for_gpu=gpu)
                if self.data.val is not None else None)

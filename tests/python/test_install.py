@@ -81,6 +81,9 @@ def installed(photos_and_weights, tmp_path_factory) -> Iterator[Path]:
         _run([SYSTEM_PYTHON, "-m", "venv", "--system-site-packages", venv], VENV_TIMEOUT_S)
         env = _clean_env()
         env.pop("TLCORE_BUILD_DIR", None)
+        # As scripts/setup.sh: paths relative to the folder above the checkout, so the clone
+        # (inside the checkout) reuses the objects of the checkout's own build.
+        env["CCACHE_BASEDIR"] = env.get("CCACHE_BASEDIR") or str(REPO.parent)
         start = time.monotonic()
         _run([venv / "bin" / "pip", "install", "--quiet", "--no-build-isolation", "--no-deps", "--no-index", clone],
              INSTALL_TIMEOUT_S, env=env, cwd=work)
