@@ -45,4 +45,11 @@ class Unsupported : public Error {
   using Error::Error;
 };
 
+// A collective of data-parallel training failed: a rank died, hung past the timeout
+// or disagreed. Python sees tlcore.DistributedError, a RuntimeError.
+class DistributedError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace tlcore

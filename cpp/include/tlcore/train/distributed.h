@@ -14,12 +14,6 @@
 
 namespace tlcore {
 
-// A collective failed: a rank died, hung past the timeout or disagreed. Python sees RuntimeError.
-class DistributedError : public Error {
- public:
-  using Error::Error;
-};
-
 struct DistributedOptions {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;

@@ -2,7 +2,9 @@
 // schedules with warm-up, discriminative learning rates, gradient clipping,
 // label smoothing, class weights, early stopping with best-weight restore,
 // feature caching for frozen backbones, and an atomic checkpoint after every
-// epoch from which a killed run resumes to the same result.
+// epoch from which a killed run resumes to the same result. The parts live in
+// cpp/src/train/: train_one_epoch.cpp, evaluate.cpp, feature_cache.cpp,
+// fit_checkpoint.cpp, mixed_precision.cpp, class_weights.cpp, data_parallel.cpp.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +18,7 @@
 #include "tlcore/loader.h"
 #include "tlcore/models/model.h"
 #include "tlcore/train/distributed.h"
+#include "tlcore/train/predict.h"
 #include "tlcore/train/schedule.h"
 
 namespace tlcore {
@@ -95,17 +98,8 @@ struct FitResult {
   bool resumed = false;
 };
 
-struct Predictions {
-  at::Tensor logits;   // N x classes, float32
-  at::Tensor labels;   // N, int64
-  at::Tensor indices;  // N, int64: dataset indices
-  double loss = 0;     // mean cross-entropy
-};
-
 // Called after every epoch; returning false stops training (after the checkpoint).
 using EpochCallback = std::function<bool(const EpochStats&)>;
-// Called after every batch with (batch, batches, running mean loss).
-using BatchCallback = std::function<void(std::int64_t, std::int64_t, double)>;
 
 class Trainer {
  public:
@@ -128,15 +122,6 @@ class Trainer {
   std::shared_ptr<Loader> val_;
   std::shared_ptr<ProcessGroup> group_;
 };
-
-// Runs `model` in eval mode without autograd over one epoch of `loader`
-// (which should not shuffle for reports). `flip_tta` averages with the
-// horizontally flipped batch's softmax (logits are then log-probabilities).
-// `compiled` runs a compiled snapshot (models::InferenceModel) of the model on
-// CPU. It runs where the model's parameters are; `amp` as in FitOptions.
-Predictions predict(models::Model model, Loader& loader, bool channels_last = true,
-                    bool flip_tta = false, const BatchCallback& on_batch = nullptr,
-                    bool compiled = true, const std::string& amp = "off");
 
 // The device a FitOptions/Predictor device string names ("cpu", "cuda", "auto").
 std::string resolve_device(const std::string& device);
