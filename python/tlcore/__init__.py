@@ -29,7 +29,8 @@ from ._core import (
 from .distributed import DistributedError
 from .data import DataLoader, fashion_mnist, open_dataset, open_tfrecords
 from .exporter import export
-from .learner import Classifier, ImageData, Learner, fit_options, load
+from .classifier import Classifier, load
+from .learner import ImageData, Learner, fit_options
 from .predictor import Overloaded, Predictor
 from .report import Report
 

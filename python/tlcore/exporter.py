@@ -14,8 +14,8 @@ from typing import Dict, Tuple, Union
 
 import torch
 
-from .learner import Classifier, load
-from .report import atomic_write_bytes
+from .classifier import Classifier, load
+from .files import atomic_write_bytes
 
 PathLike = Union[str, os.PathLike]
 FORMATS = ("torchscript", "onnx")

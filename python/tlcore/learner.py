@@ -12,26 +12,20 @@ Usage::
 """
 from __future__ import annotations
 
-import datetime
-import io
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import _core, distributed
+from . import _core, distributed, model_file
 from .data import DataLoader, PathLike, open_dataset
-from .report import Report, atomic_write_bytes
+from .report import Report
+from .weights import fetch
 
 log = logging.getLogger(__name__)
-
-Image = Union[PathLike, bytes, bytearray, np.ndarray]
-
 
 class ImageData:
     """A labelled image source with a stratified train/validation split and its pipelines.
@@ -169,13 +163,13 @@ class Learner:
         torch.manual_seed(data.seed if seed is None else seed)
         if arch in ("simple_cnn", "mlp"):
             model_options.setdefault("input_size", data.image_size)  # the baselines fix their input size
-        self.model_options = _model_options(in_channels=data.channels, **model_options)
+        self.model_options = model_file.model_options(in_channels=data.channels, **model_options)
         self.model = _core.create_model(arch, len(data.classes), in_channels=data.channels,
                                         **model_options)
         self.weights = "" if weights is None else str(weights) if str(weights) == "imagenet" \
             else Path(weights).name
         if weights is not None:
-            path = _weights_path(arch, weights)
+            path = fetch(arch, weights)
             dropped = self.model.load_checkpoint(str(path), strict=True, drop_head=True)
             log.info("loaded %s (%s)%s", path, arch, " without its head" if dropped else "")
         self.head = {"kind": head, "dropout": dropout, "hidden": list(hidden)}
@@ -293,12 +287,12 @@ class Learner:
     def spec(self) -> "_core.ModelSpec":
         """What ``save`` writes beside the weights: architecture, classes, head, the eval
         pipeline op by op, threshold, temperature, recipe, history and provenance."""
-        spec = _spec(self.arch, self.data.classes, self.head, self.data.eval_pipeline,
+        spec = model_file.make_spec(self.arch, self.data.classes, self.head, self.data.eval_pipeline,
                      self.model_options)
         spec.weights, spec.threshold, spec.temperature = self.weights, self.threshold, self.temperature
         spec.recipe, spec.history = json.dumps(self.recipe), json.dumps(self.history)
         size = len(self.data.train) + (len(self.data.val) if self.data.val is not None else 0)
-        spec.provenance = _provenance(getattr(self.data, "name", ""), size)
+        spec.provenance = model_file.provenance(getattr(self.data, "name", ""), size)
         return spec
 
     def save(self, path: PathLike) -> Path:
@@ -308,193 +302,10 @@ class Learner:
         """
         if self.group is not None and self.group.rank != 0:
             return Path(path)
-        return _write_model(path, self.spec(), self.model)
+        return model_file.write_model(path, self.spec(), self.model)
 
     def write_report(self, out_dir: PathLike, stem: Optional[str] = None) -> Dict[str, Path]:
         """The report, its plots and the history in ``out_dir``; see ``tlcore.reporting.write_report``."""
         from .reporting import write_report
 
         return write_report(self, out_dir, stem)
-
-
-def _model_options(in_channels: int = 3, input_size: int = 0, widths: Sequence[int] = (),
-                   dropout: float = -1.0) -> "_core.ModelOptions":
-    o = _core.ModelOptions()
-    o.in_channels, o.input_size, o.widths, o.dropout = in_channels, input_size, list(widths), dropout
-    return o
-
-
-def _spec(arch: str, classes: Sequence[str], head: Dict[str, object], pipeline: "_core.Pipeline",
-          options: "_core.ModelOptions") -> "_core.ModelSpec":
-    spec = _core.ModelSpec()
-    spec.arch, spec.classes, spec.pipeline, spec.options = arch, list(classes), pipeline, options
-    spec.head.kind, spec.head.dropout, spec.head.hidden = head["kind"], head["dropout"], head["hidden"]
-    return spec
-
-
-def _provenance(source: str, size: int) -> "_core.Provenance":
-    p = _core.Provenance()
-    p.tlcore_version = _core.__version__
-    p.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    p.data_source, p.data_size = source, size
-    return p
-
-
-def _write_model(path: PathLike, spec: "_core.ModelSpec", model: "_core.Model") -> Path:
-    """torch.save of strings and tensors only, so ``torch.load(weights_only=True)`` reads it.
-
-    The spec is JSON text: torch 1.13's weights-only unpickler refuses pickled floats.
-    """
-    path = Path(path)
-    payload = {
-        "format": _core.MODEL_FORMAT,
-        "spec": spec.to_json(),
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
-
-
-def _weights_path(arch: str, weights: PathLike) -> Path:
-    if str(weights) == "imagenet":
-        from .weights import fetch
-
-        return Path(fetch(arch, "imagenet"))
-    path = Path(weights)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: weights file not found")
-    return path
-
-
-class Classifier:
-    """A saved tlcore model ready to predict on images: its spec and its weights.
-
-    Predictions run through the same C++ engine as ``tlcore.Predictor`` (one batched call
-    for a list of images, the spec's pipeline and temperature, one "unknown" rule).
-
-    Usage: ``tlcore.load("flowers.tlc").predict("rose.jpg")``
-    """
-
-    def __init__(self, spec: "_core.ModelSpec", model: "_core.Model", source: str = "") -> None:
-        self.spec, self.model, self.source = spec, model, source
-        self.model.eval()
-        self._engine: Optional["_core.Predictor"] = None
-
-    arch = property(lambda self: self.spec.arch, doc="The architecture's name.")
-    classes = property(lambda self: list(self.spec.classes), doc="Class names, in label order.")
-    pipeline = property(lambda self: self.spec.pipeline, doc="The eval pipeline, op by op.")
-    temperature = property(lambda self: self.spec.temperature,
-                           doc="Logits are divided by it before the softmax (1: uncalibrated).")
-    history = property(lambda self: json.loads(self.spec.history), doc="Per-epoch training history.")
-
-    @property
-    def threshold(self) -> float:
-        """Below this top probability a prediction is "unknown"."""
-        return self.spec.threshold
-
-    @threshold.setter
-    def threshold(self, value: float) -> None:
-        self.spec.threshold = float(value)
-
-    @classmethod
-    def pretrained(cls, arch: str, weights: PathLike = "imagenet",
-                   image_size: Optional[int] = None) -> "Classifier":
-        """The 1,000-category ImageNet classifier of pretrained weights, ready to predict or save.
-
-        Usage: ``tlcore.Classifier.pretrained("mobilenet_v2").save("models/imagenet.tlc")``
-        """
-        from .weights import imagenet_classes
-
-        model = _core.create_model(arch, 1000)
-        model.load_checkpoint(str(_weights_path(arch, weights)), strict=True)
-        size = image_size or model.preprocess["input_size"]
-        pipeline = _core.Pipeline.preset("imagenet-eval", size, 3)
-        head = {"kind": "linear", "dropout": 0.2, "hidden": []}
-        spec = _spec(arch, imagenet_classes(), head, pipeline, _model_options())
-        spec.weights = str(weights) if str(weights) == "imagenet" else Path(weights).name
-        spec.provenance = _provenance("imagenet", 0)
-        return cls(spec, model, f"{arch}-imagenet")
-
-    def save(self, path: PathLike) -> Path:
-        """Writes this model as one tlcore file (atomically)."""
-        return _write_model(path, self.spec, self.model)
-
-    def engine(self, **options) -> "_core.Predictor":
-        """A C++ Predictor over this model; ``options`` set PredictorOptions fields."""
-        o = _core.PredictorOptions()
-        o.max_delay_ms, o.device = 0.0, "cpu"
-        for name, value in options.items():
-            setattr(o, name, value)
-        return _core.Predictor(self.model, self.spec, o)
-
-    def predict_proba(self, images: Sequence[Image]) -> torch.Tensor:
-        """Class probabilities, one row per image, computed in one batched call."""
-        if self._engine is None:
-            self._engine = self.engine()
-        return probabilities(self._engine, images)
-
-    def predict(self, image: Image, top_k: int = 5,
-                threshold: Optional[float] = None) -> Dict[str, object]:
-        """``{"prediction", "confidence", "unknown", "top_k": [{"label", "probability"}, ...]}``."""
-        return self.predict_many([image], top_k, threshold)[0]
-
-    def predict_many(self, images: Sequence[Image], top_k: int = 5,
-                     threshold: Optional[float] = None) -> List[Dict[str, object]]:
-        """``predict`` for each image, in one batched call."""
-        probs = self.predict_proba(images)
-        limit = self.threshold if threshold is None else threshold
-        return [decide(row, self.spec.classes, top_k, limit) for row in probs]
-
-    def evaluate(self, data: Union[PathLike, "_core.Dataset"], batch_size: int = 64,
-                 tta: bool = False) -> Report:
-        """Accuracy, per-class metrics and the confusion matrix on a labelled folder/archive.
-
-        The data may hold a subset of the model's classes; they are matched by name.
-        """
-        ds = data if isinstance(data, _core.Dataset) else open_dataset(data)
-        unknown = sorted(set(ds.classes) - set(self.classes))
-        if unknown:
-            raise ValueError(f"{data}: classes {unknown} are not among the model's {self.classes}")
-        loader = DataLoader(ds, self.pipeline, batch_size=batch_size, shuffle=False)
-        logits, labels, _, _ = _core.predict(self.model, loader._loader, True, tta)
-        to_model = torch.tensor([self.classes.index(name) for name in ds.classes])
-        return Report.from_predictions(to_model[labels].tolist(),
-                                       torch.softmax(logits / self.temperature, 1), self.classes)
-
-    def __repr__(self) -> str:
-        return f"Classifier({self.arch!r}, classes={len(self.classes)}, source={self.source!r})"
-
-
-def probabilities(engine: "_core.Predictor", images: Sequence[Image]) -> torch.Tensor:
-    """Class probabilities of ``images`` (paths, encoded bytes or uint8 arrays) from a C++ Predictor."""
-    inputs = [_engine_input(image) for image in images]
-    return engine.predict_many([i for i, _ in inputs], [s for _, s in inputs])
-
-
-def _engine_input(image: Image) -> Tuple[Union[bytes, np.ndarray], str]:
-    if isinstance(image, (bytes, bytearray)):
-        return bytes(image), "image"
-    if isinstance(image, np.ndarray):
-        return image, "array"
-    path = Path(image)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such image file")
-    return path.read_bytes(), str(path)
-
-
-def decide(probs: torch.Tensor, classes: Sequence[str], top_k: int, threshold: float) -> Dict[str, object]:
-    """One image's answer by the C++ rule: top-k labels, and "unknown" below ``threshold``."""
-    p = _core.decide(probs, list(classes), top_k, threshold)
-    return {"prediction": p.label, "confidence": p.confidence, "unknown": p.unknown,
-            "top_k": [{"label": label, "probability": prob} for label, prob in p.top_k]}
-
-
-def load(path: PathLike) -> Classifier:
-    """Loads a model saved by ``Learner.save``, without running any code the file holds.
-
-    Usage: ``clf = tlcore.load("flowers.tlc")``
-    """
-    spec, model = _core.load_model(str(path))
-    return Classifier(spec, model, str(path))

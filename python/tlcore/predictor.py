@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from .learner import Classifier, Image, decide, load, probabilities
+from .classifier import Classifier, Image, decide, load, probabilities
 
 Overloaded = _core.Overloaded
 

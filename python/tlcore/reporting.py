@@ -15,8 +15,6 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Dict, List, Optional, Union
 
-import numpy as np
-
 from .files import atomic_write_bytes
 
 if TYPE_CHECKING:

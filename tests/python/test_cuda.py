@@ -110,13 +110,12 @@ def test_mixed_precision_learns_like_float32(amp):
 
 
 @cuda
-def test_predictions_on_cuda_match_the_cpu():
+def test_predictions_on_cuda_match_the_cpu(tmp_path):
     data = _data(per_class=4)
     learner = _learner(data, "cuda")
     learner.fit(1, lr=1e-3)
     gpu_probs, labels, _ = learner.predictions("val")
-    clf = tlcore.Classifier(tlcore.learner._payload(learner.arch, learner.model, data.classes, learner.head,
-                                                    data.eval_pipeline))
+    clf = tlcore.load(learner.save(tmp_path / "m.tlc"))  # a CPU copy
     image = data.val.image(0, channels=1)
     cpu_probs = clf.predict_proba([image])[0]
     assert torch.allclose(gpu_probs[0], cpu_probs, atol=1e-3)

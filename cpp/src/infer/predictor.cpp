@@ -13,6 +13,7 @@
 
 #include "tlcore/augment/rng.h"
 #include "tlcore/data/decode.h"
+#include "tlcore/device.h"
 #include "tlcore/error.h"
 #include "tlcore/models/inference.h"
 
@@ -31,11 +32,6 @@ void check(const PredictorOptions& o) {
   if (o.max_batch < 1) throw InvalidArgument("Predictor: max_batch must be >= 1");
   if (o.max_delay_ms < 0) throw InvalidArgument("Predictor: max_delay_ms must be >= 0");
   if (o.max_queue < 1) throw InvalidArgument("Predictor: max_queue must be >= 1");
-  if (o.device != "cpu" && o.device != "cuda" && o.device != "auto")
-    throw InvalidArgument("Predictor: device must be 'cpu', 'cuda' or 'auto', got '" + o.device +
-                          "'");
-  if (o.device == "cuda" && !torch::cuda::is_available())
-    throw InvalidArgument("Predictor: device 'cuda' asked for, but CUDA is not available");
 }
 
 }  // namespace
@@ -171,8 +167,7 @@ Predictor::Predictor(std::shared_ptr<models::ModelImpl> model, models::ModelSpec
   s.spec = std::move(spec);
   s.pipeline = std::move(pipeline);
   s.options = std::move(options);
-  const bool cuda =
-      s.options.device == "cuda" || (s.options.device == "auto" && torch::cuda::is_available());
+  const bool cuda = resolve_device(s.options.device) == "cuda";
   s.model->eval();
   if (cuda) {
     s.device = torch::Device(torch::kCUDA);

@@ -15,6 +15,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "tlcore/device.h"
 #include "tlcore/loader.h"
 #include "tlcore/models/model.h"
 #include "tlcore/train/distributed.h"
@@ -122,9 +123,6 @@ class Trainer {
   std::shared_ptr<Loader> val_;
   std::shared_ptr<ProcessGroup> group_;
 };
-
-// The device a FitOptions/Predictor device string names ("cpu", "cuda", "auto").
-std::string resolve_device(const std::string& device);
 
 // "balanced" class weights as scikit-learn computes them: n / (k * count_c).
 std::vector<double> balanced_class_weights(const std::vector<std::int64_t>& labels,

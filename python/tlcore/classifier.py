@@ -1,0 +1,156 @@
+"""A saved model ready to predict: ``tlcore.load`` and ``Classifier``.
+
+Usage::
+
+    clf = tlcore.load("flowers.tlc")
+    clf.predict("rose.jpg")                      # {"prediction", "confidence", "unknown", "top_k"}
+    clf.evaluate("flowers/test").accuracy
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from . import _core
+from .data import DataLoader, PathLike, open_dataset
+from .model_file import make_spec, model_options, provenance, write_model
+from .report import Report
+from .weights import fetch
+
+Image = Union[PathLike, bytes, bytearray, np.ndarray]
+
+
+class Classifier:
+    """A saved tlcore model ready to predict on images: its spec and its weights.
+
+    Predictions run through the same C++ engine as ``tlcore.Predictor`` (one batched call
+    for a list of images, the spec's pipeline and temperature, one "unknown" rule).
+
+    Usage: ``tlcore.load("flowers.tlc").predict("rose.jpg")``
+    """
+
+    def __init__(self, spec: "_core.ModelSpec", model: "_core.Model", source: str = "") -> None:
+        self.spec, self.model, self.source = spec, model, source
+        self.model.eval()
+        self._engine: Optional["_core.Predictor"] = None
+
+    arch = property(lambda self: self.spec.arch, doc="The architecture's name.")
+    classes = property(lambda self: list(self.spec.classes), doc="Class names, in label order.")
+    pipeline = property(lambda self: self.spec.pipeline, doc="The eval pipeline, op by op.")
+    temperature = property(lambda self: self.spec.temperature,
+                           doc="Logits are divided by it before the softmax (1: uncalibrated).")
+    history = property(lambda self: json.loads(self.spec.history), doc="Per-epoch training history.")
+
+    @property
+    def threshold(self) -> float:
+        """Below this top probability a prediction is "unknown"."""
+        return self.spec.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.spec.threshold = float(value)
+
+    @classmethod
+    def pretrained(cls, arch: str, weights: PathLike = "imagenet",
+                   image_size: Optional[int] = None) -> "Classifier":
+        """The 1,000-category ImageNet classifier of pretrained weights, ready to predict or save.
+
+        Usage: ``tlcore.Classifier.pretrained("mobilenet_v2").save("models/imagenet.tlc")``
+        """
+        from .weights import imagenet_classes
+
+        model = _core.create_model(arch, 1000)
+        model.load_checkpoint(str(fetch(arch, weights)), strict=True)
+        size = image_size or model.preprocess["input_size"]
+        pipeline = _core.Pipeline.preset("imagenet-eval", size, 3)
+        head = {"kind": "linear", "dropout": 0.2, "hidden": []}
+        spec = make_spec(arch, imagenet_classes(), head, pipeline, model_options())
+        spec.weights = str(weights) if str(weights) == "imagenet" else Path(weights).name
+        spec.provenance = provenance("imagenet", 0)
+        return cls(spec, model, f"{arch}-imagenet")
+
+    def save(self, path: PathLike) -> Path:
+        """Writes this model as one tlcore file (atomically)."""
+        return write_model(path, self.spec, self.model)
+
+    def engine(self, **options) -> "_core.Predictor":
+        """A C++ Predictor over this model; ``options`` set PredictorOptions fields."""
+        o = _core.PredictorOptions()
+        o.max_delay_ms, o.device = 0.0, "cpu"
+        for name, value in options.items():
+            setattr(o, name, value)
+        return _core.Predictor(self.model, self.spec, o)
+
+    def predict_proba(self, images: Sequence[Image]) -> torch.Tensor:
+        """Class probabilities, one row per image, computed in one batched call."""
+        if self._engine is None:
+            self._engine = self.engine()
+        return probabilities(self._engine, images)
+
+    def predict(self, image: Image, top_k: int = 5,
+                threshold: Optional[float] = None) -> Dict[str, object]:
+        """``{"prediction", "confidence", "unknown", "top_k": [{"label", "probability"}, ...]}``."""
+        return self.predict_many([image], top_k, threshold)[0]
+
+    def predict_many(self, images: Sequence[Image], top_k: int = 5,
+                     threshold: Optional[float] = None) -> List[Dict[str, object]]:
+        """``predict`` for each image, in one batched call."""
+        probs = self.predict_proba(images)
+        limit = self.threshold if threshold is None else threshold
+        return [decide(row, self.spec.classes, top_k, limit) for row in probs]
+
+    def evaluate(self, data: Union[PathLike, "_core.Dataset"], batch_size: int = 64,
+                 tta: bool = False) -> Report:
+        """Accuracy, per-class metrics and the confusion matrix on a labelled folder/archive.
+
+        The data may hold a subset of the model's classes; they are matched by name.
+        """
+        ds = data if isinstance(data, _core.Dataset) else open_dataset(data)
+        unknown = sorted(set(ds.classes) - set(self.classes))
+        if unknown:
+            raise ValueError(f"{data}: classes {unknown} are not among the model's {self.classes}")
+        loader = DataLoader(ds, self.pipeline, batch_size=batch_size, shuffle=False)
+        logits, labels, _, _ = _core.predict(self.model, loader._loader, True, tta)
+        to_model = torch.tensor([self.classes.index(name) for name in ds.classes])
+        return Report.from_predictions(to_model[labels].tolist(),
+                                       torch.softmax(logits / self.temperature, 1), self.classes)
+
+    def __repr__(self) -> str:
+        return f"Classifier({self.arch!r}, classes={len(self.classes)}, source={self.source!r})"
+
+
+def probabilities(engine: "_core.Predictor", images: Sequence[Image]) -> torch.Tensor:
+    """Class probabilities of ``images`` (paths, encoded bytes or uint8 arrays) from a C++ Predictor."""
+    inputs = [_engine_input(image) for image in images]
+    return engine.predict_many([i for i, _ in inputs], [s for _, s in inputs])
+
+
+def _engine_input(image: Image) -> Tuple[Union[bytes, np.ndarray], str]:
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image), "image"
+    if isinstance(image, np.ndarray):
+        return image, "array"
+    path = Path(image)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    return path.read_bytes(), str(path)
+
+
+def decide(probs: torch.Tensor, classes: Sequence[str], top_k: int, threshold: float) -> Dict[str, object]:
+    """One image's answer by the C++ rule: top-k labels, and "unknown" below ``threshold``."""
+    p = _core.decide(probs, list(classes), top_k, threshold)
+    return {"prediction": p.label, "confidence": p.confidence, "unknown": p.unknown,
+            "top_k": [{"label": label, "probability": prob} for label, prob in p.top_k]}
+
+
+def load(path: PathLike) -> Classifier:
+    """Loads a model saved by ``Learner.save``, without running any code the file holds.
+
+    Usage: ``clf = tlcore.load("flowers.tlc")``
+    """
+    spec, model = _core.load_model(str(path))
+    return Classifier(spec, model, str(path))
