@@ -72,7 +72,6 @@ class Label(BaseModel):
 class Prediction(BaseModel):
     prediction: str = Field(description='top label, or "unknown" below the model\'s threshold')
     confidence: float = Field(description="probability of the top label")
-    unknown: bool = Field(description="the top probability is below the model's threshold")
     top_k: List[Label]
     model: str
 
@@ -82,7 +81,6 @@ class BatchItem(BaseModel):
     status: int = Field(description="200, or the status this image alone would have got")
     prediction: Optional[str] = None
     confidence: Optional[float] = None
-    unknown: Optional[bool] = None
     top_k: Optional[List[Label]] = None
     error: Optional[str] = None
 
