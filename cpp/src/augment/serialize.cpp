@@ -85,10 +85,12 @@ std::vector<float> floats(const json& values) {
 
 Normalization for_channels(const Normalization& rgb, int channels) {
   if (channels == 3) return rgb;
+  // In float, as the pipelines use the statistics: grey pipelines keep the exact values
+  // tlcore has always normalised them with.
   auto average = [](const std::vector<double>& v) {
-    double sum = 0;
-    for (double x : v) sum += x;
-    return std::vector<double>{sum / static_cast<double>(v.size())};
+    float sum = 0;
+    for (double x : v) sum += static_cast<float>(x);
+    return std::vector<double>{sum / static_cast<float>(v.size())};
   };
   return {average(rgb.mean), average(rgb.std)};
 }
