@@ -21,7 +21,7 @@ from torchvision import transforms
 CLASSES = (Path(__file__).resolve().parents[1] / "python/tlcore/imagenet_classes.txt").read_text().splitlines()
 
 model = torchvision.models.mobilenet_v2()
-model.load_state_dict(torch.load(os.environ["NAIVE_WEIGHTS"], map_location="cpu"))
+model.load_state_dict(torch.load(os.environ["NAIVE_WEIGHTS"], map_location="cpu", weights_only=True))
 model.eval()
 preprocess = transforms.Compose([
     transforms.Resize(256),

@@ -42,7 +42,7 @@ def plain_loop(root, train_idx, val_idx, weights, size, batch, lr, classes) -> d
     val = DataLoader(Subset(torchvision.datasets.ImageFolder(root, eval_tf), val_idx),
                      batch_size=64, num_workers=2)
     model = torchvision.models.mobilenet_v2()
-    model.load_state_dict(torch.load(weights))
+    model.load_state_dict(torch.load(weights, weights_only=True))
     model.classifier[1] = torch.nn.Linear(model.last_channel, classes)
     for p in model.parameters():
         p.requires_grad = False
