@@ -5,6 +5,7 @@
 #include "tlcore/models/checkpoint.h"
 #include "tlcore/models/inference.h"
 #include "tlcore/models/registry.h"
+#include "tlcore/models/spec.h"
 #include "tlcore/models/torchscript.h"
 
 namespace py = pybind11;
@@ -15,14 +16,6 @@ namespace {
 using models::ModelImpl;
 using models::StateDict;
 using Release = py::call_guard<py::gil_scoped_release>;
-
-models::HeadKind head_kind(const std::string& kind) {
-  if (kind == "linear") return models::HeadKind::kLinear;
-  if (kind == "dropout_linear") return models::HeadKind::kDropoutLinear;
-  if (kind == "mlp") return models::HeadKind::kMlp;
-  throw InvalidArgument("head kind must be 'linear', 'dropout_linear' or 'mlp', got '" + kind +
-                        "'");
-}
 
 py::dict to_dict(const StateDict& state) {
   py::dict d;
@@ -92,7 +85,7 @@ void bind_models(py::module_& m) {
           [](ModelImpl& self, int64_t num_classes, const std::string& kind, double dropout,
              std::vector<int64_t> hidden) {
             self.set_head(models::HeadOptions(num_classes)
-                              .kind(head_kind(kind))
+                              .kind(models::parse_head_kind(kind))
                               .dropout(dropout)
                               .hidden(std::move(hidden)));
           },
@@ -200,8 +193,8 @@ void bind_models(py::module_& m) {
       },
       py::arg("path"), py::arg("num_classes"), py::arg("input_size") = 224,
       py::arg("resize_size") = 256, py::arg("mean") = imagenet_normalization().mean,
-      py::arg("std") = imagenet_normalization().std,
-      py::arg("interpolation") = "bilinear", Release());
+      py::arg("std") = imagenet_normalization().std, py::arg("interpolation") = "bilinear",
+      Release());
   m.def(
       "read_state_dict",
       [](const std::string& path) {

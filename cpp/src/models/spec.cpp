@@ -10,14 +10,6 @@ namespace {
 
 using nlohmann::json;
 
-HeadKind head_kind(const std::string& kind, const std::string& source) {
-  if (kind == "linear") return HeadKind::kLinear;
-  if (kind == "dropout_linear") return HeadKind::kDropoutLinear;
-  if (kind == "mlp") return HeadKind::kMlp;
-  throw FormatError(source + ": unknown head kind '" + kind +
-                    "' (known: linear, dropout_linear, mlp)");
-}
-
 // JSON text entries are stored as nested data, so plain PyTorch users read them as dicts.
 json parse_text(const std::string& text, const char* what) {
   try {
@@ -98,7 +90,11 @@ ModelSpec spec_from_json(const json& j, const std::string& source) {
     s.weights = j.value("weights", "");
     s.classes = j.at("classes").get<std::vector<std::string>>();
     s.head = head_from(j.at("head"));
-    head_kind(s.head.kind, source);
+    try {
+      parse_head_kind(s.head.kind);
+    } catch (const InvalidArgument& e) {
+      throw FormatError(source + ": " + e.what());
+    }
     s.options = options_from(j.at("options"));
     s.pipeline = std::make_shared<const Pipeline>(pipeline_from_json(j.at("pipeline"), source));
     s.threshold = j.value("threshold", 0.0);
@@ -146,11 +142,19 @@ ModelSpec spec_from_text(const std::string& text, const std::string& source) {
   return spec_from_json(j, source);
 }
 
+HeadKind parse_head_kind(const std::string& kind) {
+  if (kind == "linear") return HeadKind::kLinear;
+  if (kind == "dropout_linear") return HeadKind::kDropoutLinear;
+  if (kind == "mlp") return HeadKind::kMlp;
+  throw InvalidArgument("head kind must be 'linear', 'dropout_linear' or 'mlp', got '" + kind +
+                        "'");
+}
+
 Model build_model(const ModelSpec& spec) {
   auto model = create_model(spec.arch, static_cast<int64_t>(spec.classes.size()), spec.options);
   if (spec.head.kind != "linear" || !spec.head.hidden.empty()) {
     model->set_head(HeadOptions(static_cast<int64_t>(spec.classes.size()))
-                        .kind(head_kind(spec.head.kind, "ModelSpec"))
+                        .kind(parse_head_kind(spec.head.kind))
                         .dropout(spec.head.dropout)
                         .hidden(spec.head.hidden));
   }

@@ -69,6 +69,9 @@ ModelSpec spec_from_v1(const nlohmann::json& json, const std::string& source);
 std::string spec_to_text(const ModelSpec& spec);
 ModelSpec spec_from_text(const std::string& text, const std::string& source);
 
+// "linear", "dropout_linear" or "mlp"; InvalidArgument naming the known kinds otherwise.
+HeadKind parse_head_kind(const std::string& kind);
+
 // The architecture with the spec's head and options, freshly initialised.
 Model build_model(const ModelSpec& spec);
 
