@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (loads libtorch before the extension that links it)
 
-from . import _core, distributed, transforms
+from . import _core, calibration, distributed, transforms
 from ._core import (
     Dataset,
     Pipeline,
@@ -29,6 +29,7 @@ from ._core import (
 from .distributed import DistributedError
 from .data import DataLoader, fashion_mnist, open_dataset, open_tfrecords
 from .exporter import export
+from .budget import BudgetError, train_budget
 from .classifier import Classifier, load
 from .learner import ImageData, Learner, fit_options
 from .predictor import Overloaded, Predictor
@@ -38,6 +39,7 @@ __version__ = _core.__version__
 
 __all__ = [
     "__version__",
+    "BudgetError",
     "Classifier",
     "DataLoader",
     "Dataset",
@@ -50,6 +52,7 @@ __all__ = [
     "Pipeline",
     "Subset",
     "available_cores",
+    "calibration",
     "create_model",
     "distributed",
     "export",
@@ -63,5 +66,6 @@ __all__ = [
     "per_class_subset",
     "set_num_threads",
     "stratified_split",
+    "train_budget",
     "transforms",
 ]

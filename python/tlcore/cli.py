@@ -111,6 +111,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.nproc > 1 and distributed.world_size() == 1:
         distributed.launch([sys.executable, "-m", "tlcore.cli", *_without_nproc(args.argv)], args.nproc)
         return 0
+    if args.budget:
+        return _train_budget(args)
     data_name, data = _open_data(args)
     log.info("%s: %r", data_name, data)
     learner = tlcore.Learner(args.backbone, data, weights=args.weights, device=args.device, amp=args.amp,
@@ -127,6 +129,26 @@ def _train(args: argparse.Namespace) -> int:
     answer = tlcore.load(model_path).predict(data.val.image(0, channels=data.channels))
     log.info("prediction for %s: %s (%.2f); true %s", data.val.source(0), answer["prediction"],
              answer["confidence"], data.classes[data.val.label(0)])
+    log.info("model %s", model_path)
+    return 0
+
+
+def _train_budget(args: argparse.Namespace) -> int:
+    """--budget: tlcore plans the recipe; the report is on images no choice saw."""
+    import tlcore
+
+    fashion = args.data == FASHION
+    source = tlcore.fashion_mnist(train=True) if fashion else args.data
+    test = args.test or (tlcore.fashion_mnist(train=False) if fashion else None)
+    channels = 1 if fashion and args.backbone in ("simple_cnn", "mlp") else 3
+    result = tlcore.train_budget(source, args.budget, arch=args.backbone, weights=args.weights, test=test,
+                                 val_split=args.val_split, seed=args.seed, keep=args.keep, channels=channels)
+    learner, plan = result.learner, result.plan
+    name = FASHION if fashion else Path(args.data.rstrip("/")).name.split(".")[0]
+    stem = f"{args.backbone}__{name}__img{plan.image_size}__budget{plan.budget_s:.0f}s"
+    model_path = learner.save(Path(args.out) / f"{stem}.tlc")
+    learner.write_report(args.out, stem, split="test")
+    print(result.summary())
     log.info("model %s", model_path)
     return 0
 
@@ -253,6 +275,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     _add_recipe_options(train)
     train.add_argument("--backbone", default="simple_cnn")
     train.add_argument("--resume", action="store_true", help="checkpoint every epoch and resume")
+    train.add_argument("--budget", default=None,
+                       help="e.g. 10m, 30m, 2h: tlcore plans size, epochs and fine-tuning to fit this time "
+                            "(the epoch and learning-rate flags are then ignored)")
+    train.add_argument("--test", default=None,
+                       help="with --budget: a separate labelled folder/archive, evaluated once at the end "
+                            "(default: half of the validation split, never used for a choice)")
+    train.add_argument("--keep", type=float, default=0.95,
+                       help="with --budget: the share of correctly classified validation images the "
+                            "'unknown' threshold keeps")
     train.add_argument("--out", default="runs")
     train.add_argument("--nproc", type=int, default=1,
                        help="data-parallel ranks on this machine (torch.distributed: Gloo, NCCL on CUDA); each "

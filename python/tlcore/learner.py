@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from tqdm import tqdm
@@ -31,7 +31,9 @@ class ImageData:
     """A labelled image source with a stratified train/validation split and its pipelines.
 
     ``source`` is anything ``tlcore.open_dataset`` opens, or a ``Dataset``. ``valid``
-    gives a separate validation source instead of a split.
+    gives a separate validation source instead of a split. ``test`` (a source, opened only
+    when first used) or ``test_split`` (a stratified share of the validation split) is the
+    set the final figure is reported on: no epoch, threshold or TTA choice ever sees it.
 
     Usage: ``data = tlcore.ImageData("flowers/train", val_split=0.2, seed=42, image_size=224)``
     """
@@ -41,7 +43,8 @@ class ImageData:
                  train_transform: Union[str, "_core.Pipeline"] = "imagenet-train",
                  eval_transform: Union[str, "_core.Pipeline"] = "imagenet-eval",
                  channels: int = 3, valid: Union[PathLike, "_core.Dataset", None] = None,
-                 per_class: Optional[int] = None, num_workers: int = 0) -> None:
+                 per_class: Optional[int] = None, num_workers: int = 0,
+                 test: Union[PathLike, "_core.Dataset", None] = None, test_split: float = 0.0) -> None:
         full = source if isinstance(source, _core.Dataset) else open_dataset(source)
         if per_class is not None:
             full = _core.Subset(full, _core.per_class_subset(full.labels(), per_class, seed))
@@ -52,6 +55,14 @@ class ImageData:
             self.train, self.val = _core.Subset(full, train_idx), _core.Subset(full, val_idx)
         else:
             self.train, self.val = full, None
+        if test is not None and test_split > 0:
+            raise ValueError("give either test (a separate source) or test_split, not both")
+        self._test_source, self._test = test, None
+        if test_split > 0:
+            if self.val is None:
+                raise ValueError("test_split splits the validation set: give val_split or valid too")
+            select, report = _core.stratified_split(self.val.labels(), test_split, seed + 1)
+            self.val, self._test = _core.Subset(self.val, select), _core.Subset(self.val, report)
         self.classes: List[str] = list(full.classes)
         # The data's name for the model card: the folder or file, without its extensions.
         self.name = "" if isinstance(source, _core.Dataset) else Path(str(source).rstrip("/")).name.split(".")[0]
@@ -60,17 +71,41 @@ class ImageData:
         self.train_pipeline = _pipeline(train_transform, image_size, channels)
         self.eval_pipeline = _pipeline(eval_transform, image_size, channels)
 
+    @property
+    def test(self) -> Optional["_core.Dataset"]:
+        """The test set, or None; a ``test`` source is opened here, on first use."""
+        if self._test is None and self._test_source is not None:
+            src = self._test_source
+            self._test = src if isinstance(src, _core.Dataset) else open_dataset(src)
+            if list(self._test.classes) != self.classes:
+                raise ValueError(f"{src}: its classes {list(self._test.classes)} differ from the "
+                                 f"training data's {self.classes}")
+        return self._test
+
+    def describe_splits(self) -> Dict[str, str]:
+        """Which images each split holds, in words, for reports."""
+        val = len(self.val) if self.val is not None else 0
+        out = {"train": f"{len(self.train)} images", "val": f"{val} images (model selection)"}
+        if self._test_source is not None:
+            out["test"] = f"{self._test_source} (a separate set, evaluated once at the end)"
+        elif self._test is not None:
+            out["test"] = (f"{len(self._test)} images held out of the validation split "
+                           "(never used for any choice)")
+        return out
+
     def loader(self, split: str = "train", augment: bool = True, shuffle: Optional[bool] = None,
                batch_size: Optional[int] = None, rank: int = 0, world_size: int = 1,
                for_gpu: bool = False) -> DataLoader:
-        """A loader over ``split`` ("train" or "val"); eval pipeline unless training with augment.
+        """A loader over ``split`` ("train", "val" or "test"); eval pipeline unless training with augment.
 
         ``rank``/``world_size`` give this rank's shard; ``for_gpu`` yields uint8 batches in
         pinned memory, normalised on the GPU.
         """
-        ds = self.train if split == "train" else self.val
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be train, val or test, got {split!r}")
+        ds = getattr(self, split)  # the test set is opened only when asked for
         if ds is None:
-            raise ValueError("this ImageData has no validation split (val_split=0 and no valid=)")
+            raise ValueError(f"this ImageData has no {split} set")
         pipeline = self.train_pipeline if split == "train" and augment else self.eval_pipeline
         return DataLoader(ds, pipeline, batch_size=batch_size or self.batch_size,
                           shuffle=(split == "train") if shuffle is None else shuffle,
@@ -79,7 +114,8 @@ class ImageData:
 
     def __repr__(self) -> str:
         val = len(self.val) if self.val is not None else 0
-        return (f"ImageData({len(self.train)} train / {val} val images, {len(self.classes)} classes, "
+        test = f" / {len(self._test)} test" if self._test is not None else ""
+        return (f"ImageData({len(self.train)} train / {val} val{test} images, {len(self.classes)} classes, "
                 f"{self.image_size}px)")
 
 
@@ -90,9 +126,10 @@ def _pipeline(transform: Union[str, "_core.Pipeline"], size: int, channels: int)
 class _Progress:
     """tqdm bars fed by the C++ trainer's callbacks."""
 
-    def __init__(self, phase: str, epochs: int, verbose: bool) -> None:
+    def __init__(self, phase: str, epochs: int, verbose: bool,
+                 go_on: Optional[Callable[["_core.EpochStats"], bool]] = None) -> None:
         self.phase, self.epochs, self.verbose, self.bar = phase, epochs, verbose, None
-        self.epoch = 0
+        self.epoch, self.go_on = 0, go_on
 
     def on_batch(self, b: int, n: int, loss: float) -> None:
         if not self.verbose:
@@ -104,6 +141,10 @@ class _Progress:
         self.bar.set_postfix(loss=f"{loss:.4f}")
 
     def on_epoch(self, s: "_core.EpochStats") -> bool:
+        self.report(s)
+        return self.go_on(s) if self.go_on is not None else True
+
+    def report(self, s: "_core.EpochStats") -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -113,7 +154,6 @@ class _Progress:
         log.info("%s epoch %d/%d: loss %.4f acc %.4f%s lr %.2e %.1fs (%.0f img/s)", s.phase,
                  s.epoch + 1, self.epochs, s.train_loss, s.train_accuracy, val, s.lr, s.seconds,
                  s.images_per_second)
-        return True
 
 
 def _history_row(s: "_core.EpochStats", global_epoch: int) -> Dict[str, object]:
@@ -181,17 +221,21 @@ class Learner:
         # Each fit call's options, saved with the model as its training recipe.
         self.recipe: List[Dict[str, object]] = []
         self.threshold, self.temperature = 0.0, 1.0
+        # Figures worth keeping in the model card (e.g. the budget run's test accuracy).
+        self.metrics: Dict[str, object] = {}
         self._loader_epochs = 0
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, epochs: int, lr: float = 1e-3, phase: str = "fit", augment: bool = True,
             class_weights: Union[None, str, Sequence[float]] = None,
+            on_epoch: Optional[Callable[["_core.EpochStats"], bool]] = None,
             **options: object) -> List[Dict[str, object]]:
         """Trains whatever is trainable now for ``epochs``; returns this phase's history.
 
         ``augment`` trains on the data's train pipeline (else its eval pipeline);
         ``class_weights`` is "balanced" (scikit-learn's rule on the training labels) or one
-        weight per class. ``options`` are the training options of ``tlcore.fit_options()``,
+        weight per class. ``on_epoch(stats)`` is called after every epoch; returning False
+        ends the phase there (the best weights are still restored). ``options`` are the training options of ``tlcore.fit_options()``,
         one list defined in C++ (optimizer, schedule, label_smoothing, patience,
         cache_features, cache_flip, ...); an unknown name is a ValueError listing them.
         The device, mixed precision and checkpoints are the Learner's.
@@ -222,7 +266,7 @@ class Learner:
         val = (self.data.loader("val", rank=rank, world_size=world, for_gpu=gpu)
                if self.data.val is not None else None)
         trainer = _core.Trainer(self.model, train._loader, val._loader if val else None, self.group)
-        progress = _Progress(phase, epochs, self.verbose)
+        progress = _Progress(phase, epochs, self.verbose, on_epoch)
         result = trainer.fit(o, progress.on_epoch, progress.on_batch)
         start = len(self.history)
         rows = [_history_row(s, start + i) for i, s in enumerate(result.history)]
@@ -267,16 +311,50 @@ class Learner:
         return rows
 
     # -- evaluation ---------------------------------------------------------------------------
-    def predictions(self, split: str = "val", tta: bool = False) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(probabilities, labels, dataset_indices)`` over a split, in dataset order."""
+    def logits(self, split: str = "val", tta: bool = False) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logits, labels, dataset_indices)`` over a split, before the temperature.
+
+        With ``tta`` the "logits" are the log of the mean probability of the image and its mirror.
+        """
         loader = self.data.loader(split, augment=False, shuffle=False, for_gpu=self.device == "cuda")
         logits, labels, indices, _ = _core.predict(self.model, loader._loader, True, tta, amp=self.amp)
-        return torch.softmax(logits, 1), labels, indices
+        return logits, labels, indices
+
+    def predictions(self, split: str = "val", tta: bool = False) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(probabilities, labels, dataset_indices)`` over a split, in dataset order, calibrated
+        by the learner's temperature."""
+        logits, labels, indices = self.logits(split, tta)
+        return torch.softmax(logits / self.temperature, 1), labels, indices
+
+    def calibrate(self, split: str = "val", keep: float = 0.95) -> Dict[str, float]:
+        """Fits the temperature and the "unknown" threshold on ``split``; both are saved.
+
+        The temperature minimises the negative log-likelihood (Guo et al. 2017); the
+        threshold keeps ``keep`` of the correctly classified images above it. Returns the
+        expected calibration error before and after, the temperature and the threshold.
+
+        Usage: ``learner.calibrate("val", keep=0.95)``
+        """
+        from . import calibration
+
+        logits, labels, _ = self.logits(split)
+        result = calibration.calibrate(logits, labels, keep)
+        self.temperature, self.threshold = result["temperature"], result["threshold"]
+        return result
 
     def evaluate(self, split: str = "val", tta: bool = False) -> Report:
-        """Accuracy, top-k, per-class precision/recall/F1 and the confusion matrix on ``split``."""
+        """Accuracy, top-k, per-class precision/recall/F1 and the confusion matrix on ``split``.
+
+        With a threshold set, ``report.extra`` also holds the share of images called
+        "unknown" and the accuracy on the others.
+        """
+        from . import calibration
+
         probs, labels, _ = self.predictions(split, tta)
         report = Report.from_predictions(labels.tolist(), probs, self.data.classes)
+        report.extra["expected_calibration_error"] = calibration.expected_calibration_error(probs, labels)
+        if self.threshold > 0:
+            report.extra.update(calibration.unknown_scores(probs, labels, self.threshold))
         train_acc = [h["train_accuracy"] for h in self.history]
         if split == "val" and train_acc:
             train_probs, train_labels, _ = self.predictions("train")
@@ -291,6 +369,7 @@ class Learner:
                      self.model_options)
         spec.weights, spec.threshold, spec.temperature = self.weights, self.threshold, self.temperature
         spec.recipe, spec.history = json.dumps(self.recipe), json.dumps(self.history)
+        spec.metrics = json.dumps(self.metrics)
         size = len(self.data.train) + (len(self.data.val) if self.data.val is not None else 0)
         spec.provenance = model_file.provenance(getattr(self.data, "name", ""), size)
         return spec
@@ -304,8 +383,10 @@ class Learner:
             return Path(path)
         return model_file.write_model(path, self.spec(), self.model)
 
-    def write_report(self, out_dir: PathLike, stem: Optional[str] = None) -> Dict[str, Path]:
-        """The report, its plots and the history in ``out_dir``; see ``tlcore.reporting.write_report``."""
+    def write_report(self, out_dir: PathLike, stem: Optional[str] = None,
+                     split: str = "val") -> Dict[str, Path]:
+        """The report on ``split``, its plots and the history in ``out_dir``; see
+        ``tlcore.reporting.write_report``."""
         from .reporting import write_report
 
-        return write_report(self, out_dir, stem)
+        return write_report(self, out_dir, stem, split)

@@ -72,6 +72,12 @@ class Report:
     def to_markdown(self) -> str:
         """scikit-learn's classification_report as a Markdown table, plus the headline figures."""
         lines = [f"**Accuracy** {self.accuracy:.4f} on {self.num_samples} images"]
+        if "images" in self.extra:
+            lines.append(f"**Images** {self.extra['images']}")
+        if "unknown_share" in self.extra:
+            lines.append(f"**Unknown** {self.extra['unknown_share']:.1%} of the images at threshold "
+                         f"{self.extra['threshold']:.3f}; accuracy on the rest "
+                         f"{self.extra['accuracy_answered']:.4f}")
         lines += [f"**Top-{k} accuracy** {v:.4f}" for k, v in self.top_k.items() if k != 1]
         if self.overfitting_gap is not None:
             lines.append(f"**Overfitting gap** (train − validation accuracy) {self.overfitting_gap:+.4f}")

@@ -53,13 +53,15 @@ def report_paths(out_dir: PathLike, stem: Optional[str] = None) -> Dict[str, Pat
     return {key: out / f"{prefix}{name}" for key, name in names.items()}
 
 
-def write_report(learner: "Learner", out_dir: PathLike, stem: Optional[str] = None) -> Dict[str, Path]:
-    """Evaluates ``learner`` on its validation split and writes what a run leaves to read.
+def write_report(learner: "Learner", out_dir: PathLike, stem: Optional[str] = None,
+                 split: str = "val") -> Dict[str, Path]:
+    """Evaluates ``learner`` on ``split`` ("val" or "test") and writes what a run leaves to read.
 
     ``json``/``markdown``: the ``Report`` (accuracy, top-k, per-class precision/recall/F1,
     overfitting gap); ``confusion``: the confusion matrices; ``curves``: loss, accuracy and
     F1 per epoch; ``history``: the epochs as JSON; ``predictions``: a grid of validation
-    images with their predictions; ``top_losses``: the worst-predicted validation images.
+    images with their predictions; ``top_losses``: the worst-predicted images. The report
+    names the images it was computed on.
     Returns those paths by name. In a distributed run only rank 0 evaluates and writes;
     the other ranks return the paths.
     """
@@ -69,13 +71,14 @@ def write_report(learner: "Learner", out_dir: PathLike, stem: Optional[str] = No
     if learner.group is not None and learner.group.rank != 0:
         return paths
     data = learner.data
-    report = learner.evaluate()
+    report = learner.evaluate(split)
+    report.extra["images"] = data.describe_splits().get(split, split)
     paths.update(report.save(paths["json"].parent, prefix=f"{stem}_" if stem else ""))
     plots.curves(learner.history, paths["curves"])
     atomic_write_bytes(paths["history"], json.dumps(learner.history, indent=2).encode())
 
-    probs, labels, indices = learner.predictions("val")
-    images = _Images(data.val, indices.tolist(), data.channels)
+    probs, labels, indices = learner.predictions(split)
+    images = _Images(data.test if split == "test" else data.val, indices.tolist(), data.channels)
     confidence, predicted = probs.max(1)
     pick = list(range(min(GRID_IMAGES, len(images))))
     plots.prediction_grid(images[: len(pick)], labels[pick].tolist(), predicted[pick].tolist(),

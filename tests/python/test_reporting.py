@@ -41,6 +41,7 @@ def test_the_report_is_the_learners_evaluation(learner, tmp_path):
     paths = learner.write_report(tmp_path)
     assert paths == {key: tmp_path / name for key, name in FILES.items()}  # no stem: plain names
     expected = learner.evaluate()
+    expected.extra["images"] = learner.data.describe_splits()["val"]  # the report names its images
     written = json.loads(paths["json"].read_text())
     assert written["accuracy"] == pytest.approx(expected.accuracy)
     assert written["num_samples"] == len(learner.data.val)

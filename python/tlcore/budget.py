@@ -1,0 +1,353 @@
+"""Budgeted training: the best recipe a time budget buys on this machine, from one call.
+
+tlcore times a short probe of the real work (feature caching and training steps on a few
+hundred images), plans the image size, the epochs and the blocks to fine-tune so that the
+whole run (probe, caching, training, the final evaluation) fits the budget, and prints the
+plan with its reasons before it starts. Epochs are chosen on part of the validation split,
+TTA, the temperature and the "unknown" threshold on the same part, and the figure reported
+is on images no choice saw: ``test`` (a separate set) or the rest of the validation split.
+
+Usage::
+
+    result = tlcore.train_budget("flowers/train", "10m", weights="mobilenet_v2.pth")
+    print(result.summary())
+    result.learner.save("flowers.tlc")
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+
+from . import _core, calibration
+from .data import PathLike, open_dataset
+from .learner import ImageData, Learner
+from .report import Report
+
+log = logging.getLogger(__name__)
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+# Pretrained models: the sizes tried, largest first, for photos and for small (CIFAR-like) images.
+_PHOTO_SIZES = (224, 192, 160, 128)
+_SMALL_SIZES = (160, 128, 112, 96)
+_GOOD_EPOCHS, _MIN_EPOCHS, _MAX_EPOCHS = 10, 4, 20
+_SCRATCH_MAX_EPOCHS = 40
+_PROBE_IMAGES = 256
+
+
+class BudgetError(ValueError):
+    """The budget cannot buy even the smallest useful run; the message names the minimum."""
+
+
+def parse_budget(budget: Union[str, float]) -> float:
+    """Seconds in a budget such as "10m", "30m", "2h", "90s" or "1h30m" (a number is seconds).
+
+    Usage: ``parse_budget("1h30m")  # 5400.0``
+    """
+    if isinstance(budget, (int, float)):
+        seconds = float(budget)
+    else:
+        text = budget.strip().lower()
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", text)
+        if not text or parts is None:
+            raise ValueError(f"budget {budget!r}: expected a duration such as 90s, 10m, 2h or 1h30m")
+        seconds = sum(float(v) * _UNITS[u] for v, u in zip(parts.groups(), "hms") if v)
+    if not seconds > 0:
+        raise ValueError(f"budget {budget!r}: must be positive")
+    return seconds
+
+
+@dataclass
+class Plan:
+    """What a budget buys: the recipe and the time each part is expected to take."""
+
+    budget_s: float
+    arch: str
+    image_size: int
+    native_size: int
+    epochs: int
+    unfreeze: Optional[int]  # blocks fine-tuned on cached features; None: every layer trains
+    blocks: int
+    lr: float
+    batch_size: int
+    estimate_s: Dict[str, float] = field(default_factory=dict)
+    reasons: List[str] = field(default_factory=list)
+
+    @property
+    def cached(self) -> bool:
+        return self.unfreeze is not None
+
+    def fit_options(self) -> Dict[str, object]:
+        """The options of ``Learner.fit`` this plan trains with."""
+        if self.cached:
+            return dict(optimizer="adamw", weight_decay=0.05, schedule="cosine", warmup_epochs=0.5,
+                        label_smoothing=0.1, cache_features=True, cache_flip=True,
+                        restore_best=True, monitor="val_loss")
+        return dict(optimizer="adamw", weight_decay=5e-4, schedule="onecycle", restore_best=True,
+                    monitor="val_loss")
+
+    def describe(self) -> str:
+        what = (f"the last {self.unfreeze} of {self.blocks} blocks and a new head fine-tuned on cached "
+                "features of the frozen blocks (and of mirrored images: an exact random flip)"
+                if self.cached else "every layer trained from the start, no augmentation")
+        e = self.estimate_s
+        lines = [f"plan for a {_clock(self.budget_s)} budget:",
+                 f"  {self.arch} at {self.image_size} px (the images' native size: {self.native_size} px)",
+                 f"  {what}",
+                 f"  {self.epochs} epochs, AdamW lr {self.lr:g}, batch {self.batch_size}, "
+                 + ("cosine schedule, label smoothing 0.1" if self.cached else "one-cycle schedule")
+                 + ", best epoch by validation loss",
+                 f"  estimated: probe {e['probe']:.0f} s, "
+                 + (f"caching {e['cache']:.0f} s, " if self.cached else "")
+                 + f"{self.epochs} epochs x {e['epoch']:.1f} s, final evaluation {e['final']:.0f} s"
+                 f" -> {e['total']:.0f} s of {self.budget_s:.0f} s"]
+        lines += [f"  why: {r}" for r in self.reasons]
+        return "\n".join(lines)
+
+
+@dataclass
+class BudgetResult:
+    """The trained learner, its plan, and figures on images no choice saw."""
+
+    learner: Learner
+    plan: Plan
+    seconds: float
+    tta: bool
+    calibration: Dict[str, float]
+    test: Report
+    test_tta: Report
+    splits: Dict[str, str]
+
+    @property
+    def accuracy(self) -> float:
+        """The headline: the test accuracy with TTA if validation chose it."""
+        return (self.test_tta if self.tta else self.test).accuracy
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"budget_s": self.plan.budget_s, "seconds": round(self.seconds, 1),
+                "test_accuracy": self.test.accuracy, "test_accuracy_tta": self.test_tta.accuracy,
+                "tta_chosen": self.tta, "accuracy": self.accuracy, "calibration": self.calibration,
+                "test_unknown": {k: v for k, v in self.test.extra.items()}, "splits": self.splits,
+                "plan": asdict(self.plan)}
+
+    def summary(self) -> str:
+        c = self.calibration
+        return "\n".join([
+            f"trained in {self.seconds:.0f} s of a {_clock(self.plan.budget_s)} budget",
+            f"test accuracy {self.test.accuracy:.4f}, with flip TTA {self.test_tta.accuracy:.4f} "
+            f"(validation chose {'TTA' if self.tta else 'no TTA'})",
+            f"calibration: temperature {c['temperature']:.3f}; test ECE {c['test_ece_before']:.4f} -> "
+            f"{c['test_ece_after']:.4f}; unknown threshold {c['threshold']:.3f} (keeps {c['keep']:.0%} of "
+            f"correct validation images): {self.test.extra.get('unknown_share', 0):.1%} of test images "
+            f"unknown, {self.test.extra.get('accuracy_answered', float('nan')):.4f} accurate on the rest",
+            *[f"{k}: {v}" for k, v in self.splits.items()]])
+
+
+def train_budget(source: Union[PathLike, "_core.Dataset"], budget: Union[str, float],
+                 arch: str = "mobilenet_v2", weights: Optional[PathLike] = None,
+                 test: Union[PathLike, "_core.Dataset", None] = None, valid: Union[PathLike, "_core.Dataset", None] = None,
+                 val_split: float = 0.2, seed: int = 42, keep: float = 0.95,
+                 channels: int = 3, verbose: bool = True) -> BudgetResult:
+    """Plans and trains the best model ``budget`` buys on this machine; see the module docstring.
+
+    ``test`` is a separate labelled set evaluated once at the end; without it, half of the
+    validation split is held out for the final figure. ``keep`` is the share of correctly
+    classified validation images the "unknown" threshold keeps.
+
+    Usage: ``tlcore.train_budget("flowers/train", "10m", weights="imagenet")``
+    """
+    start = time.perf_counter()
+    budget_s = parse_budget(budget)
+    full = source if isinstance(source, _core.Dataset) else open_dataset(source)
+    name = "" if isinstance(source, _core.Dataset) else str(source).rstrip("/").split("/")[-1].split(".")[0]
+
+    def split_data(size: int, batch: int) -> ImageData:
+        train_t, eval_t = _pipelines(arch, size, native, channels, weights is not None)
+        data = ImageData(full, val_split=val_split, seed=seed, image_size=size, batch_size=batch,
+                         train_transform=train_t, eval_transform=eval_t, channels=channels, valid=valid,
+                         test=test, test_split=0.0 if test is not None else 0.5)
+        data.name = name
+        return data
+
+    native = native_size(full)
+    plan = _plan(arch, weights, split_data, native, budget_s, start, seed, test is not None)
+    log.info("%s", plan.describe())
+    data = split_data(plan.image_size, plan.batch_size)
+    learner = Learner(arch, data, weights=weights, seed=seed, verbose=verbose)
+    if plan.cached:
+        learner.model.batchnorm_eval = True
+        learner.model.unfreeze_last(plan.unfreeze)
+    deadline = start + budget_s - plan.estimate_s["final"]
+    learner.fit(plan.epochs, lr=plan.lr, phase="budget", augment=False,
+                on_epoch=_Deadline(deadline, plan.epochs), **plan.fit_options())
+    return _select_and_report(learner, plan, start, keep)
+
+
+def native_size(dataset: "_core.Dataset", sample: int = 32) -> int:
+    """The median shorter side of an evenly spaced sample of the images."""
+    n = len(dataset)
+    picks = range(0, n, max(1, n // sample))
+    return int(statistics.median(min(dataset.image(i).shape[:2]) for i in picks))
+
+
+def _pipelines(arch: str, size: int, native: int, channels: int, pretrained: bool):
+    """Photos: the ImageNet eval crop. Small images (<= 64 px): a plain resize, nothing cropped."""
+    if not pretrained:
+        return "cifar-eval", "cifar-eval"
+    if native > 64:
+        return "imagenet-eval", "imagenet-eval"
+    base = _core.Pipeline.preset("imagenet-eval", size, channels)
+    resize = _core.Pipeline.preset("cifar-eval", size, channels).ops
+    pipeline = _core.Pipeline(resize, size, base.mean, base.std)
+    return pipeline, pipeline
+
+
+class _Deadline:
+    """Ends training when the next epoch would run past the deadline, and logs an ETA."""
+
+    def __init__(self, deadline: float, epochs: int) -> None:
+        self.deadline, self.epochs, self.done, self.longest = deadline, epochs, 0, 0.0
+
+    def __call__(self, stats: "_core.EpochStats") -> bool:
+        self.done += 1
+        self.longest = max(self.longest, stats.seconds)
+        now = time.perf_counter()
+        log.info("budget: epoch %d/%d, training ends in about %s", self.done, self.epochs,
+                 _clock(self.longest * (self.epochs - self.done)))
+        if self.done < self.epochs and now + self.longest > self.deadline:
+            log.warning("budget: stopping after epoch %d of %d: another would pass the budget",
+                        self.done, self.epochs)
+            return False
+        return True
+
+
+def _plan(arch: str, weights: Optional[PathLike], split_data, native: int, budget_s: float,
+          start: float, seed: int, separate_test: bool) -> Plan:
+    pretrained = weights is not None
+    sizes = ([s for s in (_SMALL_SIZES if native <= 64 else _PHOTO_SIZES)] if pretrained else [native])
+    batch = 64 if pretrained else 128
+    probe_data = split_data(sizes[0], batch)
+    n_train, n_val = len(probe_data.train), len(probe_data.val)
+    # A separate test set stays unopened until the end: its size is guessed as the validation's.
+    n_test = n_val if separate_test else len(probe_data.test)
+    # Validation and test, each with and without flip TTA (three forward passes an image).
+    n_final = 3 * (n_val + n_test)
+    timing = _probe(arch, weights, probe_data, seed)
+    blocks = timing["blocks"]
+    unfreeze = max(1, round(0.4 * blocks)) if pretrained else None
+    # Everything after the plan: what is left of the budget, less a margin for the unexpected.
+    left = budget_s - (time.perf_counter() - start) - timing["setup"] - (0.03 * budget_s + 5)
+    options = []
+    for size in sizes:
+        scale = (size / sizes[0]) ** 2
+        cache = timing["cache"] * scale * (2 * n_train + n_val) if pretrained else 0.0
+        epoch = timing["epoch"] * scale * (n_train + 0.3 * n_val)  # + validating on cached maps
+        final = timing["forward"] * scale * n_final + 6 * 0.5  # six passes, each with a start-up
+        epochs = math.floor((left - cache - final) / epoch) if epoch > 0 else 0
+        options.append((size, min(epochs, _MAX_EPOCHS if pretrained else _SCRATCH_MAX_EPOCHS),
+                        cache, epoch, final))
+    chosen, reasons = _choose(options, pretrained)
+    if chosen is None:
+        size, _, cache, epoch, final = options[-1]
+        need = (time.perf_counter() - start) + timing["setup"] + cache + final + _MIN_EPOCHS * epoch
+        raise BudgetError(f"a budget of {_clock(budget_s)} cannot train {_MIN_EPOCHS} epochs of {arch} "
+                          f"at {size} px on this machine; the minimum is about {_clock(need * 1.1)}")
+    size, epochs, cache, epoch, final = chosen
+    probe_s = time.perf_counter() - start
+    estimate = {"probe": probe_s, "setup": timing["setup"], "cache": cache, "epoch": epoch,
+                "final": final, "total": probe_s + timing["setup"] + cache + epochs * epoch + final}
+    return Plan(budget_s, arch, size, native, epochs, unfreeze, blocks, 1e-3 if pretrained else 3e-3,
+                batch, estimate, reasons)
+
+
+def _choose(options: Sequence[tuple], pretrained: bool):
+    """The largest size that fits enough epochs; resolution helps transfer until epochs run short."""
+    for size, epochs, *_ in options:
+        if epochs >= _GOOD_EPOCHS:
+            why = [f"{size} px is the largest size tried that fits {_GOOD_EPOCHS}+ epochs"]
+            if epochs >= _MAX_EPOCHS:
+                why.append(f"epochs capped at {_MAX_EPOCHS if pretrained else _SCRATCH_MAX_EPOCHS}: "
+                           "more rarely helps; the rest of the budget is left unused")
+            return next(o for o in options if o[0] == size), why
+    fitting = [o for o in options if o[1] >= _MIN_EPOCHS]
+    if not fitting:
+        return None, []
+    best = max(fitting, key=lambda o: o[1])
+    return best, [f"no size fits {_GOOD_EPOCHS} epochs; {best[0]} px fits the most ({best[1]})"]
+
+
+def _probe(arch: str, weights: Optional[PathLike], data: ImageData, seed: int) -> Dict[str, float]:
+    """Seconds per image of feature caching, of a training epoch and of a forward pass, measured
+    on a stratified sample of the training images, plus the set-up (model and weights)."""
+    # Training from scratch has no caching pass: more images make its one timed epoch steadier.
+    per_class = max(1, (_PROBE_IMAGES if weights is not None else 8 * _PROBE_IMAGES) // len(data.classes))
+    pick = _core.per_class_subset(data.train.labels(), per_class, seed)
+    sample = _core.Subset(data.train, pick)
+    val_pick = _core.per_class_subset(data.val.labels(), max(1, 32 // len(data.classes)), seed)
+    probe = ImageData(sample, valid=_core.Subset(data.val, val_pick), seed=seed,
+                      image_size=data.image_size, batch_size=data.batch_size, channels=data.channels,
+                      train_transform=data.eval_pipeline, eval_transform=data.eval_pipeline)
+    t0 = time.perf_counter()
+    learner = Learner(arch, probe, weights=weights, seed=seed, verbose=False)
+    setup = time.perf_counter() - t0
+    n, v = len(sample), len(probe.val)
+    blocks = len(learner.model.blocks)
+    t0 = time.perf_counter()
+    if weights is not None:
+        learner.model.batchnorm_eval = True
+        learner.model.unfreeze_last(max(1, round(0.4 * blocks)))
+        rows = learner.fit(2, lr=1e-4, phase="probe", augment=False, cache_features=True, cache_flip=True)
+        fit_s = time.perf_counter() - t0
+        epoch = min(r["seconds"] for r in rows)
+        cache = max(fit_s - sum(r["seconds"] for r in rows), 0.0) / (2 * n + v)
+    else:
+        rows = learner.fit(1, lr=1e-4, phase="probe", augment=False)
+        epoch, cache = rows[0]["seconds"], 0.0
+    # A forward pass: about the frozen prefix's cost, or a third of a training step's.
+    forward = 1.2 * cache if weights is not None else epoch / n / 3
+    log.info("probe: %d images, setup %.1f s, caching %.1f ms/image, training %.1f ms/image, "
+             "inference %.1f ms/image", n, setup, 1e3 * cache, 1e3 * epoch / n, 1e3 * forward)
+    return {"setup": setup, "cache": cache, "epoch": epoch / n, "forward": forward, "blocks": blocks}
+
+
+def _select_and_report(learner: Learner, plan: Plan, start: float, keep: float) -> BudgetResult:
+    """TTA, temperature and threshold chosen on validation; then the test set, once."""
+    val_logits, val_labels, _ = learner.logits("val")
+    val_tta, _, _ = learner.logits("val", tta=True)
+    plain, flipped = (_accuracy(x, val_labels) for x in (val_logits, val_tta))
+    tta = flipped > plain
+    cal = calibration.calibrate(val_logits, val_labels, keep)
+    learner.temperature, learner.threshold = cal["temperature"], cal["threshold"]
+    logits, labels, _ = learner.logits("test")
+    tta_logits, _, _ = learner.logits("test", tta=True)
+    t, classes = learner.temperature, learner.data.classes
+    test = Report.from_predictions(labels.tolist(), torch.softmax(logits / t, 1), classes)
+    test_tta = Report.from_predictions(labels.tolist(), torch.softmax(tta_logits / t, 1), classes)
+    # "unknown" as served: one view, calibrated.
+    test.extra.update(calibration.unknown_scores(torch.softmax(logits / t, 1), labels, learner.threshold))
+    cal.update(keep=keep, val_accuracy=plain, val_accuracy_tta=flipped,
+               test_ece_before=calibration.expected_calibration_error(torch.softmax(logits, 1), labels),
+               test_ece_after=calibration.expected_calibration_error(torch.softmax(logits / t, 1), labels))
+    seconds = time.perf_counter() - start
+    splits = learner.data.describe_splits()
+    learner.metrics = {"test_accuracy": test.accuracy, "test_accuracy_tta": test_tta.accuracy,
+                       "tta": tta, **cal, "splits": splits, "budget_s": plan.budget_s, "seconds": seconds}
+    return BudgetResult(learner, plan, seconds, tta, cal, test, test_tta, splits)
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).double().mean())
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds < 3600 else \
+        f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
