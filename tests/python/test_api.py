@@ -189,7 +189,7 @@ def torchvision_answers(photos) -> Dict[str, torch.Tensor]:
 
     photos = need(photos)
     model = torchvision.models.mobilenet_v2()
-    model.load_state_dict(torch.load(str(photos.parents[1] / WEIGHTS), map_location="cpu"))
+    model.load_state_dict(torch.load(str(photos.parents[1] / WEIGHTS), map_location="cpu", weights_only=True))
     model.eval()
     transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
                            T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])

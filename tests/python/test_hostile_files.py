@@ -1,12 +1,16 @@
-"""Hostile files (issue 19): kill -9 mid-save.
+"""Hostile files (issue 19): model files carrying code, kill -9 mid-save.
 
-A writer SIGKILLed mid-save leaves a whole file under the final name: the last complete model
-(same predictions) or checkpoint (resumable), and only clearly named temporaries beside it.
+Every path that reads a user-given model or weights file refuses a pickle that would run code,
+with a message naming the file, and the code never runs (the marker file it would create never
+appears): tlcore.load, tlcore.Predictor, tlcore.export, the CLI's predict and evaluate and
+Learner(weights=...). A writer SIGKILLed mid-save leaves a whole file under the final name.
 """
 from __future__ import annotations
 
+import builtins
 import io
 import os
+import pickle
 import queue
 import random
 import re
@@ -15,7 +19,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import torch
@@ -37,6 +41,47 @@ def png(data: "tlcore.ImageData") -> bytes:
     return buffer.getvalue()
 
 
+# -- what a malicious file holds ------------------------------------------------------------------
+class _System:
+    """Unpickling this runs ``os.system(command)``: the classic malicious model file."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class _Exec:
+    """Unpickling this runs Python source through ``builtins.exec``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def __reduce__(self):
+        return builtins.exec, (self.source,)
+
+
+def write_evil_files(folder: Path, good: Dict[str, object], marker: Path) -> Dict[str, Path]:
+    """Model files whose unpickling would create ``marker``, each hiding the code another way."""
+    touch, create = _System(f"touch {marker}"), _Exec(f"open({str(marker)!r}, 'w').close()")
+    payloads = {
+        "evil_format.tlc": dict(good, format=touch),                                     # torch.save's zip
+        "evil_exec.tlc": dict(good, spec=create),
+        "evil_tensor.tlc": dict(good, state_dict={**good["state_dict"], "conv.weight": touch}),
+        "evil_whole.tlc": touch,
+    }
+    paths = {}
+    for name, payload in payloads.items():
+        torch.save(payload, folder / name, pickle_module=pickle)
+        paths[name] = folder / name
+    legacy = folder / "evil_legacy.tlc"  # torch's pre-1.6 format: one pickle after another
+    torch.save(dict(good, format=touch), legacy, pickle_module=pickle, _use_new_zipfile_serialization=False)
+    raw = folder / "evil_raw.tlc"  # a bare pickle.dump, no torch at all
+    raw.write_bytes(pickle.dumps(dict(good, format=touch)))
+    return {**paths, legacy.name: legacy, raw.name: raw}
+
+
 # -- fixtures -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def data() -> "tlcore.ImageData":
@@ -44,6 +89,126 @@ def data() -> "tlcore.ImageData":
         return _save_worker.small_data(tlcore.fashion_mnist(train=True))
     except FileNotFoundError as e:
         pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def good_model(data, tmp_path_factory) -> Path:
+    return tlcore.Learner("simple_cnn", data, verbose=False, seed=0).save(tmp_path_factory.mktemp("good") / "fashion.tlc")
+
+
+@pytest.fixture(scope="module")
+def marker(tmp_path_factory) -> Path:
+    """What the malicious files would create; every test ends by checking it never appeared."""
+    return tmp_path_factory.mktemp("marker") / "PWNED"
+
+
+@pytest.fixture(scope="module")
+def evil(good_model, marker, tmp_path_factory) -> Dict[str, Path]:
+    good = torch.load(str(good_model), weights_only=True)
+    return write_evil_files(tmp_path_factory.mktemp("evil"), good, marker)
+
+
+@pytest.fixture()
+def image(data, tmp_path) -> Path:
+    path = tmp_path / "item.png"
+    path.write_bytes(png(data))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_code_ran(request) -> Iterator[None]:
+    yield
+    if "marker" in request.fixturenames:
+        assert not request.getfixturevalue("marker").exists(), "a malicious file ran its code"
+
+
+# -- every load path refuses code ------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["evil_format.tlc", "evil_exec.tlc", "evil_tensor.tlc", "evil_whole.tlc",
+                                  "evil_legacy.tlc", "evil_raw.tlc"])
+def test_load_predictor_and_export_refuse_a_pickle_with_code(evil, marker, name, tmp_path):
+    path = evil[name]
+    with pytest.raises(ValueError, match=re.escape(name)):
+        tlcore.load(path)
+    with pytest.raises(ValueError, match=re.escape(name)):
+        tlcore.Predictor(path, device="cpu")
+    with pytest.raises(ValueError, match=re.escape(name)):
+        tlcore.export(path, tmp_path / "m.pt")
+    with pytest.raises(ValueError, match=re.escape(name)):
+        tlcore.export(path, tmp_path / "m.onnx", format="onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_predict_and_evaluate_refuse_a_pickle_with_code(evil, marker, image, tmp_path):
+    labelled = tmp_path / "labelled" / "shirt"
+    labelled.mkdir(parents=True)
+    (labelled / image.name).write_bytes(image.read_bytes())
+    model = evil["evil_format.tlc"]
+    commands = {"predict": ["predict", "--model", model, image],
+                "evaluate": ["evaluate", "--model", model, "--data", labelled.parent]}
+    runs = {what: subprocess.Popen([sys.executable, "-m", "tlcore.cli", *map(str, argv)], cwd=REPO, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for what, argv in commands.items()}
+    for what, run in runs.items():
+        out, err = run.communicate(timeout=120)
+        assert run.returncode != 0 and not out, (what, out, err)
+        assert f"{model}: not a tlcore model file" in err, (what, err)
+
+
+def test_learner_refuses_weights_with_code(data, marker, tmp_path):
+    state = tlcore.Learner("simple_cnn", data, verbose=False).model.state_dict()
+    first = next(iter(state))
+    files = {"entry.pth": ({**state, first: _System(f"touch {marker}")}, f"entry '{first}' is not a plain tensor"),
+             "whole.pth": (_Exec(f"open({str(marker)!r}, 'w').close()"), "holds no dict of tensors")}
+    for name, (payload, words) in files.items():
+        torch.save(payload, tmp_path / name, pickle_module=pickle)
+        with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name}: {words}")):
+            tlcore.Learner("simple_cnn", data, verbose=False, weights=tmp_path / name)
+
+
+def test_code_in_an_entry_tlcore_does_not_read_never_runs(good_model, marker, tmp_path):
+    """The reader keeps what it does not need opaque: the file loads, and its code stays inert."""
+    good = torch.load(str(good_model), weights_only=True)
+    torch.save(dict(good, notes=_System(f"touch {marker}")), tmp_path / "extra.tlc", pickle_module=pickle)
+    assert tlcore.load(tmp_path / "extra.tlc").classes == tlcore.load(good_model).classes
+
+
+@pytest.mark.xfail(strict=True, reason="C++ reader accepts globals in entries it skips (issue 19, C++ side)")
+def test_a_model_file_with_any_global_beyond_tensors_is_refused(good_model, marker, tmp_path):
+    good = torch.load(str(good_model), weights_only=True)
+    torch.save(dict(good, notes=_System(f"touch {marker}")), tmp_path / "extra.tlc", pickle_module=pickle)
+    with pytest.raises(ValueError, match="extra.tlc"):
+        tlcore.load(tmp_path / "extra.tlc")
+
+
+class _FromFile(torch.nn.Module):
+    """A TorchScript module whose ``__setstate__`` creates ``target``: its code runs on load."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+        self.x = torch.zeros(1)
+
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[str, torch.Tensor]:
+        return self.target, self.x
+
+    @torch.jit.export
+    def __setstate__(self, state: Tuple[str, torch.Tensor]) -> None:
+        self.target = state[0]
+        self.x = torch.from_file(self.target, True, 1)  # shared=True opens the file with O_CREAT
+        self.training = False
+
+
+@pytest.mark.xfail(strict=True, reason="resume reads fit.ckpt with torch::jit's loader, which runs "
+                                       "TorchScript __setstate__ (cpp/src/train/fit_checkpoint.cpp; C++ side)")
+def test_resume_refuses_a_checkpoint_carrying_torchscript_code(data, tmp_path):
+    created = tmp_path / "CREATED"
+    torch.jit.script(_FromFile(str(created))).save(str(tmp_path / f"{_save_worker.PHASE}.ckpt"))
+    learner = tlcore.Learner("simple_cnn", data, verbose=False, checkpoint_dir=tmp_path)
+    with pytest.raises(Exception) as info:
+        learner.fit(1, phase=_save_worker.PHASE)
+    assert not created.exists(), "reading the checkpoint ran the TorchScript code it holds"
+    assert info.type is ValueError and f"{_save_worker.PHASE}.ckpt" in str(info.value)
 
 
 # -- kill -9 while saving ---------------------------------------------------------------------------
