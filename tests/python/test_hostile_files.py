@@ -1,9 +1,11 @@
-"""Hostile files (issue 19): model files carrying code, kill -9 mid-save.
+"""Hostile files (issue 19): model files carrying code, damaged or foreign files, kill -9 mid-save.
 
 Every path that reads a user-given model or weights file refuses a pickle that would run code,
 with a message naming the file, and the code never runs (the marker file it would create never
-appears): tlcore.load, tlcore.Predictor, tlcore.export, the CLI's predict and evaluate and
-Learner(weights=...). A writer SIGKILLed mid-save leaves a whole file under the final name.
+appears): tlcore.load, tlcore.Predictor, tlcore.export, the CLI's predict and evaluate,
+Learner(weights=...) and the service. The service serves its good models beside any bad file
+and says why each bad one is refused. A writer SIGKILLed mid-save leaves a whole file under
+the final name.
 """
 from __future__ import annotations
 
@@ -21,11 +23,15 @@ import threading
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
+import httpx
+import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from PIL import Image
 
 import tlcore
+from tlcore.api.app import create_app
 
 import _save_worker
 
@@ -209,6 +215,94 @@ def test_resume_refuses_a_checkpoint_carrying_torchscript_code(data, tmp_path):
         learner.fit(1, phase=_save_worker.PHASE)
     assert not created.exists(), "reading the checkpoint ran the TorchScript code it holds"
     assert info.type is ValueError and f"{_save_worker.PHASE}.ckpt" in str(info.value)
+
+
+# -- the service holds ------------------------------------------------------------------------------
+def write_bad_files(folder: Path, good_model: Path, marker: Path) -> Dict[str, str]:
+    """Every kind of bad model file in ``folder``; returns file name -> words its reason holds."""
+    good = torch.load(str(good_model), weights_only=True)
+    evil = write_evil_files(folder, good, marker)
+    whole = good_model.read_bytes()
+    (folder / "truncated.tlc").write_bytes(whole[: len(whole) // 2])
+    (folder / "random.tlc").write_bytes(np.random.default_rng(0).bytes(4096))
+    (folder / "empty.tlc").write_bytes(b"")
+    torch.save(good["state_dict"], folder / "state_dict.tlc")
+    torch.save({"format": 5}, folder / "format5.tlc")
+    torch.save(dict(good, format="tlcore-model/9"), folder / "newer.tlc")
+    (folder / "folder.tlc").mkdir()
+    os.mkfifo(folder / "fifo.tlc")  # opening it would wait for a writer forever
+    return {**{name: "" for name in evil},
+            "truncated.tlc": "damaged", "random.tlc": "not a PyTorch checkpoint",
+            "empty.tlc": "not a PyTorch checkpoint", "state_dict.tlc": "not a tlcore model file",
+            "format5.tlc": "not a tlcore model file", "newer.tlc": "newer than this tlcore reads",
+            "folder.tlc": "not a regular file", "fifo.tlc": "not a regular file"}
+
+
+def post(client: TestClient, body: bytes, **params) -> httpx.Response:
+    return client.post("/predict/", params=params, files={"file": ("item.png", body, "image/png")})
+
+
+def test_service_serves_good_models_and_lists_each_bad_file(good_model, data, marker, tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("fashion.tlc", "fashion_copy.tlc"):
+        (folder / name).write_bytes(good_model.read_bytes())
+    expected = write_bad_files(folder, good_model, marker)
+    with TestClient(create_app(folder)) as client:
+        listing = client.get("/models").json()
+        assert [m["name"] for m in listing["models"]] == ["fashion", "fashion_copy"]
+        reasons = {r["file"]: r["reason"] for r in listing["rejected"]}
+        assert set(reasons) == set(expected)
+        for name, words in expected.items():
+            assert reasons[name].startswith(f"{name}: ") and words in reasons[name], reasons[name]
+            assert str(folder) not in reasons[name]
+        health = client.get("/health").json()
+        assert health["status"] == "degraded" and health["default_model"] == "fashion"
+        assert health["rejected"] == listing["rejected"] and set(health["models"]) == {"fashion", "fashion_copy"}
+
+        expected_answer = tlcore.load(good_model).predict(png(data), top_k=3)
+        for model in ("fashion", "fashion_copy", None):
+            r = post(client, png(data), top_k=3, **({"model": model} if model else {}))
+            assert r.status_code == 200, r.text
+            assert r.json()["prediction"] == expected_answer["prediction"]
+            assert r.json()["confidence"] == pytest.approx(expected_answer["confidence"], rel=1e-5)
+        r = post(client, png(data), model="evil_format")
+        assert r.status_code == 503 and r.json()["detail"] == f"model 'evil_format' is not loaded: {reasons['evil_format.tlc']}"
+        assert post(client, png(data), model="never_was").status_code == 404
+
+
+@pytest.mark.parametrize("bad", [True, False], ids=["every-file-bad", "no-files"])
+def test_service_starts_without_any_loadable_model(good_model, data, marker, tmp_path, bad):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    expected = write_bad_files(folder, good_model, marker) if bad else {}
+    with TestClient(create_app(folder)) as client:
+        listing = client.get("/models").json()
+        assert listing["models"] == [] and {r["file"] for r in listing["rejected"]} == set(expected)
+        health = client.get("/health").json()
+        assert health["status"] == "no model loaded" and health["default_model"] is None
+        for params in ({}, {"model": "fashion"}):
+            r = post(client, png(data), **params)
+            assert r.status_code == 503, r.text
+            assert r.json()["detail"].startswith(f"no model loaded: {len(expected)} model file(s) rejected")
+        r = client.post("/predict/batch", files=[("files", ("a.png", png(data), "image/png"))])
+        assert r.status_code == 503 and r.json()["detail"].startswith("no model loaded")
+
+
+def test_a_rejected_default_model_is_not_replaced_by_another(good_model, data, marker, tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "fashion.tlc").write_bytes(good_model.read_bytes())
+    write_evil_files(folder, torch.load(str(good_model), weights_only=True), marker)
+    with TestClient(create_app(folder, default_model="evil_raw")) as client:
+        assert client.get("/health").json()["default_model"] is None
+        r = post(client, png(data))
+        assert r.status_code == 503 and r.json()["detail"].startswith("model 'evil_raw' is not loaded: evil_raw.tlc: ")
+        assert post(client, png(data), model="fashion").status_code == 200
+    # A default that names no file at all is a mistake in the configuration: the start fails.
+    with pytest.raises(LookupError, match="'typo' is not in"):
+        with TestClient(create_app(folder, default_model="typo")):
+            pass
 
 
 # -- kill -9 while saving ---------------------------------------------------------------------------
