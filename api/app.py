@@ -13,7 +13,8 @@ GET /health, GET /metrics, GET / (the camera page) and /docs.
 Requests wait for their batch in worker threads, so concurrent requests share one forward
 pass. Bad input gets a JSON ``{"detail": ...}``: 400 (empty, corrupt, too many pixels),
 415 (not an image), 413 (body over the upload limit, refused before it is read), 404
-(unknown model), 503 (the model's queue is full, or the model is not loaded).
+(unknown model), 503 (the model's queue is full, or the model is not loaded). Anything else
+is a 500 whose body holds only a request id; the exception and its traceback go to the log.
 
 Model files are untrusted input: one that cannot be loaded (damaged, not a tlcore model,
 a newer format, a pickle carrying code) is refused on its own, and GET /models and
@@ -32,6 +33,7 @@ import importlib.util
 import logging
 import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, TypeVar, Union
@@ -126,6 +128,11 @@ class Error(BaseModel):
     detail: str
 
 
+class InternalError(BaseModel):
+    detail: str
+    request_id: str = Field(description="what the server log records the failure under")
+
+
 _ERRORS = {code: {"model": Error, "description": why} for code, why in {
     400: "empty or corrupt image, or too many pixels",
     404: "no model of that name",
@@ -133,6 +140,7 @@ _ERRORS = {code: {"model": Error, "description": why} for code, why in {
     415: "not an image",
     503: "the model's queue is full (retry later), or the model is not loaded",
 }.items()}
+_ERRORS[500] = {"model": InternalError, "description": "an internal error, logged under the request id"}
 
 
 # -- routes -------------------------------------------------------------------------------------
@@ -338,8 +346,12 @@ def _metrics(models: ModelRegistry):
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+    """A 500 that tells the client only a request id: an unexpected exception's text may hold
+    paths, library internals or data, so it and its traceback go to the log under that id."""
+    request_id = uuid.uuid4().hex
+    log.error("request %s: %s %s failed", request_id, request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": f"internal error (request id {request_id})", "request_id": request_id},
+                        status_code=500, headers={"X-Request-ID": request_id})
 
 
 _app: Optional[FastAPI] = None

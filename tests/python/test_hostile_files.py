@@ -4,13 +4,14 @@ Every path that reads a user-given model or weights file refuses a pickle that w
 with a message naming the file, and the code never runs (the marker file it would create never
 appears): tlcore.load, tlcore.Predictor, tlcore.export, the CLI's predict and evaluate,
 Learner(weights=...) and the service. The service serves its good models beside any bad file
-and says why each bad one is refused. A writer SIGKILLed mid-save leaves a whole file under
-the final name.
+and says why each bad one is refused; an unexpected failure reaches the client as a request id
+only. A writer SIGKILLed mid-save leaves a whole file under the final name.
 """
 from __future__ import annotations
 
 import builtins
 import io
+import logging
 import os
 import pickle
 import queue
@@ -303,6 +304,32 @@ def test_a_rejected_default_model_is_not_replaced_by_another(good_model, data, m
     with pytest.raises(LookupError, match="'typo' is not in"):
         with TestClient(create_app(folder, default_model="typo")):
             pass
+
+
+def test_unexpected_errors_reach_the_client_as_a_request_id_only(good_model, data, tmp_path, monkeypatch, caplog):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "fashion.tlc").write_bytes(good_model.read_bytes())
+
+    def leak(*args, **kwargs):
+        raise RuntimeError("secret /etc/path")
+
+    with TestClient(create_app(folder), raise_server_exceptions=False) as client:
+        monkeypatch.setattr(tlcore.Predictor, "predict", leak)
+        with caplog.at_level(logging.ERROR):
+            single = post(client, png(data))
+            batch = client.post("/predict/batch", files=[("files", ("a.png", png(data), "image/png"))])
+        for r in (single, batch):
+            assert r.status_code == 500 and "secret" not in r.text and "RuntimeError" not in r.text, r.text
+            request_id = r.json()["request_id"]
+            assert r.json()["detail"] == f"internal error (request id {request_id})"
+            assert r.headers["X-Request-ID"] == request_id
+            [record] = [rec for rec in caplog.records if request_id in rec.getMessage()]
+            assert "secret /etc/path" in caplog.text and record.exc_info[0] is RuntimeError
+        # Client errors keep their reasons: they are tlcore's own words about the client's input.
+        monkeypatch.undo()
+        r = client.post("/predict/", files={"file": ("junk.jpg", b"\xff\xd8\xffjunk", "image/jpeg")})
+        assert r.status_code == 400 and r.json()["detail"].startswith("junk.jpg")
 
 
 # -- kill -9 while saving ---------------------------------------------------------------------------
