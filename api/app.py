@@ -13,7 +13,13 @@ GET /health, GET /metrics, GET / (the camera page) and /docs.
 Requests wait for their batch in worker threads, so concurrent requests share one forward
 pass. Bad input gets a JSON ``{"detail": ...}``: 400 (empty, corrupt, too many pixels),
 415 (not an image), 413 (body over the upload limit, refused before it is read), 404
-(unknown model), 503 (the model's queue is full).
+(unknown model), 503 (the model's queue is full, or the model is not loaded). Anything else
+is a 500 whose body holds only a request id; the exception and its traceback go to the log.
+
+Model files are untrusted input: one that cannot be loaded (damaged, not a tlcore model,
+a newer format, a pickle carrying code) is refused on its own, and GET /models and
+GET /health list it under "rejected" with the reason. The service starts even when every
+file is refused; its predictions then answer 503.
 
 ``uvicorn tlcore.api.app:app`` (or ``api.app:app``) reads its settings from the environment:
 TLCORE_MODELS (the models folder, required), TLCORE_DEFAULT_MODEL, TLCORE_MAX_UPLOAD_MB (10),
@@ -27,7 +33,8 @@ import importlib.util
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, TypeVar, Union
 
@@ -41,7 +48,7 @@ from pydantic import BaseModel, Field
 import tlcore
 
 from .body_limit import BodyLimit
-from .registry import BatchOptions, ModelRegistry, ServedModel, UnknownModel
+from .registry import BatchOptions, ModelRegistry, NoModel, ServedModel, UnknownModel
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +107,30 @@ class ModelInfo(BaseModel):
     default: bool
 
 
+class RejectedFile(BaseModel):
+    file: str = Field(description="the file's name in the models folder")
+    reason: str = Field(description="why it is not served")
+
+
+class ModelList(BaseModel):
+    models: List[ModelInfo] = Field(description="every served model")
+    rejected: List[RejectedFile] = Field(description="model files that could not be loaded, with why")
+
+
 class Health(BaseModel):
-    status: str
+    status: str = Field(description='"ok", "degraded" (some model files rejected) or "no model loaded"')
     default_model: Optional[str]
     models: Dict[str, Dict[str, object]] = Field(description="each model's batching statistics")
-    failed: Dict[str, str] = Field(description="model files that could not be loaded, with why")
+    rejected: List[RejectedFile] = Field(description="model files that could not be loaded, with why")
 
 
 class Error(BaseModel):
     detail: str
+
+
+class InternalError(BaseModel):
+    detail: str
+    request_id: str = Field(description="what the server log records the failure under")
 
 
 _ERRORS = {code: {"model": Error, "description": why} for code, why in {
@@ -116,8 +138,9 @@ _ERRORS = {code: {"model": Error, "description": why} for code, why in {
     404: "no model of that name",
     413: "request body over the upload limit",
     415: "not an image",
-    503: "the model's queue is full; retry later",
+    503: "the model's queue is full (retry later), or the model is not loaded",
 }.items()}
+_ERRORS[500] = {"model": InternalError, "description": "an internal error, logged under the request id"}
 
 
 # -- routes -------------------------------------------------------------------------------------
@@ -129,6 +152,8 @@ def _served(request: Request, name: Optional[str]) -> ServedModel:
         return request.app.state.models.get(name)
     except UnknownModel as e:
         raise HTTPException(404, str(e)) from None
+    except NoModel as e:
+        raise HTTPException(503, str(e)) from None
 
 
 def _is_image(data: bytes) -> bool:
@@ -193,20 +218,24 @@ async def predict_batch(request: Request,
     return {"model": served.name, "results": results}
 
 
-@router.get("/models", response_model=List[ModelInfo])
-def list_models(request: Request) -> List[Dict[str, object]]:
-    """Every served model: name, architecture, classes, input size and "unknown" threshold."""
+@router.get("/models", response_model=ModelList)
+def list_models(request: Request) -> Dict[str, object]:
+    """Every served model (name, architecture, classes, input size, "unknown" threshold), and
+    every model file that was rejected, with why."""
     models: ModelRegistry = request.app.state.models
-    return [{**m.info(), "default": name == models.default} for name, m in models.models.items()]
+    return {"models": [{**m.info(), "default": name == models.default} for name, m in models.models.items()],
+            "rejected": [asdict(r) for r in models.rejected]}
 
 
 @router.get("/health", response_model=Health)
 def health(request: Request) -> Dict[str, object]:
-    """Liveness plus each model's batching statistics (requests, batches, batch sizes, queue)."""
+    """Liveness (200 while the process answers; "status" says whether models are served), each
+    model's batching statistics (requests, batches, batch sizes, queue) and the rejected files."""
     models: ModelRegistry = request.app.state.models
-    return {"status": "ok", "default_model": models.default,
+    status = "no model loaded" if not models.models else "degraded" if models.rejected else "ok"
+    return {"status": status, "default_model": models.default,
             "models": {name: m.predictor.stats() for name, m in models.models.items()},
-            "failed": models.failed}
+            "rejected": [asdict(r) for r in models.rejected]}
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -269,8 +298,9 @@ def create_app(models_dir: Union[str, os.PathLike, None] = None, *, default_mode
 
     async def load_models() -> None:
         await anyio.to_thread.run_sync(models.load)
-        log.info("tlcore service: %d model(s) from %s, default %s, upload limit %d bytes",
-                 len(models.models), settings.models_dir, models.default, settings.max_upload_bytes)
+        log.info("tlcore service: %d model(s) from %s (%d file(s) rejected), default %s, upload limit %d bytes",
+                 len(models.models), settings.models_dir, len(models.rejected), models.default,
+                 settings.max_upload_bytes)
 
     swagger_ui = _swagger_ui()
     app = FastAPI(title="tlcore", version=tlcore.__version__,
@@ -316,8 +346,12 @@ def _metrics(models: ModelRegistry):
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+    """A 500 that tells the client only a request id: an unexpected exception's text may hold
+    paths, library internals or data, so it and its traceback go to the log under that id."""
+    request_id = uuid.uuid4().hex
+    log.error("request %s: %s %s failed", request_id, request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": f"internal error (request id {request_id})", "request_id": request_id},
+                        status_code=500, headers={"X-Request-ID": request_id})
 
 
 _app: Optional[FastAPI] = None

@@ -28,8 +28,20 @@ class BatchOptions:
     max_pixels: int = 40_000_000
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """A model file the service does not serve, and why, in words safe to show clients."""
+
+    file: str
+    reason: str
+
+
 class UnknownModel(LookupError):
     """No model of that name is served."""
+
+
+class NoModel(LookupError):
+    """The model a request needs is not loaded: its file was rejected, or none loaded at all."""
 
 
 class ServedModel:
@@ -67,46 +79,95 @@ class ServedModel:
 class ModelRegistry:
     """Every ``*.tlc`` file of ``folder``, served by its stem.
 
-    A file that fails to load is logged and listed in ``failed``; the others are served.
-    ``default`` names the model used when a request names none (else the first by name).
+    Model files are untrusted input: one that fails to load, whatever it makes the reader
+    raise, is logged and listed in ``rejected``, and the others are served. With none
+    loaded the service still runs, and requests get ``NoModel``. ``default`` names the
+    model used when a request names none (else the first by name); it is None when the
+    requested default's file was rejected, rather than silently another model.
+
+    Usage::
+
+        registry = ModelRegistry(Path("models"), BatchOptions())
+        registry.load()
+        registry.get("flowers").predictor.predict(jpeg_bytes)
     """
 
     def __init__(self, folder: Path, options: BatchOptions, default: Optional[str] = None) -> None:
         self.folder, self.options, self.requested_default = Path(folder), options, default
         self.models: Dict[str, ServedModel] = {}
-        self.failed: Dict[str, str] = {}
+        self.rejected: List[Rejected] = []
         self.default: Optional[str] = None
 
     def load(self) -> None:
-        """Creates the Predictors (blocking: each loads and prepares its model)."""
+        """Creates the Predictors (blocking: each loads and prepares its model).
+
+        Raises only for the configuration: a missing folder, or a default model with no file.
+        """
         if not self.folder.is_dir():
             raise FileNotFoundError(f"{self.folder}: models folder not found")
         for path in sorted(self.folder.glob(f"*{MODEL_SUFFIX}")):
             try:
-                predictor = tlcore.Predictor(path, **asdict(self.options))
-            except (OSError, ValueError, RuntimeError) as e:
-                log.error("%s: not served: %s", path, e)
-                self.failed[path.name] = str(e)
+                predictor = self._open(path)
+            except Exception as e:  # whatever one untrusted file makes the reader raise refuses that file only
+                self._reject(path, e)
                 continue
             self.models[predictor.name] = ServedModel(predictor, self.options)
             log.info("%s: serving %s (%s, %d classes, %d px)", path, predictor.name, predictor.arch,
                      len(predictor.classes), predictor.input_size)
+        wanted = self.requested_default
+        if wanted is not None and wanted not in self.models and self._rejection(wanted) is None:
+            self.close()
+            raise UnknownModel(f"default model {wanted!r} is not in {self.folder} "
+                               f"(models: {', '.join(self.models) or 'none'})")
         if not self.models:
-            self.close()
-            raise FileNotFoundError(f"{self.folder}: no loadable model files (*{MODEL_SUFFIX})"
-                                    + (f"; failed: {self.failed}" if self.failed else ""))
-        if self.requested_default is not None and self.requested_default not in self.models:
-            self.close()
-            raise UnknownModel(f"default model {self.requested_default!r} is not in {self.folder} "
-                               f"(models: {', '.join(self.models)})")
-        self.default = self.requested_default or next(iter(self.models))
+            log.error("%s: no model loaded (%d file(s) rejected); every prediction will be refused",
+                      self.folder, len(self.rejected))
+        if wanted is None:
+            self.default = next(iter(self.models), None)
+        else:
+            self.default = wanted if wanted in self.models else None
+
+    def _open(self, path: Path) -> "tlcore.Predictor":
+        # Only regular files: opening a FIFO that someone left in the folder would block startup.
+        if not path.is_file():
+            raise ValueError(f"{path}: not a regular file")
+        return tlcore.Predictor(path, **asdict(self.options))
+
+    def _reject(self, path: Path, error: Exception) -> None:
+        """Logs why ``path`` is not served and lists it with a reason clients may read.
+
+        tlcore's own errors (ValueError, OSError) describe the file, not the server: they are
+        shown with the folder left out. Anything else is an internal failure, told only to the log.
+        """
+        if isinstance(error, (ValueError, OSError)):
+            log.error("%s: not served: %s", path, error)
+            reason = str(error).replace(str(path), path.name)
+            reason = reason if reason.startswith(path.name) else f"{path.name}: {reason}"
+        else:
+            log.error("%s: not served", path, exc_info=error)
+            reason = f"{path.name}: could not be loaded (an internal error; the server log has the details)"
+        self.rejected.append(Rejected(path.name, reason))
+
+    def _rejection(self, name: str) -> Optional[Rejected]:
+        return next((r for r in self.rejected if r.file == name + MODEL_SUFFIX), None)
 
     def get(self, name: Optional[str]) -> ServedModel:
-        """The model called ``name``, or the default one for None."""
+        """The model called ``name``, or the default one for None.
+
+        Raises ``UnknownModel`` for a name the folder never held, ``NoModel`` when the model
+        asked for (or the default) is not loaded.
+        """
         key = self.default if name is None else name
-        if key not in self.models:
-            raise UnknownModel(f"no model named {name!r} (models: {', '.join(self.models)})")
-        return self.models[key]
+        if key is not None and key in self.models:
+            return self.models[key]
+        if not self.models:
+            raise NoModel(f"no model loaded: {len(self.rejected)} model file(s) rejected, "
+                          "none served (GET /models lists them with the reasons)")
+        asked = self.requested_default if name is None else name
+        rejected = self._rejection(asked) if asked is not None else None
+        if rejected is not None:
+            raise NoModel(f"model {asked!r} is not loaded: {rejected.reason}")
+        raise UnknownModel(f"no model named {name!r} (models: {', '.join(self.models)})")
 
     def names(self) -> List[str]:
         return list(self.models)

@@ -13,10 +13,13 @@ async function loadModels() {
   try {
     const response = await fetch("/models");
     if (!response.ok) throw new Error(`GET /models answered ${response.status}`);
-    const models = await response.json();
+    const { models, rejected } = await response.json();
     const select = $("model");
     select.replaceChildren(...models.map(
       (m) => new Option(`${m.name} (${m.num_classes} classes)`, m.name, m.default, m.default)));
+    if (models.length === 0) {
+      setStatus(`No model loaded: ${rejected.map((r) => r.reason).join("; ") || "the models folder is empty"}`, true);
+    }
   } catch (err) {
     setStatus(`Cannot list the models: ${err.message}`, true);
   }

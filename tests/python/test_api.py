@@ -189,7 +189,7 @@ def torchvision_answers(photos) -> Dict[str, torch.Tensor]:
 
     photos = need(photos)
     model = torchvision.models.mobilenet_v2()
-    model.load_state_dict(torch.load(str(photos.parents[1] / WEIGHTS), map_location="cpu"))
+    model.load_state_dict(torch.load(str(photos.parents[1] / WEIGHTS), map_location="cpu", weights_only=True))
     model.eval()
     transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
                            T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
@@ -205,8 +205,9 @@ def post(server: Server, data: bytes, filename: str = "image.jpg", **params) -> 
 
 
 # -- models and predictions ---------------------------------------------------------------------
-def test_models_lists_every_loadable_model(server):
-    models = {m["name"]: m for m in server.client.get("/models").json()}
+def test_models_lists_every_loadable_model(server, models_dir):
+    listing = server.client.get("/models").json()
+    models = {m["name"]: m for m in listing["models"]}
     assert "fashion" in models and "broken" not in models and "notes" not in models
     fashion = models["fashion"]
     assert fashion["classes"] == tlcore.data.FASHION_MNIST_CLASSES and fashion["num_classes"] == 10
@@ -215,9 +216,13 @@ def test_models_lists_every_loadable_model(server):
         assert models["imagenet"]["classes"] == IMAGENET_CLASSES and models["imagenet"]["input_size"] == 224
     assert [m["name"] for m in models.values() if m["default"]] == ["fashion"]  # first by name
 
+    [rejected] = listing["rejected"]
+    assert rejected["file"] == "broken.tlc" and rejected["reason"].startswith("broken.tlc: not a PyTorch checkpoint")
+    assert str(models_dir) not in rejected["reason"]  # the server's folder is not the client's business
+
     health = server.client.get("/health").json()
-    assert health["status"] == "ok" and health["default_model"] == "fashion"
-    assert set(health["failed"]) == {"broken.tlc"} and health["failed"]["broken.tlc"]
+    assert health["status"] == "degraded" and health["default_model"] == "fashion"
+    assert health["rejected"] == [rejected]
 
 
 def test_dog_is_a_malamute(server, photos):
