@@ -444,51 +444,6 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _create_app():
-    """tlcore.api.app.create_app: the service ships inside the package (it needs tlcore[serve])."""
-    try:
-        from tlcore.api.app import create_app
-    except ModuleNotFoundError as e:
-        if e.name and not e.name.startswith("tlcore"):
-            raise SystemExit(f"tlcore serve needs FastAPI and uvicorn: pip install 'tlcore[serve]' ({e})") from e
-        raise
-    return create_app
-
-
-def _serve(args: argparse.Namespace) -> int:
-    create_app = _create_app()
-    import uvicorn
-
-    app = create_app(args.models, default_model=args.default_model, max_upload_mb=args.max_upload_mb,
-                     max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
-                     max_pixels=args.max_pixels)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
-
-
-def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
-    """Data and training options shared by train and compare."""
-    parser.add_argument("--data", default=FASHION,
-                        help=f"folder of class folders, tar archive, CIFAR/IDX file, or '{FASHION}' (default)")
-    parser.add_argument("--weights", default=None, help="'imagenet' or a state-dict path (default: random init)")
-    parser.add_argument("--epochs", type=int, default=2, help="head epochs with --weights, else all epochs")
-    parser.add_argument("--finetune-epochs", type=int, default=0)
-    parser.add_argument("--unfreeze", default="3", help="blocks to fine-tune, or 'all'")
-    parser.add_argument("--progressive", action="store_true",
-                        help="unfreeze the blocks gradually over the fine-tuning epochs (ULMFiT)")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--finetune-lr", type=float, default=1e-4)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--img-size", type=int, default=0, help="default 28 for Fashion-MNIST, else 224")
-    parser.add_argument("--val-split", type=float, default=0.2)
-    parser.add_argument("--limit", type=int, default=0, help="use at most this many training images")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
-                        help="mixed precision (fp16 on CUDA only)")
-    _add_fit_options(parser)
-
-
 def _positive_int(text: str) -> int:
     """argparse type: a whole number >= 1."""
     try:
@@ -578,6 +533,51 @@ def _fail(status: int, lines: List[str], debug: bool) -> int:
     else:
         print("\n".join(lines), file=sys.stderr)
     return status
+
+
+def _create_app():
+    """tlcore.api.app.create_app: the service ships inside the package (it needs tlcore[serve])."""
+    try:
+        from tlcore.api.app import create_app
+    except ModuleNotFoundError as e:
+        if e.name and not e.name.startswith("tlcore"):
+            raise SystemExit(f"tlcore serve needs FastAPI and uvicorn: pip install 'tlcore[serve]' ({e})") from e
+        raise
+    return create_app
+
+
+def _serve(args: argparse.Namespace) -> int:
+    create_app = _create_app()
+    import uvicorn
+
+    app = create_app(args.models, default_model=args.default_model, max_upload_mb=args.max_upload_mb,
+                     max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
+                     max_pixels=args.max_pixels)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
+    """Data and training options shared by train and compare."""
+    parser.add_argument("--data", default=FASHION,
+                        help=f"folder of class folders, tar archive, CIFAR/IDX file, or '{FASHION}' (default)")
+    parser.add_argument("--weights", default=None, help="'imagenet' or a state-dict path (default: random init)")
+    parser.add_argument("--epochs", type=int, default=2, help="head epochs with --weights, else all epochs")
+    parser.add_argument("--finetune-epochs", type=int, default=0)
+    parser.add_argument("--unfreeze", default="3", help="blocks to fine-tune, or 'all'")
+    parser.add_argument("--progressive", action="store_true",
+                        help="unfreeze the blocks gradually over the fine-tuning epochs (ULMFiT)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--finetune-lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--img-size", type=int, default=0, help="default 28 for Fashion-MNIST, else 224")
+    parser.add_argument("--val-split", type=float, default=0.2)
+    parser.add_argument("--limit", type=int, default=0, help="use at most this many training images")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
+                        help="mixed precision (fp16 on CUDA only)")
+    _add_fit_options(parser)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
