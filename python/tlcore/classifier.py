@@ -85,39 +85,60 @@ class Classifier:
             setattr(o, name, value)
         return _core.Predictor(self.model, self.spec, o)
 
-    def predict_proba(self, images: Sequence[Image]) -> torch.Tensor:
-        """Class probabilities, one row per image, computed in one batched call."""
+    def predict_proba(self, images: Sequence[Image], tta: bool = False) -> torch.Tensor:
+        """Class probabilities, one row per image, computed in one batched call.
+
+        ``tta``: the mean of the probabilities of each image and of its mirror image.
+        """
         if self._engine is None:
             self._engine = self.engine()
-        return probabilities(self._engine, images)
+        if not tta:
+            return probabilities(self._engine, images)
+        decoded = [self._decoded(image) for image in images]
+        mirrored = [np.ascontiguousarray(image[:, ::-1]) for image in decoded]
+        both = probabilities(self._engine, decoded + mirrored)
+        return (both[:len(decoded)] + both[len(decoded):]) / 2
 
-    def predict(self, image: Image, top_k: int = 5,
-                threshold: Optional[float] = None) -> Dict[str, object]:
+    def predict(self, image: Image, top_k: int = 5, threshold: Optional[float] = None,
+                tta: bool = False) -> Dict[str, object]:
         """``{"prediction", "confidence", "unknown", "top_k": [{"label", "probability"}, ...]}``."""
-        return self.predict_many([image], top_k, threshold)[0]
+        return self.predict_many([image], top_k, threshold, tta)[0]
 
-    def predict_many(self, images: Sequence[Image], top_k: int = 5,
-                     threshold: Optional[float] = None) -> List[Dict[str, object]]:
+    def predict_many(self, images: Sequence[Image], top_k: int = 5, threshold: Optional[float] = None,
+                     tta: bool = False) -> List[Dict[str, object]]:
         """``predict`` for each image, in one batched call."""
-        probs = self.predict_proba(images)
+        probs = self.predict_proba(images, tta)
         limit = self.threshold if threshold is None else threshold
         return [decide(row, self.spec.classes, top_k, limit) for row in probs]
 
     def evaluate(self, data: Union[PathLike, "_core.Dataset"], batch_size: int = 64,
-                 tta: bool = False) -> Report:
+                 tta: bool = False, skip_corrupt: bool = False) -> Report:
         """Accuracy, per-class metrics and the confusion matrix on a labelled folder/archive.
 
         The data may hold a subset of the model's classes; they are matched by name.
+        ``skip_corrupt``: undecodable images are left out instead of raising, and
+        ``report.extra["skipped_corrupt"]`` lists their sources.
         """
         ds = data if isinstance(data, _core.Dataset) else open_dataset(data)
         unknown = sorted(set(ds.classes) - set(self.classes))
         if unknown:
             raise ValueError(f"{data}: classes {unknown} are not among the model's {self.classes}")
-        loader = DataLoader(ds, self.pipeline, batch_size=batch_size, shuffle=False)
-        logits, labels, _, _ = _core.predict(self.model, loader._loader, True, tta)
+        loader = DataLoader(ds, self.pipeline, batch_size=batch_size, shuffle=False, skip_corrupt=skip_corrupt)
+        logits, labels, indices, _ = _core.predict(self.model, loader._loader, True, tta)
         to_model = torch.tensor([self.classes.index(name) for name in ds.classes])
-        return Report.from_predictions(to_model[labels].tolist(),
-                                       torch.softmax(logits / self.temperature, 1), self.classes)
+        report = Report.from_predictions(to_model[labels].tolist(),
+                                         torch.softmax(logits / self.temperature, 1), self.classes)
+        if skip_corrupt:
+            kept = set(indices.tolist())
+            report.extra["skipped_corrupt"] = [ds.source(i) for i in range(len(ds)) if i not in kept]
+        return report
+
+    def _decoded(self, image: Image) -> np.ndarray:
+        """``image`` decoded as the engine decodes it: the pipeline's channels and reduced-decode bound."""
+        if isinstance(image, np.ndarray):
+            return image
+        data, source = _engine_input(image)
+        return _core.decode_image(data, self.pipeline.channels, self.pipeline.min_decode_side, source)
 
     def __repr__(self) -> str:
         return f"Classifier({self.arch!r}, classes={len(self.classes)}, source={self.source!r})"

@@ -5,20 +5,30 @@ Usage::
     tlcore train                                   # Fashion-MNIST from Debian, simple CNN
     tlcore train --data flowers/ --backbone resnet50 --weights imagenet --epochs 5 \\
                  --finetune-epochs 5 --batch-size 32 --img-size 224 --out runs/
-    tlcore evaluate --model runs/model.tlc --data test/
-    tlcore predict --model runs/model.tlc photo.jpg
+    tlcore evaluate --model runs/model.tlc --data test/ --skip-corrupt
+    tlcore predict --model runs/model.tlc photo.jpg photos/ 'more/*.png' [--json] [--tta]
+    tlcore info runs/model.tlc [--json]                      # the model card
+    tlcore models [resnet50 ...] [--json]                    # architectures and weights
     tlcore compare --backbones simple_cnn,mlp --epochs 2 --out runs/compare
     tlcore export --model runs/model.tlc --format onnx --out model.onnx
     tlcore serve --models runs/ --host 0.0.0.0 --port 8000   # every runs/*.tlc over HTTP
+
+A user's error (a bad path, a corrupt image, a bad value) is one line on stderr,
+``tlcore: error: <file>: <problem>``, and status 2; anything else is a bug: one line,
+a hint, status 1. ``tlcore --debug ...`` or ``TLCORE_DEBUG=1`` shows the traceback.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
 import json
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 log = logging.getLogger("tlcore")
 
@@ -201,24 +211,350 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+class CliError(Exception):
+    """A problem the user can fix, its message already ``<file>: <problem>``."""
+
+
+def _user_errors() -> Tuple[type, ...]:
+    """What a user can fix. tlcore's C++ errors arrive as built-in types (bindings/module.cpp):
+    NotFound as FileNotFoundError, InvalidArgument and FormatError as ValueError."""
+    from tlcore.weights import WeightsError  # offline, or a download that failed its checksum
+
+    return OSError, ValueError, WeightsError, CliError
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line; an OSError's str() puts its errno first and its file last."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        text = f"{error.filename}: {error.strerror}"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def _about(path: Union[str, Path], error: BaseException) -> str:
+    """``<path>: <problem>``: the message, with the path put first when it does not name it."""
+    text = _one_line(error)
+    return text if str(path) in text else f"{path}: {text}"
+
+
+@contextlib.contextmanager
+def _naming(path: Union[str, Path]) -> Iterator[None]:
+    """User errors raised inside come out as CliErrors that name ``path``."""
+    try:
+        yield
+    except CliError:
+        raise
+    except (OSError, ValueError) as e:
+        raise CliError(_about(path, e)) from e
+
+
+def _say_error(problem: str) -> None:
+    # print, not logging: this line's form is a contract with scripts, whatever logging prints.
+    print(f"tlcore: error: {problem}", file=sys.stderr)
+
+
+def _load_model(path: str):
+    """``tlcore.load(path)``, every error naming the file."""
     import tlcore
 
-    report = tlcore.load(args.model).evaluate(args.data, batch_size=args.batch_size, tta=args.tta)
+    if Path(path).is_dir():
+        raise CliError(f"{path}: a folder, not a tlcore model file")
+    with _naming(path):
+        return tlcore.load(path)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    clf = _load_model(args.model)
+    with _naming(args.data):
+        report = clf.evaluate(args.data, batch_size=args.batch_size, tta=args.tta, skip_corrupt=args.skip_corrupt)
+    skipped = report.extra.get("skipped_corrupt", [])
+    for source in skipped:
+        print(f"tlcore: warning: {source}: skipped, not a readable image", file=sys.stderr)
+    if args.skip_corrupt:
+        log.info("skipped %d corrupt image(s); evaluated %d", len(skipped), report.num_samples)
     print(report.to_markdown())
     if args.out:
         report.save(Path(args.out))
     return 0
 
 
+# Images per batched call: well under the engine's queue bound (256) even when --tta doubles it.
+PREDICT_BATCH = 64
+GLOB_CHARS = "*?["
+
+
+def _images_in(text: str) -> Tuple[List[Path], Optional[str]]:
+    """The images one input names, or why it names none.
+
+    A file is taken as given; folders (recursively) and globs give their image files only.
+    """
+    from tlcore.data import has_image_extension
+
+    def in_folder(folder: Path) -> List[Path]:
+        return sorted(p for p in folder.rglob("*") if p.is_file() and has_image_extension(p.name))
+
+    path = Path(text)
+    if path.is_file():
+        return [path], None
+    if path.is_dir():
+        found = in_folder(path)
+        return found, None if found else f"{text}: no images in this folder (.jpg .jpeg .png .bmp .webp)"
+    if any(c in text for c in GLOB_CHARS):
+        # Expanded here, so that a quoted glob works as well as one the shell expanded.
+        matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+        found = [p for m in matches for p in (in_folder(m) if m.is_dir() else [m]) if has_image_extension(p.name)]
+        return found, None if found else f"{text}: no images match"
+    return [], f"{text}: no such file or folder"
+
+
+def _image_paths(inputs: Sequence[str]) -> Tuple[List[Path], List[str]]:
+    """Every image the inputs name, once, in order; and a problem for each input naming none."""
+    paths, problems = [], []
+    for text in inputs:
+        found, problem = _images_in(text)
+        paths += found
+        problems += [problem] if problem else []
+    return list(dict.fromkeys(paths)), problems
+
+
+def _answers(clf: "tlcore.Classifier", paths: Sequence[Path],
+             args: argparse.Namespace) -> List[Union[Dict[str, object], str]]:
+    """One answer per image, in one batched call; a bad image's entry is its one-line problem."""
+    options = dict(top_k=args.top_k or 5, threshold=args.threshold, tta=args.tta)
+    try:
+        return clf.predict_many(paths, **options)
+    except (OSError, ValueError):
+        pass  # some image of the batch is bad: one call each finds which
+    answers: List[Union[Dict[str, object], str]] = []
+    for path in paths:
+        try:
+            answers.append(clf.predict(path, **options))
+        except (OSError, ValueError) as e:
+            answers.append(_about(path, e))
+    return answers
+
+
+class _Table:
+    """The people's view of predictions, aligned as the rows come: widths are known up front."""
+
+    def __init__(self, paths: Sequence[Path], classes: Sequence[str], top_k: Optional[int]) -> None:
+        self.image_width = max(len("image"), *(len(str(p)) for p in paths))
+        self.label_width = max(len("prediction"), *(len(f"unknown ({c}?)") for c in classes))
+        self.top_k = top_k
+        self.header_shown = False  # shown above the first answer: no header over nothing but errors
+
+    def __call__(self, path: Path, answer: Dict[str, object]) -> None:
+        if not self.header_shown:
+            extra = f"  top {self.top_k}" if self.top_k else ""
+            print(f"{'image':<{self.image_width}}  {'prediction':<{self.label_width}}  confidence{extra}")
+            self.header_shown = True
+        best = answer["top_k"][0]["label"]
+        label = f"unknown ({best}?)" if answer["unknown"] else answer["prediction"]
+        row = f"{str(path):<{self.image_width}}  {label:<{self.label_width}}  {answer['confidence']:>10.3f}"
+        if self.top_k:
+            row += "  " + ", ".join(f"{t['label']} {t['probability']:.3f}" for t in answer["top_k"])
+        print(row)
+
+
+def _json_line(path: Path, answer: Dict[str, object]) -> None:
+    print(json.dumps({"image": str(path), **answer}))
+
+
 def _predict(args: argparse.Namespace) -> int:
+    """Answers every readable image; each bad one is an error line; status 2 if any failed."""
+    clf = _load_model(args.model)
+    paths, problems = _image_paths(args.images)
+    for problem in problems:
+        _say_error(problem)
+    if not paths:
+        return 2
+    show = _json_line if args.json else _Table(paths, clf.classes, args.top_k)
+    failed = len(problems)
+    for start in range(0, len(paths), PREDICT_BATCH):
+        chunk = paths[start:start + PREDICT_BATCH]
+        for path, answer in zip(chunk, _answers(clf, chunk, args)):
+            if isinstance(answer, str):
+                _say_error(answer)
+                failed += 1
+            else:
+                show(path, answer)
+    return 2 if failed else 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    """The model card of a saved model, or with --json its whole spec."""
+    clf = _load_model(args.model)
+    spec = json.loads(clf.spec.to_json())
+    if args.json:
+        print(json.dumps(spec, indent=2))
+    else:
+        print("\n".join(_model_card(args.model, spec, clf.model.parameter_count)))
+    return 0
+
+
+def _model_card(path: str, spec: Dict[str, object], parameters: int) -> List[str]:
+    """The spec for people: what the model is, what it expects, how it was made."""
+    pipeline, head, made = spec["pipeline"], spec["head"], spec["provenance"]
+    ops = [_fields(op["op"], {k: v for k, v in op.items() if k != "op"}) for op in pipeline["ops"]]
+    ops.append(_fields("normalize x/255", {"mean": pipeline["mean"], "std": pipeline["std"]}))
+    history = spec["history"][-1] if spec["history"] else {}
+    return [
+        f"model         {path}",
+        f"architecture  {spec['arch']}, {parameters:,} parameters, initial weights: {spec['weights'] or 'random'}",
+        f"classes       {len(spec['classes'])}: {', '.join(spec['classes'])}",
+        f"head          {_fields(head['kind'], {k: v for k, v in head.items() if k != 'kind'})}",
+        f"input         {pipeline['height']}x{pipeline['width']}, {pipeline['channels']} channel(s)",
+        "preprocessing (evaluation, in order)",
+        *[f"  {i}. {op}" for i, op in enumerate(ops, 1)],
+        f"threshold     {spec['threshold']:g} (a prediction less confident than this is \"unknown\")",
+        f"temperature   {spec['temperature']:g}",
+        f"metrics       {_fields('', spec['metrics']) or 'none recorded'}",
+        "training",
+        *[f"  {_fields(phase['phase'] + ':', phase, RECIPE_SUMMARY)}" for phase in spec["recipe"]],
+        f"  {len(spec['history'])} epoch(s); last: {_fields('', history, HISTORY_SUMMARY) or '-'}",
+        f"provenance    tlcore {made['tlcore_version']}, created {made['created']}, "
+        f"data {made['data_source'] or 'unnamed'}, {made['data_size']:,} images",
+    ]
+
+
+# What the card shows of each training phase's options and of the last epoch.
+RECIPE_SUMMARY = ("epochs", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing", "augment",
+                  "trainable_parameters")
+HISTORY_SUMMARY = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1")
+
+
+def _fields(name: str, values: Dict[str, object], keys: Optional[Sequence[str]] = None) -> str:
+    """``name k=v k=v``: the scalars and lists of ``values`` (only ``keys``, if given)."""
+    def text(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, list):
+            return "[" + ", ".join(text(x) for x in v) + "]"
+        return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+    shown = [k for k in (keys or values) if k in values and not isinstance(values[k], dict)]
+    return " ".join(([name] if name else []) + [f"{k}={text(values[k])}" for k in shown])
+
+
+def _model_row(arch: str) -> Dict[str, object]:
+    """One architecture's facts; its model (over 0.5 GB for a VGG) is freed on return."""
+    import tlcore
+    from tlcore import weights
+
+    model = tlcore.create_model(arch, 1000)
+    return {"arch": arch, "parameters": model.parameter_count, "input_size": model.preprocess["input_size"],
+            "weights": [w.tag for w in weights.available(arch)]}
+
+
+def _models(args: argparse.Namespace) -> int:
+    """Architectures with their parameters (1000 classes), input size and registered weights."""
     import tlcore
 
-    clf = tlcore.load(args.model)
-    for image in args.images:
-        r = clf.predict(image, top_k=args.top_k)
-        print(json.dumps({"image": image, **r}))
+    known = tlcore.model_names()
+    for name in args.names:
+        if name not in known:
+            raise CliError(f"{name}: not an architecture tlcore knows (`tlcore models` lists them)")
+    names = args.names or known
+    width = max(len("architecture"), *map(len, names))
+    if not args.json:
+        print(f"{'architecture':<{width}}  {'parameters':>12}  input  weights")
+    for name in names:  # a row as soon as it is known: the VGGs take seconds each
+        row = _model_row(name)
+        print(json.dumps(row) if args.json else
+              f"{name:<{width}}  {row['parameters']:>12,}  {row['input_size']:>5}  {', '.join(row['weights']) or '-'}")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
+    return value
+
+
+def _probability(text: str) -> float:
+    """argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number from 0 to 1")
+    return value
+
+
+def _add_evaluate_parser(sub: "argparse._SubParsersAction") -> None:
+    evaluate = sub.add_parser("evaluate", help="evaluate a saved model on a labelled folder/archive")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--batch-size", type=_positive_int, default=64)
+    evaluate.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
+    evaluate.add_argument("--skip-corrupt", action="store_true",
+                          help="leave out images that cannot be decoded (each named on stderr) instead of stopping")
+    evaluate.add_argument("--out", default=None)
+    evaluate.set_defaults(run=_evaluate)
+
+
+def _add_inspect_parsers(sub: "argparse._SubParsersAction") -> None:
+    """predict, info and models: using and inspecting models, no training."""
+    predict = sub.add_parser("predict", help="predict labels of images: files, folders or globs",
+                             description="Goes on past unreadable images: each is an error line on stderr, "
+                                         "and the status is 2 at the end if any failed.")
+    predict.add_argument("--model", required=True)
+    predict.add_argument("images", nargs="+",
+                         help="image files, folders (searched recursively) or globs such as 'photos/**/*.jpg'")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line: image, prediction, "
+                                                             "confidence, unknown, top_k")
+    predict.add_argument("--top-k", type=_positive_int, default=None,
+                         help="labels per image: a column of the table (default none), --json's top_k (default 5)")
+    predict.add_argument("--threshold", type=_probability, default=None,
+                         help="answer \"unknown\" below this confidence (default: the model's own)")
+    predict.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    predict.set_defaults(run=_predict)
+
+    info = sub.add_parser("info", help="a saved model's card: classes, preprocessing, recipe, provenance")
+    info.add_argument("model", help="a .tlc file")
+    info.add_argument("--json", action="store_true", help="the model file's whole spec as JSON")
+    info.set_defaults(run=_info)
+
+    models = sub.add_parser("models", help="architectures: parameters, input size, pretrained weights")
+    models.add_argument("names", nargs="*", help="architectures to show (default: all)")
+    models.add_argument("--json", action="store_true", help="one JSON object per line")
+    models.set_defaults(run=_models)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The subcommand; a user's error becomes one line and status 2, a bug one line, a hint and 1."""
+    debug = args.debug or os.environ.get("TLCORE_DEBUG", "") not in ("", "0")
+    try:
+        return args.run(args)
+    except BrokenPipeError:
+        # The reader left (`tlcore predict ... | head`): stop quietly, as cat does. stdout goes to
+        # devnull so that Python's flush at exit does not complain a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print("tlcore: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as e:
+        return _fail(2, [f"tlcore: error: {_one_line(e)}"], debug)
+    except Exception as e:  # anything else is tlcore's bug, not the user's
+        return _fail(1, [f"tlcore: internal error: {type(e).__name__}: {_one_line(e)}",
+                         "tlcore: re-run with --debug (or TLCORE_DEBUG=1) to see the traceback"], debug)
+
+
+def _fail(status: int, lines: List[str], debug: bool) -> int:
+    """Says what went wrong (the traceback under --debug); called inside the except block."""
+    if debug:
+        traceback.print_exc()
+    else:
+        print("\n".join(lines), file=sys.stderr)
+    return status
 
 
 def _create_app():
@@ -267,8 +603,13 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of the `tlcore` console command."""
+    """Entry point of the `tlcore` console command: the status to exit with.
+
+    Usage: ``sys.exit(main(["predict", "--model", "runs/model.tlc", "photo.jpg"]))``
+    """
     parser = argparse.ArgumentParser(prog="tlcore", description="Transfer learning with a fast C++ core.")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback (or set TLCORE_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train, evaluate, save and try a model")
@@ -290,13 +631,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                             "gets the batch size and an equal share of the cores")
     train.set_defaults(run=_train)
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a saved model on a labelled folder/archive")
-    evaluate.add_argument("--model", required=True)
-    evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
-    evaluate.add_argument("--out", default=None)
-    evaluate.set_defaults(run=_evaluate)
+    _add_evaluate_parser(sub)
 
     compare = sub.add_parser("compare", help="train several backbones under the same budget and compare")
     compare.add_argument("--backbones", required=True, help="comma-separated, e.g. resnet18,mobilenet_v2")
@@ -311,11 +646,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     export.add_argument("--out", required=True, help="output file (.pt or .onnx)")
     export.set_defaults(run=_export)
 
-    predict = sub.add_parser("predict", help="predict labels of image files")
-    predict.add_argument("--model", required=True)
-    predict.add_argument("--top-k", type=int, default=5)
-    predict.add_argument("images", nargs="+")
-    predict.set_defaults(run=_predict)
+    _add_inspect_parsers(sub)
 
     serve = sub.add_parser("serve", help="serve every saved model of a folder over HTTP (FastAPI)",
                            description="POST /predict/, /predict/batch; GET /models, /health, /docs and a "
@@ -337,11 +668,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(run=_serve)
 
+    for command in sub.choices.values():  # `tlcore predict ... --debug` works too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return args.run(args)
+    return _run(args)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ from . import _core
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+# The image folders' rule (C++): .jpg .jpeg .png .bmp .webp in any case.
+has_image_extension = _core.has_image_extension
+
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 _TFRECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
