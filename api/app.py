@@ -24,7 +24,7 @@ file is refused; its predictions then answer 503.
 ``uvicorn tlcore.api.app:app`` (or ``api.app:app``) reads its settings from the environment:
 TLCORE_MODELS (the models folder, required), TLCORE_DEFAULT_MODEL, TLCORE_MAX_UPLOAD_MB (10),
 TLCORE_MAX_BATCH (16), TLCORE_MAX_DELAY_MS (5), TLCORE_MAX_QUEUE (256), TLCORE_MAX_PIXELS
-(40000000).
+(40000000), TLCORE_THRESHOLD (each model's own "unknown" threshold).
 """
 from __future__ import annotations
 
@@ -271,7 +271,8 @@ def _setting(value: Optional[T], env: Mapping[str, str], name: str, parse: Calla
 def create_app(models_dir: Union[str, os.PathLike, None] = None, *, default_model: Optional[str] = None,
                max_upload_mb: Optional[float] = None, max_batch: Optional[int] = None,
                max_delay_ms: Optional[float] = None, max_queue: Optional[int] = None,
-               max_pixels: Optional[int] = None, env: Mapping[str, str] = os.environ) -> FastAPI:
+               max_pixels: Optional[int] = None, threshold: Optional[float] = None,
+               env: Mapping[str, str] = os.environ) -> FastAPI:
     """The service for the models in ``models_dir``; loads them when the server starts.
 
     An argument left None comes from the environment (TLCORE_MODELS, TLCORE_MAX_BATCH, ...:
@@ -291,7 +292,8 @@ def create_app(models_dir: Union[str, os.PathLike, None] = None, *, default_mode
             max_batch=_setting(max_batch, env, "MAX_BATCH", int, defaults.max_batch),
             max_delay_ms=_setting(max_delay_ms, env, "MAX_DELAY_MS", float, defaults.max_delay_ms),
             max_queue=_setting(max_queue, env, "MAX_QUEUE", int, defaults.max_queue),
-            max_pixels=_setting(max_pixels, env, "MAX_PIXELS", int, defaults.max_pixels)))
+            max_pixels=_setting(max_pixels, env, "MAX_PIXELS", int, defaults.max_pixels),
+            threshold=_setting(threshold, env, "THRESHOLD", float, None)))
     if settings.max_upload_bytes <= 0:
         raise ValueError(f"upload limit must be positive, got {settings.max_upload_bytes} bytes")
     models = ModelRegistry(settings.models_dir, settings.batch, settings.default_model)

@@ -26,6 +26,8 @@ class BatchOptions:
     max_delay_ms: float = 5.0
     max_queue: int = 256
     max_pixels: int = 40_000_000
+    # The "unknown" threshold for every model; None keeps each model's own.
+    threshold: Optional[float] = None
 
 
 @dataclass(frozen=True)

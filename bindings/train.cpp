@@ -97,7 +97,8 @@ void bind_train(py::module_& m) {
       .def_readonly("val_f1", &EpochStats::val_f1)
       .def_readonly("lr", &EpochStats::lr)
       .def_readonly("seconds", &EpochStats::seconds)
-      .def_readonly("images_per_second", &EpochStats::images_per_second);
+      .def_readonly("images_per_second", &EpochStats::images_per_second)
+      .def_readonly("epochs", &EpochStats::epochs, "the phase's epochs as now planned");
 
   py::class_<FitResult>(m, "FitResult")
       .def_readonly("history", &FitResult::history)

@@ -184,8 +184,9 @@ def train_budget(source: Union[PathLike, "_core.Dataset"], budget: Union[str, fl
         learner.model.batchnorm_eval = True
         learner.model.unfreeze_last(plan.unfreeze)
     deadline = start + budget_s - plan.estimate_s["final"]
+    # The trainer cuts the epochs (and fits the schedule to them) from the pace it measures.
     learner.fit(plan.epochs, lr=plan.lr, phase="budget", augment=False,
-                on_epoch=_Deadline(deadline, plan.epochs), **plan.fit_options())
+                time_limit=max(deadline - time.perf_counter(), 1.0), on_epoch=_Eta(), **plan.fit_options())
     return _select_and_report(learner, plan, start, keep)
 
 
@@ -208,22 +209,17 @@ def _pipelines(arch: str, size: int, native: int, channels: int, pretrained: boo
     return pipeline, pipeline
 
 
-class _Deadline:
-    """Ends training when the next epoch would run past the deadline, and logs an ETA."""
+class _Eta:
+    """Logs, after each epoch, how many epochs the time limit leaves and when training ends."""
 
-    def __init__(self, deadline: float, epochs: int) -> None:
-        self.deadline, self.epochs, self.done, self.longest = deadline, epochs, 0, 0.0
+    def __init__(self) -> None:
+        self.longest = 0.0
 
     def __call__(self, stats: "_core.EpochStats") -> bool:
-        self.done += 1
         self.longest = max(self.longest, stats.seconds)
-        now = time.perf_counter()
-        log.info("budget: epoch %d/%d, training ends in about %s", self.done, self.epochs,
-                 _clock(self.longest * (self.epochs - self.done)))
-        if self.done < self.epochs and now + self.longest > self.deadline:
-            log.warning("budget: stopping after epoch %d of %d: another would pass the budget",
-                        self.done, self.epochs)
-            return False
+        left = stats.epochs - stats.epoch - 1
+        log.info("budget: epoch %d of %d, training ends in about %s", stats.epoch + 1, stats.epochs,
+                 _clock(self.longest * left))
         return True
 
 

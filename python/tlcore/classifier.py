@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from . import _core
+from . import _core, calibration
 from .data import DataLoader, PathLike, open_dataset
 from .model_file import make_spec, model_options, provenance, write_model
 from .report import Report
@@ -112,10 +112,13 @@ class Classifier:
         return [decide(row, self.spec.classes, top_k, limit) for row in probs]
 
     def evaluate(self, data: Union[PathLike, "_core.Dataset"], batch_size: int = 64,
-                 tta: bool = False, skip_corrupt: bool = False) -> Report:
+                 tta: bool = False, skip_corrupt: bool = False,
+                 threshold: Optional[float] = None) -> Report:
         """Accuracy, per-class metrics and the confusion matrix on a labelled folder/archive.
 
-        The data may hold a subset of the model's classes; they are matched by name.
+        The data may hold a subset of the model's classes; they are matched by name. With a
+        threshold (``threshold``, else the model's), ``report.extra`` holds the share of
+        images called "unknown" and the accuracy on the others.
         ``skip_corrupt``: undecodable images are left out instead of raising, and
         ``report.extra["skipped_corrupt"]`` lists their sources.
         """
@@ -126,8 +129,11 @@ class Classifier:
         loader = DataLoader(ds, self.pipeline, batch_size=batch_size, shuffle=False, skip_corrupt=skip_corrupt)
         logits, labels, indices, _ = _core.predict(self.model, loader._loader, True, tta)
         to_model = torch.tensor([self.classes.index(name) for name in ds.classes])
-        report = Report.from_predictions(to_model[labels].tolist(),
-                                         torch.softmax(logits / self.temperature, 1), self.classes)
+        probs = torch.softmax(logits / self.temperature, 1)
+        report = Report.from_predictions(to_model[labels].tolist(), probs, self.classes)
+        limit = self.threshold if threshold is None else threshold
+        if limit > 0:
+            report.extra.update(calibration.unknown_scores(probs, to_model[labels], limit))
         if skip_corrupt:
             kept = set(indices.tolist())
             report.extra["skipped_corrupt"] = [ds.source(i) for i in range(len(ds)) if i not in kept]

@@ -267,7 +267,8 @@ def _load_model(path: str):
 def _evaluate(args: argparse.Namespace) -> int:
     clf = _load_model(args.model)
     with _naming(args.data):
-        report = clf.evaluate(args.data, batch_size=args.batch_size, tta=args.tta, skip_corrupt=args.skip_corrupt)
+        report = clf.evaluate(args.data, batch_size=args.batch_size, tta=args.tta, skip_corrupt=args.skip_corrupt,
+                              threshold=args.threshold)
     skipped = report.extra.get("skipped_corrupt", [])
     for source in skipped:
         print(f"tlcore: warning: {source}: skipped, not a readable image", file=sys.stderr)
@@ -496,6 +497,9 @@ def _add_evaluate_parser(sub: "argparse._SubParsersAction") -> None:
     evaluate.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
     evaluate.add_argument("--skip-corrupt", action="store_true",
                           help="leave out images that cannot be decoded (each named on stderr) instead of stopping")
+    evaluate.add_argument("--threshold", type=_probability, default=None,
+                          help="report the share called 'unknown' below this confidence and the accuracy "
+                               "on the rest (default: the model's threshold)")
     evaluate.add_argument("--out", default=None)
     evaluate.set_defaults(run=_evaluate)
 
@@ -574,7 +578,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     app = create_app(args.models, default_model=args.default_model, max_upload_mb=args.max_upload_mb,
                      max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
-                     max_pixels=args.max_pixels)
+                     max_pixels=args.max_pixels, threshold=args.threshold)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -665,6 +669,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                        help="requests waiting per model before 503 (default 256)")
     serve.add_argument("--max-pixels", type=int, default=None,
                        help="largest image accepted, in pixels, read from its header (default 40000000)")
+    serve.add_argument("--threshold", type=_probability, default=None,
+                       help="'unknown' below this confidence, for every model (default: each model's own)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(run=_serve)
 

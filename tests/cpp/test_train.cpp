@@ -9,9 +9,11 @@
 #include <functional>
 #include <map>
 #include <stdexcept>
+#include <thread>
 
 #include "../../cpp/src/train/batchnorm_sync.h"
 #include "../../cpp/src/train/mixed_precision.h"
+#include "../../cpp/src/train/time_limit.h"
 #include "data_fixtures.h"
 #include "tlcore/error.h"
 #include "tlcore/train/schedule.h"
@@ -251,6 +253,33 @@ TEST(Fit, RejectsContradictoryOptions) {
   EXPECT_EQ(fit_error([](FitOptions& o) { o.cache_features = true; }),
             "cache_features needs the backbone, or its leading blocks, frozen; "
             "'features.1.1.bias' is trainable and no leading block is frozen");
+}
+
+TEST(TimeLimit, EpochsThatFitThePaceSoFar) {
+  using detail::epochs_within;
+  EXPECT_EQ(epochs_within(0, 100, 10, 1, 20), 20);     // no limit
+  EXPECT_EQ(epochs_within(100, 30, 10, 1, 20), 8);     // 70 s left: 7 more epochs of 10 s
+  EXPECT_EQ(epochs_within(100, 30, 10, 1, 5), 5);      // never more than planned
+  EXPECT_EQ(epochs_within(100, 120, 10, 3, 20), 3);    // over already: what is done
+  EXPECT_EQ(epochs_within(100, 95.5, 4.5, 2, 20), 3);  // exactly one more fits
+  EXPECT_EQ(epochs_within(100, 30, 10, 20, 20), 20);
+}
+
+TEST(Fit, TimeLimitCutsTheEpochs) {
+  auto data = std::make_shared<ColourDataset>(16, 3, 8);
+  Trainer trainer(tiny_cnn(3, 1), make_loader(data, 8, true), nullptr);
+  FitOptions o = small_fit(50);
+  o.time_limit = 0.9;
+  // Two batches of 0.1 s at least: an epoch takes 0.2 s, so 4 fit, and the first shows it.
+  const FitResult r = trainer.fit(o, nullptr, [](std::int64_t, std::int64_t, double) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  });
+  EXPECT_GE(r.history.size(), 3u);
+  EXPECT_LE(r.history.size(), 4u);
+  EXPECT_FALSE(r.stopped_early);
+  FitOptions bad = small_fit(1);
+  bad.time_limit = -1;
+  EXPECT_EQ(error_of<InvalidArgument>([&] { trainer.fit(bad); }), "time_limit must be >= 0");
 }
 
 TEST(Fit, ResumedRunEndsWithTheUninterruptedRunsWeights) {

@@ -15,6 +15,7 @@
 #include "tlcore/data/decode.h"
 #include "tlcore/device.h"
 #include "tlcore/error.h"
+#include "tlcore/memory.h"
 #include "tlcore/models/inference.h"
 
 namespace tlcore {
@@ -154,6 +155,7 @@ Predictor::Predictor(std::shared_ptr<models::ModelImpl> model, models::ModelSpec
                      PredictorOptions options)
     : impl_(std::make_unique<Impl>()) {
   if (!model) throw InvalidArgument("Predictor: no model given");
+  keep_freed_memory();
   auto pipeline = spec.pipeline;
   if (!pipeline) throw InvalidArgument("Predictor: the model spec has no pipeline");
   if (!(spec.temperature > 0)) throw InvalidArgument("Predictor: temperature must be positive");

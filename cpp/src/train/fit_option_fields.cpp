@@ -108,6 +108,10 @@ std::vector<Entry> make_entries() {
                           [](O& o) -> std::int64_t& { return o.epoch_offset; }),
       entry<std::string>("checkpoint", "str", "file written every epoch and resumed from",
                          [](O& o) -> std::string& { return o.checkpoint; }),
+      entry<double>("time_limit", "float",
+                    "seconds this phase may take, caching included; epochs are cut to what "
+                    "the measured pace fits (0: no limit)",
+                    [](O& o) -> double& { return o.time_limit; }),
   };
 }
 

@@ -8,6 +8,7 @@
 #include "device_input.h"
 #include "lazy_inference.h"
 #include "mixed_precision.h"
+#include "tlcore/memory.h"
 #include "tlcore/train/predict.h"
 
 namespace tlcore {
@@ -23,6 +24,7 @@ torch::Tensor flip_average(const torch::Tensor& both) {
 Predictions predict(models::Model model, Loader& loader, bool channels_last, bool flip_tta,
                     const BatchCallback& on_batch, bool compiled, const std::string& amp_name) {
   torch::InferenceMode guard;
+  keep_freed_memory();
   const bool was_training = model->is_training();
   model->eval();
   if (channels_last) detail::to_channels_last(*model);

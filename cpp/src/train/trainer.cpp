@@ -21,6 +21,8 @@
 #include "mixed_precision.h"
 #include "optimizer.h"
 #include "tlcore/error.h"
+#include "tlcore/memory.h"
+#include "time_limit.h"
 #include "train_one_epoch.h"
 
 namespace tlcore {
@@ -30,8 +32,11 @@ using Clock = std::chrono::steady_clock;
 
 // Throws InvalidArgument for options that are out of range or contradict each
 // other, before anything is moved, loaded or computed.
-void check_options(const FitOptions& o, std::int64_t num_classes, bool has_val) {
+void check_options(const FitOptions& o, std::int64_t num_classes, bool has_val, int world) {
   if (o.epochs < 0) throw InvalidArgument("epochs must be >= 0");
+  if (o.time_limit < 0) throw InvalidArgument("time_limit must be >= 0");
+  if (o.time_limit > 0 && world > 1)
+    throw InvalidArgument("time_limit needs one process: ranks would disagree on the epochs");
   if (o.label_smoothing < 0 || o.label_smoothing >= 1)
     throw InvalidArgument("label_smoothing must be in [0, 1)");
   validate(o.schedule);
@@ -97,7 +102,9 @@ Trainer::Trainer(models::Model model, std::shared_ptr<Loader> train, std::shared
 
 FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
                        const BatchCallback& on_batch) {
-  check_options(o, model_->num_classes(), val_ != nullptr);
+  const auto fit_start = Clock::now();
+  keep_freed_memory();
+  check_options(o, model_->num_classes(), val_ != nullptr, group_ ? group_->world_size() : 1);
   auto& model = *model_;
   const std::int64_t cached_blocks = o.cache_features ? detail::cached_blocks(model) : 0;
   const torch::Device device(resolve_device(o.device));
@@ -121,7 +128,9 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
                         ? nullptr
                         : training_data(model_, train_, val_, group_, o, amp, cached_blocks);
 
-  for (std::int64_t epoch = progress.next_epoch(); !progress.done(o.epochs); ++epoch) {
+  std::int64_t epochs = o.epochs;  // fewer when the time limit says so
+  double slowest = 0;
+  for (std::int64_t epoch = progress.next_epoch(); !progress.done(epochs); ++epoch) {
     const auto start = Clock::now();
     const auto trained =
         detail::train_one_epoch(model, *data, opt, epoch, o.epoch_offset + epoch, o.seed, on_batch);
@@ -129,6 +138,12 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
     if (val_) add_validation(s, detail::evaluate(*data, model.num_classes()));
     s.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     s.images_per_second = trained.samples / std::max(s.seconds, 1e-9);
+    slowest = std::max(slowest, s.seconds);
+    epochs = detail::epochs_within(
+        o.time_limit, std::chrono::duration<double>(Clock::now() - fit_start).count(), slowest,
+        epoch + 1, epochs);
+    opt.total_steps = steps * epochs;
+    s.epochs = epochs;
     detail::record_epoch(progress, s, o, model);
 
     if (!parallel.all_go_on(on_epoch ? on_epoch(s) : true)) progress.stopped = true;

@@ -80,6 +80,10 @@ struct FitOptions {
   // Loader epochs start here, so phases of one recipe see different augmentations.
   std::int64_t epoch_offset = 0;
   std::string checkpoint;  // written after every epoch; resumed from when present
+  // Seconds this fit may take, feature caching included (0: no limit). After each
+  // epoch the epochs are cut to what the measured pace leaves room for, and the
+  // schedule is stretched over the new length. One process only.
+  double time_limit = 0.0;
 };
 
 struct EpochStats {
@@ -90,6 +94,7 @@ struct EpochStats {
   double val_loss = 0, val_accuracy = 0, val_f1 = 0;
   double lr = 0;  // the head's rate at the end of the epoch
   double seconds = 0, images_per_second = 0;
+  std::int64_t epochs = 0;  // the phase's epochs as now planned (a time limit may cut them)
 };
 
 struct FitResult {
