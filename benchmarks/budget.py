@@ -39,6 +39,23 @@ def _photos_unknown(model_path: Path, photos: Path) -> dict:
             "photo_answers": [f"{a['prediction']} {a['confidence']:.2f}" for a in answers]}
 
 
+def _keep_table(result, model_path: Path, photos: Path) -> list:
+    """For other ``keep`` targets: the threshold validation gives, the share of the untouched
+    split still answered, and the photos (no flowers among them) called unknown."""
+    learner = result.learner
+    val_probs, val_labels, _ = learner.predictions("val")
+    test_probs, test_labels, _ = learner.predictions("test")
+    photo_conf = tlcore.load(model_path).predict_proba([str(p) for p in sorted(photos.glob("*.jpg"))]).max(1).values
+    rows = []
+    for keep in (0.9, 0.95, 0.98, 0.99):
+        t = tlcore.calibration.unknown_threshold(val_probs, val_labels, keep)
+        scores = tlcore.calibration.unknown_scores(test_probs, test_labels, t)
+        rows.append({"keep": keep, "threshold": round(t, 4), "test_answered": round(1 - scores["unknown_share"], 4),
+                     "test_accuracy_answered": round(scores["accuracy_answered"], 4),
+                     "photos_unknown": int((photo_conf < t).sum())})
+    return rows
+
+
 def run(name: str, budget: Optional[str] = None) -> dict:
     """Trains ``name`` under its budget and returns the benchmark's JSON row."""
     shared = shared_dir()
@@ -68,6 +85,7 @@ def run(name: str, budget: Optional[str] = None) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             path = result.learner.save(Path(tmp) / "flowers.tlc")
             row.update(_photos_unknown(path, shared / "data/photos"))
+            row["keep_table"] = _keep_table(result, path, shared / "data/photos")
     return row
 
 

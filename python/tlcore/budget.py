@@ -35,10 +35,13 @@ log = logging.getLogger(__name__)
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 # Pretrained models: the sizes tried, largest first, for photos and for small (CIFAR-like) images.
 _PHOTO_SIZES = (224, 192, 160, 128)
-_SMALL_SIZES = (160, 128, 112, 96)
+_SMALL_SIZES = (224, 192, 160, 128, 112, 96)
 _GOOD_EPOCHS, _MIN_EPOCHS, _MAX_EPOCHS = 10, 4, 20
+# Image-passes that make a run "enough" on a large set (CIFAR-10's 45,000 images: 7 epochs).
+_GOOD_SAMPLES = 300_000
 _SCRATCH_MAX_EPOCHS = 40
 _PROBE_IMAGES = 256
+_PATIENCE = 5  # epochs without a better validation loss before training stops early
 
 
 class BudgetError(ValueError):
@@ -88,7 +91,8 @@ class Plan:
         if self.cached:
             return dict(optimizer="adamw", weight_decay=0.05, schedule="cosine", warmup_epochs=0.5,
                         label_smoothing=0.1, cache_features=True, cache_flip=True,
-                        restore_best=True, monitor="val_loss")
+                        restore_best=True, monitor="val_loss", patience=_PATIENCE)
+        # No early stopping: a one-cycle schedule's loss rises at its peak before it falls.
         return dict(optimizer="adamw", weight_decay=5e-4, schedule="onecycle", restore_best=True,
                     monitor="val_loss")
 
@@ -102,7 +106,8 @@ class Plan:
                  f"  {what}",
                  f"  {self.epochs} epochs, AdamW lr {self.lr:g}, batch {self.batch_size}, "
                  + ("cosine schedule, label smoothing 0.1" if self.cached else "one-cycle schedule")
-                 + ", best epoch by validation loss",
+                 + ", best epoch by validation loss"
+                 + (f" (stops after {_PATIENCE} epochs without progress)" if self.cached else ""),
                  f"  estimated: probe {e['probe']:.0f} s, "
                  + (f"caching {e['cache']:.0f} s, " if self.cached else "")
                  + f"{self.epochs} epochs x {e['epoch']:.1f} s, final evaluation {e['final']:.0f} s"
@@ -248,7 +253,7 @@ def _plan(arch: str, weights: Optional[PathLike], split_data, native: int, budge
         epochs = math.floor((left - cache - final) / epoch) if epoch > 0 else 0
         options.append((size, min(epochs, _MAX_EPOCHS if pretrained else _SCRATCH_MAX_EPOCHS),
                         cache, epoch, final))
-    chosen, reasons = _choose(options, pretrained)
+    chosen, reasons = _choose(options, pretrained, n_train)
     if chosen is None:
         size, _, cache, epoch, final = options[-1]
         need = (time.perf_counter() - start) + timing["setup"] + cache + final + _MIN_EPOCHS * epoch
@@ -262,20 +267,27 @@ def _plan(arch: str, weights: Optional[PathLike], split_data, native: int, budge
                 batch, estimate, reasons)
 
 
-def _choose(options: Sequence[tuple], pretrained: bool):
+def _good_epochs(n_train: int) -> int:
+    """Enough epochs: 10 for small sets; a large set gets as many steps from fewer."""
+    return max(_MIN_EPOCHS, min(_GOOD_EPOCHS, math.ceil(_GOOD_SAMPLES / max(n_train, 1))))
+
+
+def _choose(options: Sequence[tuple], pretrained: bool, n_train: int):
     """The largest size that fits enough epochs; resolution helps transfer until epochs run short."""
+    good = _good_epochs(n_train)
     for size, epochs, *_ in options:
-        if epochs >= _GOOD_EPOCHS:
-            why = [f"{size} px is the largest size tried that fits {_GOOD_EPOCHS}+ epochs"]
+        if epochs >= good:
+            why = [f"{size} px is the largest size tried that fits {good}+ epochs"
+                   + (f" (enough for {n_train:,} training images)" if good < _GOOD_EPOCHS else "")]
             if epochs >= _MAX_EPOCHS:
-                why.append(f"epochs capped at {_MAX_EPOCHS if pretrained else _SCRATCH_MAX_EPOCHS}: "
-                           "more rarely helps; the rest of the budget is left unused")
+                why.append(f"epochs capped at {_MAX_EPOCHS if pretrained else _SCRATCH_MAX_EPOCHS}: the "
+                           "tail fits its training images by then; the rest of the budget is left unused")
             return next(o for o in options if o[0] == size), why
     fitting = [o for o in options if o[1] >= _MIN_EPOCHS]
     if not fitting:
         return None, []
     best = max(fitting, key=lambda o: o[1])
-    return best, [f"no size fits {_GOOD_EPOCHS} epochs; {best[0]} px fits the most ({best[1]})"]
+    return best, [f"no size fits {good} epochs; {best[0]} px fits the most ({best[1]})"]
 
 
 def _probe(arch: str, weights: Optional[PathLike], data: ImageData, seed: int) -> Dict[str, float]:
@@ -303,8 +315,8 @@ def _probe(arch: str, weights: Optional[PathLike], data: ImageData, seed: int) -
         epoch = min(r["seconds"] for r in rows)
         cache = max(fit_s - sum(r["seconds"] for r in rows), 0.0) / (2 * n + v)
     else:
-        rows = learner.fit(1, lr=1e-4, phase="probe", augment=False)
-        epoch, cache = rows[0]["seconds"], 0.0
+        rows = learner.fit(2, lr=1e-4, phase="probe", augment=False)  # the first pays the warm-up
+        epoch, cache = min(r["seconds"] for r in rows), 0.0
     # A forward pass: about the frozen prefix's cost, or a third of a training step's.
     forward = 1.2 * cache if weights is not None else epoch / n / 3
     log.info("probe: %d images, setup %.1f s, caching %.1f ms/image, training %.1f ms/image, "

@@ -87,7 +87,9 @@ class ImageData:
         val = len(self.val) if self.val is not None else 0
         out = {"train": f"{len(self.train)} images", "val": f"{val} images (model selection)"}
         if self._test_source is not None:
-            out["test"] = f"{self._test_source} (a separate set, evaluated once at the end)"
+            src = self._test_source
+            name = f"{len(src)} images" if isinstance(src, _core.Dataset) else str(src)
+            out["test"] = f"{name} (a separate set, evaluated once at the end)"
         elif self._test is not None:
             out["test"] = (f"{len(self._test)} images held out of the validation split "
                            "(never used for any choice)")
@@ -149,10 +151,11 @@ class _Progress:
             self.bar.close()
             self.bar = None
         self.epoch += 1
+        self.epochs = s.epochs  # a time limit may have cut them
         val = (f" val_loss {s.val_loss:.4f} val_acc {s.val_accuracy:.4f} val_f1 {s.val_f1:.4f}"
                if s.has_val else "")
         log.info("%s epoch %d/%d: loss %.4f acc %.4f%s lr %.2e %.1fs (%.0f img/s)", s.phase,
-                 s.epoch + 1, self.epochs, s.train_loss, s.train_accuracy, val, s.lr, s.seconds,
+                 s.epoch + 1, s.epochs, s.train_loss, s.train_accuracy, val, s.lr, s.seconds,
                  s.images_per_second)
 
 

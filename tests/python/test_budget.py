@@ -103,3 +103,20 @@ def test_without_a_test_set_half_the_validation_split_is_held_out():
     assert not val_sources & test_sources and not train_sources & test_sources
     # The threshold and temperature are the model's: saved and read back.
     assert result.learner.temperature != 1.0 and result.learner.threshold > 0
+
+
+def test_train_budget_from_the_command_line(tmp_path: Path, capsys):
+    """`tlcore train --budget`: the model file carries the calibration, the report names its images."""
+    from tlcore import cli
+
+    folder = _as_folder(_fashion(True, 40), tmp_path / "data")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", str(folder), "--backbone", "simple_cnn", "--budget", "40s",
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed and "held out of the validation split" in printed
+    model = next(out.glob("*.tlc"))
+    clf = tlcore.load(model)
+    assert clf.temperature != 1.0 and 0 < clf.threshold < 1
+    report = next(out.glob("*_report.md")).read_text()
+    assert "never used for any choice" in report and "**Unknown**" in report
