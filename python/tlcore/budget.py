@@ -279,9 +279,10 @@ def _choose(options: Sequence[tuple], pretrained: bool, n_train: int):
         if epochs >= good:
             why = [f"{size} px is the largest size tried that fits {good}+ epochs"
                    + (f" (enough for {n_train:,} training images)" if good < _GOOD_EPOCHS else "")]
-            if epochs >= _MAX_EPOCHS:
-                why.append(f"epochs capped at {_MAX_EPOCHS if pretrained else _SCRATCH_MAX_EPOCHS}: the "
-                           "tail fits its training images by then; the rest of the budget is left unused")
+            cap = _MAX_EPOCHS if pretrained else _SCRATCH_MAX_EPOCHS
+            if epochs >= cap:
+                why.append(f"epochs capped at {cap}: the model fits its training images by then; "
+                           "the rest of the budget is left unused")
             return next(o for o in options if o[0] == size), why
     fitting = [o for o in options if o[1] >= _MIN_EPOCHS]
     if not fitting:

@@ -154,8 +154,7 @@ def _train_budget(args: argparse.Namespace) -> int:
     result = tlcore.train_budget(source, args.budget, arch=args.backbone, weights=args.weights, test=test,
                                  val_split=args.val_split, seed=args.seed, keep=args.keep, channels=channels)
     learner, plan = result.learner, result.plan
-    name = FASHION if fashion else Path(args.data.rstrip("/")).name.split(".")[0]
-    stem = f"{args.backbone}__{name}__img{plan.image_size}__budget{plan.budget_s:.0f}s"
+    stem = f"{args.backbone}__{learner.data.name or FASHION}__img{plan.image_size}__budget{plan.budget_s:.0f}s"
     model_path = learner.save(Path(args.out) / f"{stem}.tlc")
     learner.write_report(args.out, stem, split="test")
     print(result.summary())
