@@ -16,3 +16,25 @@ def shared_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data folder {path} not found (set TLCORE_SHARED to its location)")
     return path
+
+
+@pytest.fixture(scope="session")
+def fashion_data():
+    """A maker of small grey Fashion-MNIST ``ImageData`` (``per_class`` images of each class,
+    28 px, no augmentation); skips when Debian's dataset-fashion-mnist is absent.
+
+    Usage: ``data = fashion_data(10, val_split=0.25, batch_size=16)``
+    """
+    import tlcore
+
+    try:
+        train = tlcore.fashion_mnist(train=True)
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+    def make(per_class: int, val_split: float = 0.0, batch_size: int = 25):
+        subset = tlcore.Subset(train, tlcore.per_class_subset(train.labels(), per_class, 0))
+        return tlcore.ImageData(subset, val_split=val_split, seed=0, image_size=28, batch_size=batch_size,
+                                channels=1, train_transform="cifar-eval", eval_transform="cifar-eval")
+
+    return make

@@ -106,15 +106,9 @@ def assert_user_error(result, line):
 
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
+def small_model(tmp_path_factory, fashion_data):
     """simple_cnn after one epoch on 100 Fashion-MNIST images: quick, and unsure (confidences < 1)."""
-    try:
-        fashion = tlcore.fashion_mnist(train=True)
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    subset = tlcore.Subset(fashion, tlcore.per_class_subset(fashion.labels(), 10, 0))
-    data = tlcore.ImageData(subset, val_split=0.0, seed=0, image_size=28, batch_size=25, channels=1,
-                            train_transform="cifar-eval", eval_transform="cifar-eval")
+    data = fashion_data(10)
     learner = tlcore.Learner("simple_cnn", data, verbose=False)
     learner.fit(1, lr=3e-3)
     return learner.save(tmp_path_factory.mktemp("model") / "fashion.tlc")

@@ -14,14 +14,8 @@ RECIPE_OWNED = {"epochs", "lr", "phase", "seed", "device", "amp", "checkpoint", 
 
 
 @pytest.fixture(scope="module")
-def data():
-    try:
-        train = tlcore.fashion_mnist(train=True)
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    subset = tlcore.Subset(train, tlcore.per_class_subset(train.labels(), 3, 0))
-    return tlcore.ImageData(subset, val_split=0, seed=0, image_size=28, batch_size=16, channels=1,
-                            train_transform="cifar-eval", eval_transform="cifar-eval")
+def data(fashion_data):
+    return fashion_data(3, batch_size=16)
 
 
 def test_fit_takes_the_table_and_records_it(data, tmp_path):

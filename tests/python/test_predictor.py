@@ -15,14 +15,9 @@ from tlcore import _core
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    try:
-        fashion = tlcore.fashion_mnist(train=True)
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    subset = _core.Subset(fashion, _core.per_class_subset(fashion.labels(), 10, 0))
-    data = tlcore.ImageData(subset, val_split=0.0, seed=0, image_size=28, batch_size=25, channels=1,
-                            train_transform="cifar-eval", eval_transform="cifar-eval")
+def saved_model(tmp_path_factory, fashion_data):
+    fashion = tlcore.fashion_mnist(train=True)
+    data = fashion_data(10)
     learner = tlcore.Learner("simple_cnn", data, verbose=False)
     learner.fit(2, lr=3e-3)
     path = learner.save(tmp_path_factory.mktemp("models") / "fashion.tlc")

@@ -15,14 +15,8 @@ FILES = {"json": "report.json", "markdown": "report.md", "confusion": "confusion
 
 
 @pytest.fixture(scope="module")
-def learner():
-    try:
-        train = tlcore.fashion_mnist(train=True)
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    subset = tlcore.Subset(train, tlcore.per_class_subset(train.labels(), 8, 0))
-    data = tlcore.ImageData(subset, val_split=0.25, seed=0, image_size=28, batch_size=16, channels=1,
-                            train_transform="cifar-eval", eval_transform="cifar-eval")
+def learner(fashion_data):
+    data = fashion_data(8, val_split=0.25, batch_size=16)
     learner = tlcore.Learner("simple_cnn", data, verbose=False, seed=0)
     learner.fit(2, lr=3e-3)
     return learner
