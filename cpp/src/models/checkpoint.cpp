@@ -60,8 +60,7 @@ StateDict to_state_dict(const PyRef& root, const std::string& path) {
     const auto& value = dict->items[k + 1];
     if (key->kind != PyObject::Kind::kString) throw FormatError(path + ": a key is not a string");
     if (value->kind != PyObject::Kind::kTensor) {
-      throw FormatError(path + ": entry '" + key->s + "' is not a plain tensor" +
-                        (value->kind == PyObject::Kind::kOther ? " (" + value->s + ")" : ""));
+      throw FormatError(path + ": entry '" + key->s + "' is not a plain tensor");
     }
     out.emplace_back(key->s, value->tensor);
   }

@@ -225,13 +225,9 @@ class Machine {
           push(reduce(callable, args));
           break;
         }
-        case 0x81: {  // NEWOBJ
+        case 0x81: {  // NEWOBJ: no class a state dict needs is built this way
           pop();
-          auto cls = pop();
-          auto o = make(PyObject::Kind::kOther);
-          o->s = cls->s;
-          push(o);
-          break;
+          refuse(pop());
         }
         case 'b':  // BUILD: object state (e.g. a state dict's _metadata) is not needed
           pop();
@@ -401,11 +397,17 @@ class Machine {
         return args->items[0];
       }
     }
-    // Anything else (optimizer state classes, argparse namespaces, quantized
-    // tensors) is kept opaque; it is an error only if a state dict entry needs it.
-    auto o = make(PyObject::Kind::kOther);
-    o->s = callable->kind == PyObject::Kind::kGlobal ? name : "an object";
-    return o;
+    refuse(callable);
+  }
+
+  // Tensors and plain containers need only the calls above; a file that asks for any
+  // other (an optimizer class, an argparse namespace, os.system) is refused whole,
+  // as torch.load(weights_only=True) refuses it.
+  [[noreturn]] void refuse(const PyRef& callable) const {
+    const std::string what =
+        callable->kind == PyObject::Kind::kGlobal ? "'" + callable->s + "'" : "a computed callable";
+    throw FormatError(source_ + ": refused: the file calls " + what +
+                      "; tlcore reads only tensors and plain containers (no code runs)");
   }
 
   PickleInput& in_;

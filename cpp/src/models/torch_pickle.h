@@ -30,14 +30,12 @@ struct PyObject {
     kDict,
     kGlobal,
     kStorage,
-    kTensor,
-    kOther
+    kTensor
   };
   Kind kind = Kind::kNone;
   int64_t i = 0;
   double f = 0.0;
-  // kString: the text; kGlobal: "module.name"; kBigInt: little-endian bytes;
-  // kOther: the global that built it.
+  // kString: the text; kGlobal: "module.name"; kBigInt: little-endian bytes.
   std::string s;
   // kTuple and kList: the elements; kDict: keys and values alternating.
   std::vector<PyRef> items;
@@ -60,7 +58,8 @@ using StorageLoader =
 PyRef unpickle(PickleInput& in, const StorageLoader& load_storage, const std::string& source);
 
 // The object a torch.save file holds (zip format, or the legacy format of torch < 1.6),
-// read without running any code: globals other than tensor rebuilds become kOther.
+// read without running any code. A file that calls anything but the tensor and
+// OrderedDict rebuilds is refused (FormatError naming the global).
 // NotFound for a missing file, FormatError for one that is not such a file,
 // InvalidArgument for a TorchScript archive.
 PyRef read_pickle_file(const std::string& path);
