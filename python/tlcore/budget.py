@@ -27,7 +27,7 @@ import torch
 
 from . import _core, calibration
 from .data import PathLike, open_dataset
-from .learner import ImageData, Learner
+from .learner import ImageData, Learner, source_name
 from .report import Report
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class BudgetResult:
         return {"budget_s": self.plan.budget_s, "seconds": round(self.seconds, 1),
                 "test_accuracy": self.test.accuracy, "test_accuracy_tta": self.test_tta.accuracy,
                 "tta_chosen": self.tta, "accuracy": self.accuracy, "calibration": self.calibration,
-                "test_unknown": {k: v for k, v in self.test.extra.items()}, "splits": self.splits,
+                "test_unknown": dict(self.test.extra), "splits": self.splits,
                 "plan": asdict(self.plan)}
 
     def summary(self) -> str:
@@ -170,7 +170,7 @@ def train_budget(source: Union[PathLike, "_core.Dataset"], budget: Union[str, fl
     start = time.perf_counter()
     budget_s = parse_budget(budget)
     full = source if isinstance(source, _core.Dataset) else open_dataset(source)
-    name = "" if isinstance(source, _core.Dataset) else str(source).rstrip("/").split("/")[-1].split(".")[0]
+    name = source_name(source)
 
     def split_data(size: int, batch: int) -> ImageData:
         train_t, eval_t = _pipelines(arch, size, native, channels, weights is not None)

@@ -51,12 +51,12 @@ def _open_data(args: argparse.Namespace):
                                                  batch_size=args.batch_size, channels=channels, **kwargs)
     size = args.img_size or 224
     small = size <= 64
-    name = Path(args.data.rstrip("/")).name.split(".")[0]
-    return name, tlcore.ImageData(args.data, val_split=args.val_split, seed=args.seed, image_size=size,
-                                  batch_size=args.batch_size,
-                                  train_transform="cifar-train" if small else "imagenet-train",
-                                  eval_transform="cifar-eval" if small else "imagenet-eval",
-                                  per_class=args.limit // 10 if args.limit else None)
+    data = tlcore.ImageData(args.data, val_split=args.val_split, seed=args.seed, image_size=size,
+                            batch_size=args.batch_size,
+                            train_transform="cifar-train" if small else "imagenet-train",
+                            eval_transform="cifar-eval" if small else "imagenet-eval",
+                            per_class=args.limit // 10 if args.limit else None)
+    return data.name, data
 
 
 def _run_recipe(learner, args: argparse.Namespace) -> None:

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from tqdm import tqdm
 
-from . import _core, distributed, model_file
+from . import _core, calibration, distributed, model_file
 from .data import DataLoader, PathLike, open_dataset
 from .report import Report
 from .weights import fetch
@@ -65,7 +65,7 @@ class ImageData:
             self.val, self._test = _core.Subset(self.val, select), _core.Subset(self.val, report)
         self.classes: List[str] = list(full.classes)
         # The data's name for the model card: the folder or file, without its extensions.
-        self.name = "" if isinstance(source, _core.Dataset) else Path(str(source).rstrip("/")).name.split(".")[0]
+        self.name = source_name(source)
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
         self.channels, self.num_workers = channels, num_workers
         self.train_pipeline = _pipeline(train_transform, image_size, channels)
@@ -119,6 +119,12 @@ class ImageData:
         test = f" / {len(self._test)} test" if self._test is not None else ""
         return (f"ImageData({len(self.train)} train / {val} val{test} images, {len(self.classes)} classes, "
                 f"{self.image_size}px)")
+
+
+def source_name(source: Union[PathLike, "_core.Dataset"]) -> str:
+    """The data's name for model cards and file names: the folder or file without its
+    extensions ("" for a Dataset object)."""
+    return "" if isinstance(source, _core.Dataset) else Path(str(source).rstrip("/")).name.split(".")[0]
 
 
 def _pipeline(transform: Union[str, "_core.Pipeline"], size: int, channels: int) -> "_core.Pipeline":
@@ -338,8 +344,6 @@ class Learner:
 
         Usage: ``learner.calibrate("val", keep=0.95)``
         """
-        from . import calibration
-
         logits, labels, _ = self.logits(split)
         result = calibration.calibrate(logits, labels, keep)
         self.temperature, self.threshold = result["temperature"], result["threshold"]
@@ -351,8 +355,6 @@ class Learner:
         With a threshold set, ``report.extra`` also holds the share of images called
         "unknown" and the accuracy on the others.
         """
-        from . import calibration
-
         probs, labels, _ = self.predictions(split, tta)
         report = Report.from_predictions(labels.tolist(), probs, self.data.classes)
         report.extra["expected_calibration_error"] = calibration.expected_calibration_error(probs, labels)
