@@ -24,7 +24,8 @@ file is refused; its predictions then answer 503.
 ``uvicorn tlcore.api.app:app`` (or ``api.app:app``) reads its settings from the environment:
 TLCORE_MODELS (the models folder, required), TLCORE_DEFAULT_MODEL, TLCORE_MAX_UPLOAD_MB (10),
 TLCORE_MAX_BATCH (16), TLCORE_MAX_DELAY_MS (5), TLCORE_MAX_QUEUE (256), TLCORE_MAX_PIXELS
-(40000000), TLCORE_THRESHOLD (each model's own "unknown" threshold).
+(40000000), TLCORE_THRESHOLD (each model's own "unknown" threshold), TLCORE_PRECISION (fp32;
+bf16, int8 or auto: see tlcore.precision).
 """
 from __future__ import annotations
 
@@ -272,7 +273,7 @@ def create_app(models_dir: Union[str, os.PathLike, None] = None, *, default_mode
                max_upload_mb: Optional[float] = None, max_batch: Optional[int] = None,
                max_delay_ms: Optional[float] = None, max_queue: Optional[int] = None,
                max_pixels: Optional[int] = None, threshold: Optional[float] = None,
-               env: Mapping[str, str] = os.environ) -> FastAPI:
+               precision: Optional[str] = None, env: Mapping[str, str] = os.environ) -> FastAPI:
     """The service for the models in ``models_dir``; loads them when the server starts.
 
     An argument left None comes from the environment (TLCORE_MODELS, TLCORE_MAX_BATCH, ...:
@@ -293,7 +294,11 @@ def create_app(models_dir: Union[str, os.PathLike, None] = None, *, default_mode
             max_delay_ms=_setting(max_delay_ms, env, "MAX_DELAY_MS", float, defaults.max_delay_ms),
             max_queue=_setting(max_queue, env, "MAX_QUEUE", int, defaults.max_queue),
             max_pixels=_setting(max_pixels, env, "MAX_PIXELS", int, defaults.max_pixels),
-            threshold=_setting(threshold, env, "THRESHOLD", float, None)))
+            threshold=_setting(threshold, env, "THRESHOLD", float, None),
+            precision=_setting(precision, env, "PRECISION", str, defaults.precision)))
+    if settings.batch.precision not in tlcore.precision.PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(tlcore.precision.PRECISIONS)}, "
+                         f"got {settings.batch.precision!r}")
     if settings.max_upload_bytes <= 0:
         raise ValueError(f"upload limit must be positive, got {settings.max_upload_bytes} bytes")
     models = ModelRegistry(settings.models_dir, settings.batch, settings.default_model)

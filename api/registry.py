@@ -28,6 +28,8 @@ class BatchOptions:
     max_pixels: int = 40_000_000
     # The "unknown" threshold for every model; None keeps each model's own.
     threshold: Optional[float] = None
+    # "fp32", "bf16", "int8" (calibrated models) or "auto": tlcore.precision.
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class ServedModel:
     def info(self) -> Dict[str, object]:
         p = self.predictor
         return {"name": p.name, "arch": p.arch, "classes": list(p.classes), "num_classes": len(p.classes),
-                "input_size": p.input_size, "threshold": p.threshold}
+                "input_size": p.input_size, "threshold": p.threshold, "precision": p.precision}
 
     async def predict(self, image: bytes, top_k: int, source: str) -> Dict[str, object]:
         """Waits in a worker thread for the batch that carries ``image`` (so requests batch up).

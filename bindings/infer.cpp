@@ -15,7 +15,8 @@ void bind_infer(py::module_& m) {
       .def_readwrite("max_delay_ms", &PredictorOptions::max_delay_ms)
       .def_readwrite("max_queue", &PredictorOptions::max_queue)
       .def_readwrite("max_pixels", &PredictorOptions::max_pixels)
-      .def_readwrite("device", &PredictorOptions::device);
+      .def_readwrite("device", &PredictorOptions::device)
+      .def_readwrite("precision", &PredictorOptions::precision);
 
   py::class_<Predictor>(m, "Predictor",
                         "Thread-safe predictions with dynamic batching of concurrent requests.")
@@ -82,6 +83,8 @@ void bind_infer(py::module_& m) {
              return d;
            })
       .def_property_readonly("device", &Predictor::device)
+      .def_property_readonly("precision", &Predictor::precision)
+      .def_property_readonly("precision_note", &Predictor::precision_note)
       .def_property_readonly("spec", &Predictor::spec);
 }
 

@@ -4,6 +4,7 @@
 #include "tlcore/error.h"
 #include "tlcore/models/checkpoint.h"
 #include "tlcore/models/inference.h"
+#include "tlcore/models/quantize.h"
 #include "tlcore/models/registry.h"
 #include "tlcore/models/spec.h"
 #include "tlcore/models/torchscript.h"
@@ -50,6 +51,15 @@ py::dict preprocess_dict(const models::Preprocess& p) {
 }  // namespace
 
 void bind_models(py::module_& m) {
+  py::class_<models::Int8Calibration>(m, "Int8Calibration",
+                                     "What int8 inference needs: activation scales, chosen on calibration images.")
+      .def(py::init<>())
+      .def_readwrite("scales", &models::Int8Calibration::scales)
+      .def_readwrite("zero_points", &models::Int8Calibration::zero_points)
+      .def_readwrite("image_size", &models::Int8Calibration::image_size)
+      .def_readwrite("agreement", &models::Int8Calibration::agreement)
+      .def_property_readonly("empty", &models::Int8Calibration::empty);
+
   py::class_<ModelImpl, std::shared_ptr<ModelImpl>>(m, "Model")
       .def("forward", &ModelImpl::forward, py::arg("x"), Release(), "Logits for an NCHW batch.")
       .def("__call__", &ModelImpl::forward, py::arg("x"), Release())
@@ -143,12 +153,15 @@ void bind_models(py::module_& m) {
       .def(
           "compile_for_inference",
           [](std::shared_ptr<ModelImpl> self, int64_t image_size, const std::string& output,
-             int64_t blocks) {
+             int64_t blocks, const std::string& precision, models::Int8Calibration int8) {
             const auto kind = inference_output(output);
+            const auto p = models::parse_precision(precision);
             py::gil_scoped_release release;
-            return models::InferenceModel(std::move(self), image_size, kind, blocks);
+            return models::InferenceModel(std::move(self), image_size, kind, blocks, p,
+                                          std::move(int8));
           },
           py::arg("image_size") = 0, py::arg("output") = "logits", py::arg("blocks") = 0,
+          py::arg("precision") = "fp32", py::arg("int8") = models::Int8Calibration(),
           "A frozen snapshot for fast inference: BatchNorm folded, oneDNN prepacked weights, no "
           "autograd. Compile again after the weights change.")
       .def(
@@ -163,10 +176,26 @@ void bind_models(py::module_& m) {
       .def("__call__", &models::InferenceModel::forward, py::arg("x"), Release())
       .def_property_readonly("image_size", &models::InferenceModel::image_size)
       .def_property_readonly("compiled", &models::InferenceModel::compiled)
+      .def_property_readonly("precision", [](const models::InferenceModel& self) {
+        return std::string(models::precision_name(self.precision()));
+      })
       .def_property_readonly(
           "chunk", &models::InferenceModel::chunk,
           "Images per run of the graph (larger batches run in chunks; 0: no limit).");
 
+  m.attr("INT8_MIN_AGREEMENT") = models::kMinAgreement;
+  m.def("calibrate_int8", &models::calibrate_int8, py::arg("model"), py::arg("image_size"),
+        py::arg("batches"), Release());
+  m.def(
+      "resolve_precision",
+      [](const std::string& requested, const models::Int8Calibration& int8) {
+        std::string note;
+        const auto p = models::resolve_precision(requested, int8, &note);
+        return py::make_tuple(models::precision_name(p), note);
+      },
+      py::arg("requested"), py::arg("int8") = models::Int8Calibration(),
+      "(precision, note): what `requested` runs in on this CPU, and why it fell back if it did.");
+  m.def("cpu_features", [] { return models::cpu_features_text(models::cpu_features()); });
   m.def(
       "create_model",
       [](const std::string& arch, int64_t num_classes, int64_t in_channels, int64_t input_size,

@@ -68,6 +68,7 @@ void bind_spec(py::module_& m) {
           [](ModelSpec& s, std::shared_ptr<Pipeline> p) { s.pipeline = std::move(p); })
       .def_readwrite("threshold", &ModelSpec::threshold)
       .def_readwrite("temperature", &ModelSpec::temperature)
+      .def_readwrite("int8", &ModelSpec::int8)
       .def_readwrite("provenance", &ModelSpec::provenance)
       .def_readwrite("recipe", &ModelSpec::recipe)
       .def_readwrite("history", &ModelSpec::history)

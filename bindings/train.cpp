@@ -126,17 +126,20 @@ void bind_train(py::module_& m) {
   m.def(
       "predict",
       [](std::shared_ptr<models::ModelImpl> model, Loader& loader, bool channels_last,
-         bool flip_tta, py::object on_batch, bool compiled, const std::string& amp) {
+         bool flip_tta, py::object on_batch, bool compiled, const std::string& amp,
+         const std::string& precision, const models::Int8Calibration& int8) {
         auto batch_cb = batch_callback(std::move(on_batch));
+        const auto p_used = models::parse_precision(precision);
         py::gil_scoped_release release;
         const auto p = predict(models::Model(std::move(model)), loader, channels_last, flip_tta,
-                               batch_cb, compiled, amp);
+                               batch_cb, compiled, amp, p_used, int8);
         py::gil_scoped_acquire gil;
         return py::make_tuple(p.logits, p.labels, p.indices, p.loss);
       },
       py::arg("model"), py::arg("loader"), py::arg("channels_last") = true,
       py::arg("flip_tta") = false, py::arg("on_batch") = py::none(), py::arg("compiled") = true,
-      py::arg("amp") = "off");
+      py::arg("amp") = "off", py::arg("precision") = "fp32",
+      py::arg("int8") = models::Int8Calibration());
   m.def(
       "resolve_device", &resolve_device, py::arg("device"),
       "The device 'cpu', 'cuda' or 'auto' names here; ValueError if CUDA is asked for and absent.");

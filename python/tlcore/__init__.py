@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (loads libtorch before the extension that links it)
 
-from . import _core, calibration, distributed, transforms
+from . import _core, calibration, distributed, precision, transforms
 from ._core import (
     Dataset,
     Pipeline,
@@ -33,6 +33,7 @@ from .budget import BudgetError, train_budget
 from .classifier import Classifier, load
 from .learner import ImageData, Learner, fit_options
 from .predictor import Overloaded, Predictor
+from .precision import quantize
 from .report import Report
 
 __version__ = _core.__version__
@@ -64,6 +65,8 @@ __all__ = [
     "open_dataset",
     "open_tfrecords",
     "per_class_subset",
+    "precision",
+    "quantize",
     "set_num_threads",
     "stratified_split",
     "train_budget",

@@ -9,6 +9,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -18,10 +19,12 @@ import torch
 from . import _core, calibration
 from .data import DataLoader, PathLike, open_dataset
 from .model_file import make_spec, model_options, provenance, write_model
+from .precision import PRECISIONS, resolve
 from .report import Report
 from .weights import fetch
 
 Image = Union[PathLike, bytes, bytearray, np.ndarray]
+log = logging.getLogger(__name__)
 
 
 class Classifier:
@@ -29,14 +32,34 @@ class Classifier:
 
     Predictions run through the same C++ engine as ``tlcore.Predictor`` (one batched call
     for a list of images, the spec's pipeline and temperature, one "unknown" rule).
+    ``precision`` ("fp32", "bf16", "int8" for a calibrated model, or "auto") is what
+    predict and evaluate compute in; see ``tlcore.precision``.
 
-    Usage: ``tlcore.load("flowers.tlc").predict("rose.jpg")``
+    Usage: ``tlcore.load("flowers.tlc", precision="auto").predict("rose.jpg")``
     """
 
-    def __init__(self, spec: "_core.ModelSpec", model: "_core.Model", source: str = "") -> None:
+    def __init__(self, spec: "_core.ModelSpec", model: "_core.Model", source: str = "",
+                 precision: str = "fp32") -> None:
         self.spec, self.model, self.source = spec, model, source
         self.model.eval()
+        self.precision = precision
         self._engine: Optional["_core.Predictor"] = None
+
+    @property
+    def precision(self) -> str:
+        """What predict and evaluate were asked to compute in."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+        self._precision = value
+        self.reset_engine()
+
+    def reset_engine(self) -> None:
+        """Drops the compiled engine, so that the next prediction compiles the model as it is now."""
+        self._engine = None
 
     arch = property(lambda self: self.spec.arch, doc="The architecture's name.")
     classes = property(lambda self: list(self.spec.classes), doc="Class names, in label order.")
@@ -80,10 +103,13 @@ class Classifier:
     def engine(self, **options) -> "_core.Predictor":
         """A C++ Predictor over this model; ``options`` set PredictorOptions fields."""
         o = _core.PredictorOptions()
-        o.max_delay_ms, o.device = 0.0, "cpu"
+        o.max_delay_ms, o.device, o.precision = 0.0, "cpu", self.precision
         for name, value in options.items():
             setattr(o, name, value)
-        return _core.Predictor(self.model, self.spec, o)
+        engine = _core.Predictor(self.model, self.spec, o)
+        if engine.precision_note:
+            log.warning("%s: %s", self.source or self.arch, engine.precision_note)
+        return engine
 
     def predict_proba(self, images: Sequence[Image], tta: bool = False) -> torch.Tensor:
         """Class probabilities, one row per image, computed in one batched call.
@@ -127,7 +153,9 @@ class Classifier:
         if unknown:
             raise ValueError(f"{data}: classes {unknown} are not among the model's {self.classes}")
         loader = DataLoader(ds, self.pipeline, batch_size=batch_size, shuffle=False, skip_corrupt=skip_corrupt)
-        logits, labels, indices, _ = _core.predict(self.model, loader._loader, True, tta)
+        precision = resolve(self.precision, self.spec.int8)
+        logits, labels, indices, _ = _core.predict(self.model, loader._loader, True, tta,
+                                                   precision=precision, int8=self.spec.int8)
         to_model = torch.tensor([self.classes.index(name) for name in ds.classes])
         probs = torch.softmax(logits / self.temperature, 1)
         report = Report.from_predictions(to_model[labels].tolist(), probs, self.classes)
@@ -174,10 +202,11 @@ def decide(probs: torch.Tensor, classes: Sequence[str], top_k: int, threshold: f
             "top_k": [{"label": label, "probability": prob} for label, prob in p.top_k]}
 
 
-def load(path: PathLike) -> Classifier:
+def load(path: PathLike, precision: str = "fp32") -> Classifier:
     """Loads a model saved by ``Learner.save``, without running any code the file holds.
 
+    ``precision``: what predict and evaluate compute in (``Classifier``).
     Usage: ``clf = tlcore.load("flowers.tlc")``
     """
     spec, model = _core.load_model(str(path))
-    return Classifier(spec, model, str(path))
+    return Classifier(spec, model, str(path), precision)

@@ -265,6 +265,7 @@ def _load_model(path: str):
 
 def _evaluate(args: argparse.Namespace) -> int:
     clf = _load_model(args.model)
+    clf.precision = args.precision
     with _naming(args.data):
         report = clf.evaluate(args.data, batch_size=args.batch_size, tta=args.tta, skip_corrupt=args.skip_corrupt,
                               threshold=args.threshold)
@@ -364,6 +365,7 @@ def _json_line(path: Path, answer: Dict[str, object]) -> None:
 def _predict(args: argparse.Namespace) -> int:
     """Answers every readable image; each bad one is an error line; status 2 if any failed."""
     clf = _load_model(args.model)
+    clf.precision = args.precision
     paths, problems = _image_paths(args.images)
     for problem in problems:
         _say_error(problem)
@@ -380,6 +382,26 @@ def _predict(args: argparse.Namespace) -> int:
             else:
                 show(path, answer)
     return 2 if failed else 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    """Calibrates a saved model for int8 on its training images and saves it with the calibration."""
+    import tlcore
+
+    clf = _load_model(args.model)
+    with _naming(args.data):
+        tlcore.quantize(clf, args.data, images=args.images, seed=args.seed)
+    out = Path(args.out or args.model)
+    with _naming(str(out)):
+        clf.save(out)
+    agreement = clf.spec.int8.agreement
+    print(f"{out}: calibrated for int8 ({len(clf.spec.int8.scales)} activation scales); top-1 agreement "
+          f"with fp32 {100 * agreement:.2f}% on held-out calibration images; this CPU: "
+          f"{tlcore.precision.cpu_features()}")
+    if agreement < tlcore.precision.MIN_AGREEMENT:
+        log.warning("agreement below %.0f%%: --precision auto will not choose int8 for this model",
+                    100 * tlcore.precision.MIN_AGREEMENT)
+    return 0
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -488,6 +510,14 @@ def _probability(text: str) -> float:
     return value
 
 
+def _add_precision_option(parser: argparse.ArgumentParser, default: Optional[str] = "fp32") -> None:
+    from .precision import PRECISIONS
+
+    parser.add_argument("--precision", choices=PRECISIONS, default=default,
+                        help="compute in fp32, bf16 or int8 (a model calibrated by `tlcore quantize`); auto: "
+                             "the fastest this CPU runs well (default fp32)")
+
+
 def _add_evaluate_parser(sub: "argparse._SubParsersAction") -> None:
     evaluate = sub.add_parser("evaluate", help="evaluate a saved model on a labelled folder/archive")
     evaluate.add_argument("--model", required=True)
@@ -499,6 +529,7 @@ def _add_evaluate_parser(sub: "argparse._SubParsersAction") -> None:
     evaluate.add_argument("--threshold", type=_probability, default=None,
                           help="report the share called 'unknown' below this confidence and the accuracy "
                                "on the rest (default: the model's threshold)")
+    _add_precision_option(evaluate)
     evaluate.add_argument("--out", default=None)
     evaluate.set_defaults(run=_evaluate)
 
@@ -518,7 +549,17 @@ def _add_inspect_parsers(sub: "argparse._SubParsersAction") -> None:
     predict.add_argument("--threshold", type=_probability, default=None,
                          help="answer \"unknown\" below this confidence (default: the model's own)")
     predict.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    _add_precision_option(predict)
     predict.set_defaults(run=_predict)
+
+    quantize = sub.add_parser("quantize", help="calibrate a saved model for int8 inference on its training images")
+    quantize.add_argument("model", help="a .tlc file")
+    quantize.add_argument("--data", required=True, help="its training images (folder, archive, ...)")
+    quantize.add_argument("--images", type=_positive_int, default=512,
+                          help="images sampled: half calibrate, half check agreement with fp32 (default 512)")
+    quantize.add_argument("--seed", type=int, default=0)
+    quantize.add_argument("--out", default=None, help="where to save (default: overwrite MODEL)")
+    quantize.set_defaults(run=_quantize)
 
     info = sub.add_parser("info", help="a saved model's card: classes, preprocessing, recipe, provenance")
     info.add_argument("model", help="a .tlc file")
@@ -577,7 +618,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     app = create_app(args.models, default_model=args.default_model, max_upload_mb=args.max_upload_mb,
                      max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
-                     max_pixels=args.max_pixels, threshold=args.threshold)
+                     max_pixels=args.max_pixels, threshold=args.threshold, precision=args.precision)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -670,6 +711,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                        help="largest image accepted, in pixels, read from its header (default 40000000)")
     serve.add_argument("--threshold", type=_probability, default=None,
                        help="'unknown' below this confidence, for every model (default: each model's own)")
+    _add_precision_option(serve, default=None)
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(run=_serve)
 

@@ -19,15 +19,16 @@ class Predictor:
     Concurrent ``predict`` calls queue up in C++ and run as one batch when ``max_batch``
     are waiting or the first has waited ``max_delay_ms``; the GIL is released meanwhile.
     It runs the same engine as ``Classifier.predict``: the model's own pipeline,
-    temperature and "unknown" rule (``threshold`` overrides the model's).
+    temperature and "unknown" rule (``threshold`` overrides the model's). ``precision``:
+    "fp32", "bf16", "int8" (a model calibrated by ``tlcore.quantize``) or "auto" on the CPU.
 
     Usage: ``Predictor("flowers.tlc").predict(open("rose.jpg", "rb").read())``
     """
 
     def __init__(self, model: Union[str, os.PathLike, Classifier], *, max_batch: int = 16,
                  max_delay_ms: float = 5.0, max_queue: int = 256, max_pixels: int = 40_000_000,
-                 threshold: Optional[float] = None, device: str = "auto") -> None:
-        classifier = model if isinstance(model, Classifier) else load(model)
+                 threshold: Optional[float] = None, device: str = "auto", precision: str = "fp32") -> None:
+        classifier = model if isinstance(model, Classifier) else load(model, precision)
         self.name: str = Path(classifier.source).stem if classifier.source else classifier.arch
         self.arch: str = classifier.arch
         self.classes: List[str] = classifier.classes
@@ -35,7 +36,8 @@ class Predictor:
         self.threshold: float = classifier.threshold if threshold is None else float(threshold)
         self._predictor: Optional[_core.Predictor] = classifier.engine(
             max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
-            max_pixels=max_pixels, device=device)
+            max_pixels=max_pixels, device=device, precision=precision)
+        self.precision: str = self._predictor.precision
 
     def probabilities(self, image: Image, source: Optional[str] = None) -> np.ndarray:
         """Class probabilities for encoded bytes, a file path or an HxWxC uint8 array."""

@@ -9,7 +9,7 @@ namespace tlcore {
 // fault (a cached-tail fine-tuning epoch at 224 px ran 5x faster with this, its
 // system time had been 60% of the CPU). Blocks above 32 MiB are still mapped
 // afresh. Resident memory stays at its peak instead of shrinking after it.
-// Called by the trainer, predict() and the Predictor; runs once; leaves malloc
+// Called by the trainer, predict(), the Predictor and InferenceModel; runs once; leaves malloc
 // alone when the user tuned it (MALLOC_*_ or GLIBC_TUNABLES in the environment)
 // and on other C libraries.
 void keep_freed_memory();

@@ -33,6 +33,7 @@ void check(const PredictorOptions& o) {
   if (o.max_batch < 1) throw InvalidArgument("Predictor: max_batch must be >= 1");
   if (o.max_delay_ms < 0) throw InvalidArgument("Predictor: max_delay_ms must be >= 0");
   if (o.max_queue < 1) throw InvalidArgument("Predictor: max_queue must be >= 1");
+  if (o.precision != "auto") models::parse_precision(o.precision);
 }
 
 }  // namespace
@@ -44,6 +45,7 @@ struct Predictor::Impl {
   PredictorOptions options;
   torch::Device device{torch::kCPU};
   std::optional<models::InferenceModel> compiled;  // CPU: BatchNorm folded, oneDNN
+  std::string precision_note;
 
   mutable std::mutex mutex;
   std::condition_variable wake;
@@ -175,7 +177,10 @@ Predictor::Predictor(std::shared_ptr<models::ModelImpl> model, models::ModelSpec
     s.device = torch::Device(torch::kCUDA);
     s.model->to(s.device);
   } else if (s.pipeline->out_height() == s.pipeline->out_width()) {
-    s.compiled.emplace(s.model, s.pipeline->out_height());
+    const auto precision =
+        models::resolve_precision(s.options.precision, s.spec.int8, &s.precision_note);
+    s.compiled.emplace(s.model, s.pipeline->out_height(), models::InferenceOutput::kLogits, 0,
+                       precision, s.spec.int8);
   }
   s.worker = std::thread([this] { impl_->run(); });
 }
@@ -240,5 +245,11 @@ const PredictorOptions& Predictor::options() const { return impl_->options; }
 const models::ModelSpec& Predictor::spec() const { return impl_->spec; }
 
 std::string Predictor::device() const { return impl_->device.str(); }
+
+std::string Predictor::precision() const {
+  return impl_->compiled ? models::precision_name(impl_->compiled->precision()) : "fp32";
+}
+
+const std::string& Predictor::precision_note() const { return impl_->precision_note; }
 
 }  // namespace tlcore

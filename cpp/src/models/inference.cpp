@@ -1,32 +1,20 @@
 #include "tlcore/models/inference.h"
 
-#include <torch/csrc/jit/frontend/tracer.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/shape_analysis.h>
 #include <torch/script.h>
 
 #include <algorithm>
 #include <sstream>
 #include <vector>
 
+#include "int8_graph.h"
 #include "tlcore/error.h"
+#include "tlcore/memory.h"
+#include "traced_graph.h"
 
 namespace tlcore::models {
 namespace {
-
-// The tracer recognises the model's tensors by identity when they are
-// attributes of the module being traced: they become getattr nodes, which
-// freezing then turns into constants it can fold and prepack.
-torch::Tensor run(ModelImpl& model, const torch::Tensor& x, InferenceOutput output,
-                  int64_t blocks) {
-  switch (output) {
-    case InferenceOutput::kLogits:
-      return model.forward(x);
-    case InferenceOutput::kEmbedding:
-      return model.embed(x);
-    case InferenceOutput::kFeatures:
-      return model.features(x, blocks);
-  }
-  throw InvalidArgument("unknown inference output");
-}
 
 // glibc serves blocks above its mmap threshold (at most 32 MiB) with fresh
 // mmaps: every such activation is page-faulted in and unmapped again on each
@@ -34,76 +22,124 @@ torch::Tensor run(ModelImpl& model, const torch::Tensor& x, InferenceOutput outp
 // chunks whose activations stay below the threshold and are reused from the heap.
 constexpr int64_t kActivationBudget = 24LL << 20;
 
-// The largest intermediate tensor of the traced graph, in bytes per image (the
-// trace ran on one image, so the recorded shapes are per image).
-int64_t peak_activation_bytes(const torch::jit::Graph& graph) {
-  int64_t peak = 0;
-  for (const auto* node : graph.nodes()) {
-    for (const auto* value : node->outputs()) {
-      const auto type = value->type()->cast<c10::TensorType>();
-      if (!type) continue;
-      const auto numel = type->numel();
-      if (numel) peak = std::max<int64_t>(peak, static_cast<int64_t>(*numel) * 4);
-    }
+int64_t bytes_per_value(Precision precision) {
+  switch (precision) {
+    case Precision::kFloat32:
+      return 4;
+    case Precision::kBFloat16:
+      return 2;
+    case Precision::kInt8:
+      return 1;
   }
-  return peak;
+  return 4;
 }
 
-std::shared_ptr<torch::jit::Module> compile(ModelImpl& model, int64_t size, InferenceOutput output,
-                                            int64_t blocks, int64_t& chunk) {
-  auto module = std::make_shared<torch::jit::Module>("tlcore.InferenceModel");
-  module->register_attribute("training", c10::BoolType::get(), false);
-  int64_t index = 0;
-  for (const auto& entry : model.state_dict()) {
-    module->register_buffer("t" + std::to_string(index++), entry.second);
+// What the compiled graph takes: bf16 and int8 run oneDNN's channels-last kernels.
+torch::Tensor graph_input(const torch::Tensor& x, Precision precision) {
+  switch (precision) {
+    case Precision::kBFloat16:
+      return x.to(torch::kBFloat16).contiguous(torch::MemoryFormat::ChannelsLast);
+    case Precision::kInt8:
+      return x.to(torch::kFloat).contiguous(torch::MemoryFormat::ChannelsLast);
+    case Precision::kFloat32:
+      break;
   }
-  c10::InferenceMode not_inference(false);  // the tracer needs ordinary tensors
-  const int64_t channels = model.in_channels() > 0 ? model.in_channels() : 3;
-  // A constant example: drawing it from the global generator would shift the dropout
-  // masks of a training epoch that compiles its frozen prefix on its first batch.
-  const auto example = torch::full({1, channels, size, size}, 0.5);
-  auto traced_fn = [&](torch::jit::Stack in) -> torch::jit::Stack {
-    return {run(model, in.at(0).toTensor(), output, blocks)};
-  };
-  torch::NoGradGuard no_grad;
-  auto traced = torch::jit::tracer::trace(
-      {example}, traced_fn, [](const torch::autograd::Variable&) { return std::string(); },
-      /*strict=*/false, /*force_outplace=*/false, module.get());
-  const int64_t peak = peak_activation_bytes(*traced.first->graph);
+  return x.to(torch::kFloat).contiguous();
+}
+
+// oneDNN's quantized convolutions keep their weights in the layout of the first run,
+// and one chosen for a single image cannot be reordered for a batch (depthwise
+// convolutions of MobileNetV2 fail at batch 2 after a first run at batch 1): the
+// graph first runs on two images, and single images run as a pair (see forward).
+torch::Tensor warm_up_batch(const torch::Tensor& example) {
+  return example.expand({2, -1, -1, -1}).contiguous();
+}
+
+// The frozen float graph with every floating constant (the weights, BatchNorm
+// already folded in float32) in bf16, 4-d ones channels-last.
+torch::jit::Module to_bf16(const torch::jit::Module& traced) {
+  auto frozen = torch::jit::freeze(traced);
+  auto graph = frozen.get_method("forward").graph();
+  std::vector<torch::jit::Node*> constants;
+  for (auto* node : graph->nodes())
+    if (node->kind() == c10::prim::Constant && node->output()->type()->cast<c10::TensorType>())
+      constants.push_back(node);
+  for (auto* node : constants) {
+    const auto value = torch::jit::toIValue(node->output())->toTensor();
+    if (!value.is_floating_point()) continue;
+    auto converted = value.to(torch::kBFloat16);
+    if (converted.dim() == 4) converted = converted.contiguous(torch::MemoryFormat::ChannelsLast);
+    torch::jit::WithInsertPoint here(node);
+    node->output()->replaceAllUsesWith(graph->insertConstant(converted));
+  }
+  torch::jit::EraseShapeInformation(graph);
+  torch::jit::EliminateDeadCode(graph);
+  return frozen;
+}
+
+torch::jit::Module optimized(detail::TracedGraph& traced, Precision precision,
+                             const Int8Calibration& int8) {
+  switch (precision) {
+    case Precision::kBFloat16:
+      return to_bf16(traced.module);
+    case Precision::kInt8:
+      return detail::convert_to_int8(detail::observe_for_int8(traced.module), int8, traced.example);
+    case Precision::kFloat32:
+      break;
+  }
+  return torch::jit::optimize_for_inference(traced.module);
+}
+
+// The compiled graph, or null when it cannot run (oneDNN lacks some shapes, such as
+// VGG's 7x7 pooling of a smaller map): trying once also warms it up.
+std::shared_ptr<torch::jit::Module> compile(detail::TracedGraph& traced, Precision precision,
+                                            const Int8Calibration& int8, int64_t& chunk) {
+  const int64_t peak = traced.peak_activation_bytes / 4 * bytes_per_value(precision);
   chunk = peak > 0 ? std::max<int64_t>(1, kActivationBudget / peak) : 0;
-  auto* method = module->_ivalue()->compilation_unit()->create_function(
-      c10::QualifiedName(*module->type()->name(), "forward"), traced.first->graph);
-  module->type()->addMethod(method);
-  auto optimized =
-      std::make_shared<torch::jit::Module>(torch::jit::optimize_for_inference(*module));
-  // oneDNN lacks some shapes (VGG's 7x7 pooling of a smaller map): try once, which also warms up.
+  auto module = std::make_shared<torch::jit::Module>(optimized(traced, precision, int8));
   try {
-    optimized->forward({example});
+    module->forward({graph_input(warm_up_batch(traced.example), precision)});
   } catch (const std::exception&) {
     return nullptr;
   }
-  return optimized;
+  return module;
 }
 
 }  // namespace
 
 InferenceModel::InferenceModel(std::shared_ptr<ModelImpl> model, int64_t image_size,
-                               InferenceOutput output, int64_t blocks)
-    : model_(std::move(model)), output_(output), blocks_(blocks) {
+                               InferenceOutput output, int64_t blocks, Precision precision,
+                               Int8Calibration int8)
+    : model_(std::move(model)), output_(output), blocks_(blocks), precision_(precision) {
   if (!model_) throw InvalidArgument("InferenceModel: no model given");
+  keep_freed_memory();
   image_size_ = image_size > 0 ? image_size : model_->preprocess().input_size;
   if (output_ == InferenceOutput::kFeatures &&
       (blocks_ < 0 || blocks_ > model_->splittable_blocks()))
     throw InvalidArgument(model_->arch() + ": cannot cut after " + std::to_string(blocks_) +
                           " blocks");
+  if (precision_ == Precision::kInt8 && int8.empty())
+    throw InvalidArgument(model_->arch() + ": int8 needs a calibrated model");
+  if (precision_ == Precision::kInt8 && int8.image_size != image_size_)
+    throw InvalidArgument(model_->arch() + ": calibrated for " + std::to_string(int8.image_size) +
+                          " px images, not " + std::to_string(image_size_));
   model_->eval();
-  if (model_->arch() == "torchscript") return;
-  try {
-    compiled_ = compile(*model_, image_size_, output_, blocks_, chunk_);
-  } catch (const c10::Error& e) {
-    throw Error(model_->arch() +
-                ": could not compile for inference: " + e.what_without_backtrace());
+  if (model_->arch() == "torchscript") {
+    precision_ = Precision::kFloat32;
+    return;
   }
+  try {
+    auto traced = detail::trace_for_inference(*model_, image_size_, output_, blocks_);
+    compiled_ = compile(traced, precision_, int8, chunk_);
+    if (!compiled_ && precision_ != Precision::kFloat32) {
+      precision_ = Precision::kFloat32;
+      compiled_ = compile(traced, precision_, int8, chunk_);
+    }
+  } catch (const c10::Error& e) {
+    throw Error(model_->arch() + ": could not compile for " + precision_name(precision_) +
+                " inference: " + e.what_without_backtrace());
+  }
+  if (!compiled_) precision_ = Precision::kFloat32;
 }
 
 torch::Tensor InferenceModel::forward(const torch::Tensor& x) const {
@@ -122,12 +158,16 @@ torch::Tensor InferenceModel::forward(const torch::Tensor& x) const {
   }
   // Not InferenceMode: its tensors could not feed a tail that trains under autograd.
   torch::NoGradGuard no_grad;
-  if (!compiled_) return run(*model_, x, output_, blocks_);
-  const auto input = x.to(torch::kFloat).contiguous();
-  if (chunk_ <= 0 || input.size(0) <= chunk_) return compiled_->forward({input}).toTensor();
+  if (!compiled_) return detail::run_output(*model_, x, output_, blocks_);
+  const auto input = graph_input(x, precision_);
+  const auto run = [&](const torch::Tensor& part) {
+    if (precision_ == Precision::kInt8 && part.size(0) == 1)
+      return compiled_->forward({torch::cat({part, part})}).toTensor().narrow(0, 0, 1).to(torch::kFloat);
+    return compiled_->forward({part}).toTensor().to(torch::kFloat);
+  };
+  if (chunk_ <= 0 || input.size(0) <= chunk_) return run(input);
   std::vector<torch::Tensor> parts;
-  for (const auto& part : input.split(chunk_))
-    parts.push_back(compiled_->forward({part}).toTensor());
+  for (const auto& part : input.split(chunk_)) parts.push_back(run(part));
   return torch::cat(parts);
 }
 

@@ -55,6 +55,31 @@ Provenance provenance_from(const json& j) {
           j.value("data_size", int64_t{0})};
 }
 
+json int8_json(const Int8Calibration& c) {
+  if (c.empty()) return nullptr;
+  return {{"image_size", c.image_size},
+          {"scales", c.scales},
+          {"zero_points", c.zero_points},
+          {"agreement", c.agreement}};
+}
+
+Int8Calibration int8_from(const json& j, const std::string& source) {
+  Int8Calibration c;
+  if (j.is_null()) return c;
+  c.image_size = j.at("image_size").get<int64_t>();
+  c.scales = j.at("scales").get<std::vector<double>>();
+  c.zero_points = j.at("zero_points").get<std::vector<int64_t>>();
+  c.agreement = j.value("agreement", -1.0);
+  if (c.scales.size() != c.zero_points.size())
+    throw FormatError(source + ": int8 calibration: " + std::to_string(c.scales.size()) +
+                      " scales but " + std::to_string(c.zero_points.size()) + " zero points");
+  for (size_t i = 0; i < c.scales.size(); ++i)
+    if (!(c.scales[i] > 0) || c.zero_points[i] < 0 || c.zero_points[i] > 255)
+      throw FormatError(source + ": int8 calibration: entry " + std::to_string(i) +
+                        " is out of range (scale > 0, zero point 0..255)");
+  return c;
+}
+
 // Wraps a lookup so that a missing or mistyped entry names the file.
 template <typename F>
 auto reading(const std::string& source, F&& read) {
@@ -77,6 +102,7 @@ json spec_to_json(const ModelSpec& s) {
           {"pipeline", pipeline_to_json(*s.pipeline)},
           {"threshold", s.threshold},
           {"temperature", s.temperature},
+          {"int8", int8_json(s.int8)},
           {"provenance", provenance_json(s.provenance)},
           {"recipe", parse_text(s.recipe, "recipe")},
           {"history", parse_text(s.history, "history")},
@@ -100,6 +126,7 @@ ModelSpec spec_from_json(const json& j, const std::string& source) {
     s.threshold = j.value("threshold", 0.0);
     s.temperature = j.value("temperature", 1.0);
     if (!(s.temperature > 0)) throw FormatError(source + ": temperature must be positive");
+    s.int8 = int8_from(j.value("int8", json()), source);
     s.provenance = provenance_from(j.value("provenance", json::object()));
     s.recipe = j.value("recipe", json::array()).dump();
     s.history = j.value("history", json::array()).dump();

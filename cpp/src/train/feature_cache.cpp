@@ -57,15 +57,17 @@ CachedRows compute_rows(models::ModelImpl& model, Loader& loader, std::int64_t e
   const DeviceInput input(model_device(model), channels_last, loader.pipeline());
   LazyInference frozen(
       model, blocks == 0 ? models::InferenceOutput::kEmbedding : models::InferenceOutput::kFeatures,
-      blocks);
+      blocks, graph_precision(amp, input.device()));
+  // Under bf16 the rows are kept in bf16: half the memory, and what the tail computes in.
+  const auto stored = amp.enabled ? amp.dtype : torch::kFloat;
   std::vector<torch::Tensor> inputs, flipped, labels, indices;
   loader.start_epoch(epoch);
   while (auto batch = loader.next()) {
     compat::AutocastGuard autocast(input.device().type(), amp.dtype, amp.enabled);
     const auto x = input(batch->images);
-    inputs.push_back(frozen.forward(x).to(torch::kFloat).contiguous());
+    inputs.push_back(frozen.forward(x).to(stored).contiguous());
     // Normalising is per channel, so mirroring the normalised batch mirrors the images.
-    if (flip) flipped.push_back(frozen.forward(x.flip({3})).to(torch::kFloat).contiguous());
+    if (flip) flipped.push_back(frozen.forward(x.flip({3})).to(stored).contiguous());
     labels.push_back(batch->labels);
     indices.push_back(batch->indices);
   }

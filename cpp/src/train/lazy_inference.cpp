@@ -13,7 +13,7 @@ torch::Tensor LazyInference::forward(const torch::Tensor& x) {
     const bool was_training = model_.is_training();
     try {
       compiled_.emplace(std::static_pointer_cast<models::ModelImpl>(model_.shared_from_this()),
-                        x.size(2), output_, blocks_);
+                        x.size(2), output_, blocks_, precision_, int8_);
     } catch (const Error&) {
       failed_ = true;  // e.g. a graph oneDNN cannot run: the eager path is still right
     }

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 
 #include "tlcore/models/inference.h"
 #include "tlcore/models/model.h"
@@ -17,8 +18,11 @@ class LazyInference {
  public:
   // `model` must be owned by a shared_ptr (every models::Model is). With kFeatures,
   // `blocks` leading blocks run.
-  LazyInference(models::ModelImpl& model, models::InferenceOutput output, std::int64_t blocks = 0)
-      : model_(model), output_(output), blocks_(blocks) {}
+  LazyInference(models::ModelImpl& model, models::InferenceOutput output, std::int64_t blocks = 0,
+                models::Precision precision = models::Precision::kFloat32,
+                models::Int8Calibration int8 = {})
+      : model_(model), output_(output), blocks_(blocks), precision_(precision),
+        int8_(std::move(int8)) {}
 
   torch::Tensor forward(const torch::Tensor& x);
 
@@ -28,6 +32,8 @@ class LazyInference {
   models::ModelImpl& model_;
   models::InferenceOutput output_;
   std::int64_t blocks_;
+  models::Precision precision_;
+  models::Int8Calibration int8_;
   std::optional<models::InferenceModel> compiled_;
   bool failed_ = false;
 };

@@ -1,6 +1,7 @@
 #include "loader_batches.h"
 
 #include "evaluate.h"
+#include "mixed_precision.h"
 
 namespace tlcore::detail {
 
@@ -16,7 +17,8 @@ LoaderBatches::LoaderBatches(models::Model model, std::shared_ptr<Loader> train,
       input_(model_device(*model_), o.channels_last, train_->pipeline()) {
   if (o.compile_frozen) prefix_blocks_ = frozen_prefix(*model_);
   if (prefix_blocks_ > 0)
-    prefix_.emplace(*model_, models::InferenceOutput::kFeatures, prefix_blocks_);
+    prefix_.emplace(*model_, models::InferenceOutput::kFeatures, prefix_blocks_,
+                    graph_precision(parse_amp(o.amp, input_.device()), input_.device()));
 }
 
 void LoaderBatches::start_epoch(std::int64_t epoch) { train_->start_epoch(epoch); }

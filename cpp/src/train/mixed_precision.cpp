@@ -15,6 +15,13 @@ Amp parse_amp(const std::string& amp, torch::Device device) {
   throw InvalidArgument("amp must be 'off', 'bf16' or 'fp16', got '" + amp + "'");
 }
 
+models::Precision graph_precision(const Amp& amp, torch::Device device) {
+  if (amp.enabled && amp.dtype == torch::kBFloat16 && device.is_cpu() &&
+      models::cpu_features().bf16())
+    return models::Precision::kBFloat16;
+  return models::Precision::kFloat32;
+}
+
 LossScaler::LossScaler(bool enabled, torch::Device device, const LossScaleOptions& options)
     : enabled_(enabled), options_(options) {
   if (!enabled_) return;

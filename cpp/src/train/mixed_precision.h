@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "tlcore/models/precision.h"
+
 namespace tlcore::detail {
 
 struct Amp {
@@ -18,6 +20,10 @@ struct Amp {
 
 // "off" (or ""), "bf16", or "fp16" (CUDA only); throws InvalidArgument otherwise.
 Amp parse_amp(const std::string& amp, torch::Device device);
+
+// The precision of the compiled graphs (a frozen prefix, validation) under `amp`:
+// bf16 on a CPU with bf16 instructions, else float32 (autocast covers the rest).
+models::Precision graph_precision(const Amp& amp, torch::Device device);
 
 // torch.cuda.amp.GradScaler's defaults.
 struct LossScaleOptions {

@@ -22,7 +22,8 @@ torch::Tensor flip_average(const torch::Tensor& both) {
 }  // namespace
 
 Predictions predict(models::Model model, Loader& loader, bool channels_last, bool flip_tta,
-                    const BatchCallback& on_batch, bool compiled, const std::string& amp_name) {
+                    const BatchCallback& on_batch, bool compiled, const std::string& amp_name,
+                    models::Precision precision, const models::Int8Calibration& int8) {
   torch::InferenceMode guard;
   keep_freed_memory();
   const bool was_training = model->is_training();
@@ -31,7 +32,9 @@ Predictions predict(models::Model model, Loader& loader, bool channels_last, boo
   const detail::DeviceInput input(detail::model_device(*model), channels_last, loader.pipeline());
   const detail::Amp amp = detail::parse_amp(amp_name, input.device());
   std::optional<detail::LazyInference> fast;
-  if (compiled) fast.emplace(*model, models::InferenceOutput::kLogits);
+  if (precision == models::Precision::kFloat32)
+    precision = detail::graph_precision(amp, input.device());
+  if (compiled) fast.emplace(*model, models::InferenceOutput::kLogits, 0, precision, int8);
   auto forward = [&](const torch::Tensor& x) {
     return fast ? fast->forward(x) : model->forward(x);
   };

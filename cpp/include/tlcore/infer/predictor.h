@@ -31,6 +31,8 @@ struct PredictorOptions {
   std::int64_t max_pixels = 40'000'000;
   // "cpu", "cuda" or "auto" (CUDA when available).
   std::string device = "auto";
+  // On the CPU: "fp32", "bf16", "int8" (a calibrated model) or "auto" (resolve_precision).
+  std::string precision = "fp32";
 };
 
 struct PredictorStats {
@@ -73,6 +75,10 @@ class Predictor {
   const PredictorOptions& options() const;
   const models::ModelSpec& spec() const;
   std::string device() const;
+  // What the model runs in ("fp32", "bf16", "int8"), and why it is not what was asked
+  // for (empty when it is).
+  std::string precision() const;
+  const std::string& precision_note() const;
 
  private:
   struct Impl;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "tlcore/augment/pipeline.h"
+#include "tlcore/models/precision.h"
 #include "tlcore/models/registry.h"
 
 namespace tlcore::models {
@@ -50,6 +51,8 @@ struct ModelSpec {
   double threshold = 0.0;
   // Logits are divided by it before the softmax (temperature scaling; 1: uncalibrated).
   double temperature = 1.0;
+  // Set by int8 calibration (tlcore quantize); empty: the model runs in fp32 or bf16 only.
+  Int8Calibration int8;
   Provenance provenance;
   // JSON text kept as it was given: the training recipe (phases and their options),
   // the per-epoch history and the evaluation metrics.

@@ -9,6 +9,7 @@
 
 #include "tlcore/loader.h"
 #include "tlcore/models/model.h"
+#include "tlcore/models/precision.h"
 
 namespace tlcore {
 
@@ -26,9 +27,12 @@ using BatchCallback = std::function<void(std::int64_t, std::int64_t, double)>;
 // (which should not shuffle for reports). `flip_tta` averages with the
 // horizontally flipped batch's softmax (logits are then log-probabilities).
 // `compiled` runs a compiled snapshot (models::InferenceModel) of the model on
-// CPU. It runs where the model's parameters are; `amp` as in FitOptions.
+// CPU, in `precision` (int8 needs `int8`; bf16 amp on the CPU also compiles in bf16).
+// It runs where the model's parameters are; `amp` as in FitOptions.
 Predictions predict(models::Model model, Loader& loader, bool channels_last = true,
                     bool flip_tta = false, const BatchCallback& on_batch = nullptr,
-                    bool compiled = true, const std::string& amp = "off");
+                    bool compiled = true, const std::string& amp = "off",
+                    models::Precision precision = models::Precision::kFloat32,
+                    const models::Int8Calibration& int8 = {});
 
 }  // namespace tlcore

@@ -1,0 +1,57 @@
+// The number format a compiled model computes in, and what this CPU can run fast:
+// the one reading of the "fp32" | "bf16" | "int8" | "auto" strings that evaluate,
+// predict, the Predictor and `tlcore serve --precision` take.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tlcore::models {
+
+enum class Precision { kFloat32, kBFloat16, kInt8 };
+
+// "fp32", "bf16" or "int8"; InvalidArgument naming the choices otherwise ("auto" is
+// resolve_precision's to read).
+Precision parse_precision(const std::string& name);
+const char* precision_name(Precision precision);
+
+// The instructions that make reduced precision fast, read from cpuid. Setting the
+// environment variable TLCORE_CPU_FEATURES=none reports none of them, as an older CPU would.
+struct CpuFeatures {
+  bool avx512_bf16 = false;
+  bool amx_bf16 = false;
+  bool avx512_vnni = false;
+  bool avx_vnni = false;
+  bool bf16() const { return avx512_bf16 || amx_bf16; }
+  bool vnni() const { return avx512_vnni || avx_vnni; }
+};
+CpuFeatures cpu_features();
+// "avx512_bf16 avx512_vnni", or "none".
+std::string cpu_features_text(const CpuFeatures& features);
+
+// What int8 inference needs besides the float weights: the scale and zero point of
+// each activation the quantized graph requantizes, in graph order, chosen once on
+// calibration images. Weights are quantized per channel from their own range.
+struct Int8Calibration {
+  std::vector<double> scales;
+  std::vector<int64_t> zero_points;
+  // The image size the calibration ran at: the graph (and so the order) depends on it.
+  int64_t image_size = 0;
+  // Top-1 agreement of int8 with fp32 on images the calibration did not use (-1: not
+  // measured); "auto" takes int8 only at kMinAgreement or above.
+  double agreement = -1;
+  bool empty() const { return scales.empty(); }
+};
+
+inline constexpr double kMinAgreement = 0.99;
+
+// What a model asked to run in `requested` ("fp32", "bf16", "int8" or "auto") runs in
+// on this CPU: a precision without its instructions falls back to fp32 (bf16 and int8
+// would be emulated, slower than fp32), and int8 needs a calibrated model. "auto" is
+// int8 when calibrated (with an agreement of at least kMinAgreement) and supported, else bf16 when supported, else fp32. `note`
+// receives one line saying why a fallback happened (empty when none did).
+Precision resolve_precision(const std::string& requested, const Int8Calibration& int8,
+                            std::string* note, const CpuFeatures& features = cpu_features());
+
+}  // namespace tlcore::models

@@ -1,0 +1,126 @@
+"""Reduced precision: bf16 and int8 inference against fp32 (the oracle), the CPU
+detector's fallback, and int8 calibration saved with the model."""
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+import torch
+
+import tlcore
+from tlcore import _core
+
+# Tolerances, from the published behaviour of these formats: bf16 keeps 8 bits of
+# mantissa (relative error ~0.4% per op); int8 post-training quantization of an
+# ImageNet CNN moves probabilities by a few points (Krishnamoorthi 2018).
+BF16_PROBABILITY_TOLERANCE = 0.05
+INT8_PROBABILITY_TOLERANCE = 0.15
+
+needs_bf16 = pytest.mark.skipif("avx512_bf16" not in _core.cpu_features() and "amx_bf16" not in _core.cpu_features(),
+                                reason="this CPU has no bf16 instructions")
+needs_vnni = pytest.mark.skipif("vnni" not in _core.cpu_features(), reason="this CPU has no VNNI instructions")
+
+
+@pytest.fixture(scope="module")
+def imagenet(shared_dir):
+    """The real ImageNet MobileNetV2, calibrated for int8 on 64 flower photos."""
+    clf = tlcore.Classifier.pretrained("mobilenet_v2", shared_dir / "weights" / "mobilenet_v2-imagenet-dequantized.pth")
+    tlcore.quantize(clf, shared_dir / "data" / "flowers" / "train", images=64)
+    return clf
+
+
+@pytest.fixture(scope="module")
+def photos(shared_dir):
+    return sorted((shared_dir / "data" / "photos").glob("*.jpg"))
+
+
+def _probabilities(clf, precision, images):
+    clf.precision = precision
+    return clf.predict_proba(images)
+
+
+@needs_bf16
+def test_bf16_agrees_with_fp32_on_real_photos(imagenet, photos):
+    fp32 = _probabilities(imagenet, "fp32", photos)
+    bf16 = _probabilities(imagenet, "bf16", photos)
+    assert imagenet.engine(precision="bf16").precision == "bf16"
+    confident = fp32.max(1).values > 0.5  # ImageNet's 1000 classes: an unsure photo may flip
+    assert confident.sum() >= 3
+    assert torch.equal(bf16.argmax(1)[confident], fp32.argmax(1)[confident])
+    assert (bf16 - fp32).abs().max() < BF16_PROBABILITY_TOLERANCE
+
+
+@needs_vnni
+def test_int8_agrees_with_fp32_on_real_photos(imagenet, photos):
+    fp32 = _probabilities(imagenet, "fp32", photos)
+    int8 = _probabilities(imagenet, "int8", photos)
+    assert imagenet.engine(precision="int8").precision == "int8"
+    confident = fp32.max(1).values > 0.5  # the photos the float model is sure of keep their label
+    assert confident.sum() >= 3
+    assert torch.equal(int8.argmax(1)[confident], fp32.argmax(1)[confident])
+    assert (int8 - fp32).abs().max() < INT8_PROBABILITY_TOLERANCE
+    assert 0.0 <= imagenet.spec.int8.agreement <= 1.0
+
+
+@needs_vnni
+def test_a_quantized_model_saved_and_loaded_gives_identical_outputs(imagenet, photos, tmp_path):
+    before = _probabilities(imagenet, "int8", photos)
+    imagenet.save(tmp_path / "int8.tlc")
+    again = tlcore.load(tmp_path / "int8.tlc", precision="int8")
+    assert list(again.spec.int8.scales) == list(imagenet.spec.int8.scales)
+    assert torch.equal(again.predict_proba(photos), before)
+
+
+def test_a_cpu_without_the_instructions_falls_back_to_fp32_with_a_log_line(monkeypatch, caplog):
+    monkeypatch.setenv("TLCORE_CPU_FEATURES", "none")
+    assert tlcore.precision.cpu_features() == "none"
+    with caplog.at_level(logging.WARNING):
+        assert tlcore.precision.resolve("bf16") == "fp32"
+    assert "no bf16 instructions" in caplog.text and "running in fp32" in caplog.text
+    assert tlcore.precision.resolve("auto") == "fp32"
+    model = tlcore.create_model("resnet18", 3)
+    clf = tlcore.Classifier(_spec(model), model, precision="bf16")
+    with caplog.at_level(logging.WARNING):
+        assert clf.engine().precision == "fp32"
+    assert caplog.text.count("running in fp32") == 2
+
+
+def test_int8_needs_a_calibrated_model(caplog):
+    model = tlcore.create_model("resnet18", 3)
+    clf = tlcore.Classifier(_spec(model), model, precision="int8")
+    with caplog.at_level(logging.WARNING):
+        engine = clf.engine()
+    assert engine.precision == "fp32"
+    assert "not calibrated" in caplog.text or "no VNNI" in caplog.text
+
+
+def test_a_precision_is_checked_by_name():
+    model = tlcore.create_model("resnet18", 3)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        tlcore.Classifier(_spec(model), model, precision="fp16")
+    with pytest.raises(ValueError, match="precision must be 'fp32', 'bf16', 'int8' or 'auto', got 'int4'"):
+        model.compile_for_inference(64, precision="int4")
+
+
+def test_a_calibration_that_does_not_fit_the_model_is_refused():
+    model = tlcore.create_model("resnet18", 3)
+    int8 = _core.Int8Calibration()
+    int8.scales, int8.zero_points, int8.image_size = [0.1] * 3, [0] * 3, 64
+    with pytest.raises(ValueError, match="activation scales"):
+        model.compile_for_inference(64, precision="int8", int8=int8)
+
+
+def test_a_spec_with_bad_int8_entries_is_a_format_error():
+    model = tlcore.create_model("resnet18", 3)
+    spec = _spec(model)
+    text = spec.to_json().replace('"int8":null', '"int8":{"image_size":64,"scales":[0.1,-1],"zero_points":[0,0]}')
+    with pytest.raises(ValueError, match="out of range"):
+        _core.ModelSpec.from_json(text, "bad.tlc")
+
+
+def _spec(model):
+    from tlcore.model_file import make_spec, model_options
+
+    head = {"kind": "linear", "dropout": 0.2, "hidden": []}
+    return make_spec("resnet18", ["a", "b", "c"], head, _core.Pipeline.preset("imagenet-eval", 64, 3), model_options())
