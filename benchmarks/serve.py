@@ -10,7 +10,14 @@ C++. Reports requests/s, p50/p99 latency, errors and the batch sizes tlcore form
 
 Prints one JSON line; "ratio" (tlcore requests/s / naive requests/s) last.
 
+With ``--precision bf16|int8`` the two sides are tlcore's service in fp32 and in that
+precision (TLCORE_PRECISION), same clients and model; int8 first calibrates the model on
+128 flower photos (tlcore.quantize). ``--arch resnet50`` serves a randomly initialised
+ResNet-50 (no weights can be downloaded here) whose answers must match the fp32 model's
+label for the photo. "ratio" is then reduced precision / fp32 requests/s.
+
 Usage: .venv/bin/python benchmarks/serve.py [--duration 20] [--clients 32] [--max-batch 16]
+       .venv/bin/python benchmarks/serve.py --precision int8 --arch resnet50
 """
 from __future__ import annotations
 
@@ -36,12 +43,24 @@ from _common import REPO, shared_dir
 log = logging.getLogger("serve")
 
 WEIGHTS = "weights/mobilenet_v2-imagenet-dequantized.pth"
-EXPECTED = "malamute"
 
 
-def save_imagenet_model(weights: Path, path: Path) -> Path:
-    """The pretrained ImageNet MobileNetV2, head and 1,000 classes kept, as a tlcore model file."""
-    return tlcore.Classifier.pretrained("mobilenet_v2", weights).save(path)
+def save_imagenet_model(weights: Path, path: Path, arch: str = "mobilenet_v2", precision: str = "fp32") -> str:
+    """An ImageNet classifier (1,000 classes) saved as a tlcore model file; returns the label
+    it gives dog.jpg. mobilenet_v2 has the shared weights; another arch is randomly initialised.
+    int8 calibrates it on 128 flower photos."""
+    if arch != "mobilenet_v2":
+        import torch
+        import torchvision
+
+        torch.manual_seed(0)
+        weights = path.with_suffix(".pth")
+        torch.save(getattr(torchvision.models, arch)().state_dict(), weights)
+    clf = tlcore.Classifier.pretrained(arch, weights)
+    if precision == "int8":
+        tlcore.quantize(clf, shared_dir() / "data" / "flowers" / "train", images=128)
+    clf.save(path)
+    return clf.predict(shared_dir() / "data" / "photos" / "dog.jpg")["prediction"]
 
 
 def free_port() -> int:
@@ -95,7 +114,7 @@ class Server:
             self.process.wait()
 
 
-def run_load(url: str, image: bytes, clients: int, warmup: float, duration: float,
+def run_load(url: str, image: bytes, expected: str, clients: int, warmup: float, duration: float,
              at_start: Callable[[], object], at_end: Callable[[], object]) -> Dict[str, object]:
     """Clients post ``image`` back to back; answers finished inside the window are measured.
 
@@ -115,7 +134,7 @@ def run_load(url: str, image: bytes, clients: int, warmup: float, duration: floa
                     return
                 try:
                     r = http.post("/predict/", files={"file": ("dog.jpg", image, "image/jpeg")})
-                    problem = None if r.status_code == 200 and r.json()["prediction"] == EXPECTED else \
+                    problem = None if r.status_code == 200 and r.json()["prediction"] == expected else \
                         f"{r.status_code} {r.text[:200]}"
                 except httpx.HTTPError as e:
                     problem = f"{type(e).__name__}: {e}"
@@ -166,6 +185,42 @@ def summarize(result: Dict[str, object]) -> Dict[str, object]:
     return result
 
 
+def run_tlcore(args: argparse.Namespace, models: Path, image: bytes, expected: str, precision: str,
+               log_path: Path) -> Dict[str, object]:
+    """tlcore's service (api.app) over ``models`` in ``precision``, under the benchmark's load."""
+    log.info("tlcore: api.app in %s with max_batch %d, max_delay_ms %g", precision, args.max_batch, args.max_delay_ms)
+    service = Server(["api.app:app"], {"TLCORE_MODELS": str(models), "TLCORE_MAX_BATCH": str(args.max_batch),
+                                       "TLCORE_MAX_DELAY_MS": str(args.max_delay_ms), "TLCORE_PRECISION": precision},
+                     "/health", log_path)
+    try:
+        return summarize(run_load(service.url, image, expected, args.clients, args.warmup, args.duration,
+                                  lambda: snapshot(service, True), lambda: snapshot(service, True)))
+    finally:
+        service.close()
+
+
+def compare_precisions(args: argparse.Namespace) -> int:
+    """tlcore's service in fp32 and in ``args.precision``: same model, same clients."""
+    shared = shared_dir()
+    image = (shared / "data/photos/dog.jpg").read_bytes()
+    results: Dict[str, Dict[str, object]] = {}
+    with tempfile.TemporaryDirectory(prefix="tlcore-serve-bench-") as tmp:
+        models = Path(tmp) / "models"
+        models.mkdir()
+        expected = save_imagenet_model(shared / WEIGHTS, models / "imagenet.tlc", args.arch, args.precision)
+        for precision in ("fp32", args.precision):
+            results[precision] = run_tlcore(args, models, image, expected, precision, Path(tmp) / f"{precision}.log")
+    fast, base = results[args.precision], results["fp32"]
+    print(json.dumps({
+        "benchmark": "serve-precision", "arch": args.arch, "image_size": 224, "device": "cpu",
+        "cpu_cores": os.cpu_count(), "clients": args.clients, "duration_s": args.duration,
+        "fp32": base, args.precision: fast,
+        "p99_no_worse": (fast["p99_ms"] or 1e9) <= (base["p99_ms"] or 0),
+        "ratio": round(fast["requests_per_s"] / base["requests_per_s"], 2) if base["requests_per_s"] else None,
+    }))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per side")
@@ -173,7 +228,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--max-batch", type=int, default=16, help="tlcore's largest batch")
     parser.add_argument("--max-delay-ms", type=float, default=5.0, help="tlcore's longest wait for a batch")
+    parser.add_argument("--precision", choices=["bf16", "int8"], default=None,
+                        help="compare tlcore in this precision with tlcore in fp32 instead of with the naive service")
+    parser.add_argument("--arch", default="mobilenet_v2", help="with --precision: the model served")
     args = parser.parse_args(argv)
+    if args.precision:
+        return compare_precisions(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.nice(max(0, 10 - os.nice(0)))
 
@@ -183,26 +243,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tlcore-serve-bench-") as tmp:
         models = Path(tmp) / "models"
         models.mkdir()
-        save_imagenet_model(weights, models / "imagenet.tlc")
+        expected = save_imagenet_model(weights, models / "imagenet.tlc")
 
         log.info("naive: torchvision mobilenet_v2, one forward pass per request")
         naive = Server(["--app-dir", "benchmarks", "naive_service:app"], {"NAIVE_WEIGHTS": str(weights)},
                        "/docs", Path(tmp) / "naive.log")
         try:
-            results["naive"] = summarize(run_load(naive.url, image, args.clients, args.warmup, args.duration,
+            results["naive"] = summarize(run_load(naive.url, image, expected, args.clients, args.warmup, args.duration,
                                                   lambda: snapshot(naive, False), lambda: snapshot(naive, False)))
         finally:
             naive.close()
 
-        log.info("tlcore: api.app with max_batch %d, max_delay_ms %g", args.max_batch, args.max_delay_ms)
-        service = Server(["api.app:app"], {"TLCORE_MODELS": str(models), "TLCORE_MAX_BATCH": str(args.max_batch),
-                                           "TLCORE_MAX_DELAY_MS": str(args.max_delay_ms)},
-                         "/health", Path(tmp) / "tlcore.log")
-        try:
-            results["tlcore"] = summarize(run_load(service.url, image, args.clients, args.warmup, args.duration,
-                                                   lambda: snapshot(service, True), lambda: snapshot(service, True)))
-        finally:
-            service.close()
+        results["tlcore"] = run_tlcore(args, models, image, expected, "fp32", Path(tmp) / "tlcore.log")
     for side in ("naive", "tlcore"):
         r = results[side]
         log.info("%-7s %7.1f req/s  p50 %7.1f ms  p99 %7.1f ms  %s ms server CPU/request  %d errors", side,
