@@ -2,6 +2,7 @@
 detector's fallback, and int8 calibration saved with the model."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -124,3 +125,40 @@ def _spec(model):
 
     head = {"kind": "linear", "dropout": 0.2, "hidden": []}
     return make_spec("resnet18", ["a", "b", "c"], head, _core.Pipeline.preset("imagenet-eval", 64, 3), model_options())
+
+
+def _cli(*args, env=None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "tlcore.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, env=None if env is None else {**os.environ, **env})
+
+
+@needs_vnni
+def test_cli_quantize_then_predict_and_evaluate_in_int8(shared_dir, tmp_path):
+    model = tlcore.Classifier.pretrained("mobilenet_v2", shared_dir / "weights" / "mobilenet_v2-imagenet-dequantized.pth")
+    path = model.save(tmp_path / "imagenet.tlc")
+    flowers = shared_dir / "data" / "flowers" / "train"
+    done = _cli("quantize", path, "--data", flowers, "--images", 32)
+    assert done.returncode == 0, done.stderr
+    assert "calibrated for int8" in done.stdout
+    assert not tlcore.load(path).spec.int8.empty
+    dog = shared_dir / "data" / "photos" / "dog.jpg"
+    answers = [json.loads(_cli("predict", "--model", path, "--precision", p, "--json", dog).stdout) for p in ("fp32", "int8")]
+    assert answers[0]["prediction"] == answers[1]["prediction"] == "malamute"
+
+
+def test_cli_precision_falls_back_with_one_warning_line(tmp_path, fashion_data):
+    data = fashion_data(4)
+    learner = tlcore.Learner("simple_cnn", data, verbose=False, seed=0)
+    path = learner.save(tmp_path / "small.tlc")
+    image = tmp_path / "one.png"
+    from PIL import Image
+
+    Image.fromarray(data.train.image(0, 1)[:, :, 0]).save(image)
+    done = _cli("predict", "--model", path, "--precision", "bf16", image, env={"TLCORE_CPU_FEATURES": "none"})
+    assert done.returncode == 0, done.stderr
+    assert "no bf16 instructions" in done.stderr and "Traceback" not in done.stderr
+    bad = _cli("predict", "--model", path, "--precision", "fp16", image)
+    assert bad.returncode == 2 and "invalid choice: 'fp16'" in bad.stderr

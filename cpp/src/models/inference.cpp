@@ -166,8 +166,10 @@ torch::Tensor InferenceModel::forward(const torch::Tensor& x) const {
     return compiled_->forward({part}).toTensor().to(torch::kFloat);
   };
   if (chunk_ <= 0 || input.size(0) <= chunk_) return run(input);
+  // Even parts: 32 images in chunks of 31 would run 31 + 1, the single image at batch-1 speed.
+  const int64_t count = (input.size(0) + chunk_ - 1) / chunk_;
   std::vector<torch::Tensor> parts;
-  for (const auto& part : input.split(chunk_)) parts.push_back(run(part));
+  for (const auto& part : input.split((input.size(0) + count - 1) / count)) parts.push_back(run(part));
   return torch::cat(parts);
 }
 
