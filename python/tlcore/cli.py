@@ -431,6 +431,7 @@ def _model_card(path: str, spec: Dict[str, object], parameters: int) -> List[str
         *[f"  {i}. {op}" for i, op in enumerate(ops, 1)],
         f"threshold     {spec['threshold']:g} (a prediction less confident than this is \"unknown\")",
         f"temperature   {spec['temperature']:g}",
+        f"int8          {_int8_line(spec.get('int8'))}",
         f"metrics       {_fields('', spec['metrics']) or 'none recorded'}",
         "training",
         *[f"  {_fields(phase['phase'] + ':', phase, RECIPE_SUMMARY)}" for phase in spec["recipe"]],
@@ -438,6 +439,15 @@ def _model_card(path: str, spec: Dict[str, object], parameters: int) -> List[str
         f"provenance    tlcore {made['tlcore_version']}, created {made['created']}, "
         f"data {made['data_source'] or 'unnamed'}, {made['data_size']:,} images",
     ]
+
+
+def _int8_line(int8: Optional[Dict[str, object]]) -> str:
+    """The card's int8 line: the calibration, or how to make one."""
+    if not int8:
+        return "not calibrated (`tlcore quantize MODEL --data DIR`)"
+    agreement = int8["agreement"]
+    checked = f"top-1 agreement with fp32 {100 * agreement:.1f}%" if agreement >= 0 else "agreement not measured"
+    return f"calibrated at {int8['image_size']} px, {len(int8['scales'])} activation scales, {checked}"
 
 
 # What the card shows of each training phase's options and of the last epoch.

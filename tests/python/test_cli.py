@@ -314,6 +314,7 @@ def test_info_shows_classes_preprocessing_and_provenance(small_model):
     assert [s.split()[1] for s in steps] == [op["op"] for op in preset["ops"]] + ["normalize"]
     assert "architecture  simple_cnn" in text and "fit: epochs=1 lr=0.003" in text
     assert f"tlcore {tlcore.__version__}, created " in text and "100 images" in text
+    assert "int8          not calibrated (`tlcore quantize MODEL --data DIR`)" in text.splitlines()
     # --json is the spec the file holds, read here by plain PyTorch.
     stored = json.loads(torch.load(small_model, weights_only=True)["spec"])
     assert json.loads(run_cli("info", "--json", small_model).stdout) == stored

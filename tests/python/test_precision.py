@@ -144,6 +144,9 @@ def test_cli_quantize_then_predict_and_evaluate_in_int8(shared_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "calibrated for int8" in done.stdout
     assert not tlcore.load(path).spec.int8.empty
+    card = _cli("info", path).stdout
+    agreement = tlcore.load(path).spec.int8.agreement
+    assert "int8          calibrated at 224 px" in card and f"{100 * agreement:.1f}%" in card
     dog = shared_dir / "data" / "photos" / "dog.jpg"
     answers = [json.loads(_cli("predict", "--model", path, "--precision", p, "--json", dog).stdout) for p in ("fp32", "int8")]
     assert answers[0]["prediction"] == answers[1]["prediction"] == "malamute"
