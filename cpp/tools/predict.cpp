@@ -3,9 +3,12 @@
 // tlcore.export(..., format="torchscript"). One line per image: path, label
 // ("unknown" below the model's threshold), probability, tab-separated. A bad image
 // is reported on stderr and the others still answered; the exit status is then 1.
+// TLCORE_PRECISION (fp32, bf16, int8 or auto) sets what a .tlc model computes in, as
+// for the service; a fallback to fp32 is one line on stderr.
 #include <caffe2/serialize/inline_container.h>
 #include <torch/script.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -79,7 +82,10 @@ Runner model_file_runner(const std::string& path) {
   tlcore::PredictorOptions options;
   options.max_delay_ms = 0;
   options.device = "cpu";
+  if (const char* precision = std::getenv("TLCORE_PRECISION")) options.precision = precision;
   auto predictor = std::make_shared<tlcore::Predictor>(loaded.model.ptr(), loaded.spec, options);
+  if (!predictor->precision_note().empty())
+    std::cerr << "tlcore-predict: " << path << ": " << predictor->precision_note() << '\n';
   Runner r{loaded.spec, nullptr};
   r.probabilities = [predictor](const std::string& image_path) {
     std::ifstream file(image_path, std::ios::binary);
@@ -97,7 +103,8 @@ int main(int argc, char** argv) {
   if (argc < 3) {
     std::cerr << "usage: tlcore-predict MODEL IMAGE...\n"
                  "MODEL is a .tlc file or a TorchScript export. Prints path, label and\n"
-                 "probability for each image (tab-separated).\n";
+                 "probability for each image (tab-separated). TLCORE_PRECISION=fp32|bf16|\n"
+                 "int8|auto sets what a .tlc model computes in.\n";
     return 2;
   }
   Runner runner;

@@ -165,3 +165,26 @@ def test_cli_precision_falls_back_with_one_warning_line(tmp_path, fashion_data):
     assert "no bf16 instructions" in done.stderr and "Traceback" not in done.stderr
     bad = _cli("predict", "--model", path, "--precision", "fp16", image)
     assert bad.returncode == 2 and "invalid choice: 'fp16'" in bad.stderr
+
+
+@needs_vnni
+def test_tlcore_predict_runs_a_calibrated_model_in_int8(imagenet, photos, tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    exe = Path(__file__).resolve().parents[2] / "build" / "tlcore-predict"
+    if not exe.exists():
+        pytest.skip("tlcore-predict is not built")
+    path = imagenet.save(tmp_path / "int8.tlc")
+    lines = {}
+    for precision in ("fp32", "int8"):
+        out = subprocess.run([str(exe), str(path), str(photos[0])], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "TLCORE_PRECISION": precision})
+        assert out.returncode == 0 and out.stderr == "", out.stderr
+        lines[precision] = out.stdout.split("\t")
+    assert lines["int8"][1] == lines["fp32"][1]  # the same label
+    imagenet.precision = "int8"
+    assert float(lines["int8"][2]) == pytest.approx(float(imagenet.predict_proba(photos[:1]).max()), abs=1e-5)
+    old = subprocess.run([str(exe), str(path), str(photos[0])], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TLCORE_PRECISION": "bf16", "TLCORE_CPU_FEATURES": "none"})
+    assert old.returncode == 0 and "no bf16 instructions" in old.stderr
