@@ -184,6 +184,9 @@ void bind_models(py::module_& m) {
           "Images per run of the graph (larger batches run in chunks; 0: no limit).");
 
   m.attr("INT8_MIN_AGREEMENT") = models::kMinAgreement;
+  m.attr("PRECISIONS") = py::make_tuple(models::precision_name(models::Precision::kFloat32),
+                                        models::precision_name(models::Precision::kBFloat16),
+                                        models::precision_name(models::Precision::kInt8), "auto");
   m.def("calibrate_int8", &models::calibrate_int8, py::arg("model"), py::arg("image_size"),
         py::arg("batches"), Release());
   m.def(

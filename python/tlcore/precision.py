@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "int8", "auto")
+PRECISIONS = _core.PRECISIONS  # ("fp32", "bf16", "int8", "auto"): the names C++ reads
 # "auto" takes int8 only when its top-1 agreement with fp32 is at least this.
 MIN_AGREEMENT = _core.INT8_MIN_AGREEMENT
 
