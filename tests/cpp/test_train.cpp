@@ -282,17 +282,22 @@ TEST(Fit, TimeLimitCutsTheEpochs) {
   EXPECT_EQ(error_of<InvalidArgument>([&] { trainer.fit(bad); }), "time_limit must be >= 0");
 }
 
-TEST(Fit, ResumedRunEndsWithTheUninterruptedRunsWeights) {
+// The optimizer's state travels too: momentum, Adam's moments and step count.
+class ResumeWith : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ResumeWith, ResumedRunEndsWithTheUninterruptedRunsWeights) {
+  FitOptions base = small_fit(3);
+  base.optimizer.name = GetParam();
   auto data = std::make_shared<ColourDataset>(24, 3, 8);
   auto run = [&](models::Model model, const FitOptions& o, const EpochCallback& on_epoch) {
     Trainer trainer(model, make_loader(data, 8, true), make_loader(data, 8, false));
     return trainer.fit(o, on_epoch);
   };
   auto uninterrupted = tiny_cnn(3, 1);
-  const FitResult expected = run(uninterrupted, small_fit(3), nullptr);
+  const FitResult expected = run(uninterrupted, base, nullptr);
 
   TempDir dir;
-  FitOptions o = small_fit(3);
+  FitOptions o = base;
   o.checkpoint = dir / "fit.ckpt";
   // Killed in the second epoch's callback: the checkpoint holds the first epoch only.
   EXPECT_THROW(run(tiny_cnn(3, 1), o,
@@ -313,6 +318,8 @@ TEST(Fit, ResumedRunEndsWithTheUninterruptedRunsWeights) {
   EXPECT_EQ(result.best_epoch, expected.best_epoch);
   EXPECT_LT(max_difference(weights_of(*resumed), weights_of(*uninterrupted)), 1e-6);
 }
+
+INSTANTIATE_TEST_SUITE_P(Optimizers, ResumeWith, ::testing::Values("adam", "adamw", "sgd"));
 
 TEST(Fit, EarlyStoppingRestoresTheBestEpochsWeights) {
   // Validation labels disagree with the images: the better the model learns the

@@ -198,8 +198,6 @@ class _FromFile(torch.nn.Module):
         self.training = False
 
 
-@pytest.mark.xfail(strict=True, reason="resume reads fit.ckpt with torch::jit's loader, which runs "
-                                       "TorchScript __setstate__ (cpp/src/train/fit_checkpoint.cpp; C++ side)")
 def test_resume_refuses_a_checkpoint_carrying_torchscript_code(data, tmp_path):
     created = tmp_path / "CREATED"
     torch.jit.script(_FromFile(str(created))).save(str(tmp_path / f"{_save_worker.PHASE}.ckpt"))

@@ -3,9 +3,14 @@
 #pragma once
 
 #include <ATen/autocast_mode.h>
+#include <ATen/core/Tensor.h>
 #include <c10/core/DeviceType.h>
 #include <c10/core/ScalarType.h>
 #include <torch/version.h>
+
+#include <sstream>
+#include <string>
+#include <type_traits>
 
 #define TLCORE_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) ||         \
@@ -75,5 +80,19 @@ class AutocastGuard {
   bool was_enabled_ = false;
   c10::ScalarType previous_dtype_ = c10::ScalarType::Float;
 };
+
+// The key under which torch::optim keeps a parameter's state: the text of its
+// TensorImpl's address in torch 1.x and early 2.x, the address itself once the
+// map's key type became a pointer. Deduced from the map so both build.
+template <class StateMap>
+typename StateMap::key_type optimizer_state_key(const StateMap&, const at::Tensor& param) {
+  if constexpr (std::is_same_v<typename StateMap::key_type, std::string>) {
+    std::ostringstream text;  // as c10::guts::to_string and c10::str write a pointer
+    text << param.unsafeGetTensorImpl();
+    return text.str();
+  } else {
+    return param.unsafeGetTensorImpl();
+  }
+}
 
 }  // namespace tlcore::compat

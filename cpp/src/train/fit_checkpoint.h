@@ -17,9 +17,10 @@ namespace tlcore::detail {
 void save_checkpoint(const std::string& path, const FitOptions& o, models::ModelImpl& model,
                      torch::optim::Optimizer& optimizer, const Progress& progress);
 
-// False, touching nothing, when `path` is empty or absent. Throws FormatError for
-// an unreadable file, InvalidArgument for another architecture's or phase's.
+// False, touching nothing, when `path` is empty or absent. Reads without running
+// code (tlcore's pickle reader). Throws FormatError for an unreadable file or one
+// holding code, InvalidArgument for another architecture's or phase's.
 bool load_checkpoint(const std::string& path, const FitOptions& o, models::ModelImpl& model,
-                     torch::optim::Optimizer& optimizer, Progress& progress, torch::Device device);
+                     torch::optim::Optimizer& optimizer, Progress& progress);
 
 }  // namespace tlcore::detail

@@ -117,7 +117,7 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
   FitResult result;
   detail::Progress progress;
   result.resumed =
-      detail::load_checkpoint(o.checkpoint, o, model, *optimizer.optimizer, progress, device);
+      detail::load_checkpoint(o.checkpoint, o, model, *optimizer.optimizer, progress);
   detail::DataParallel parallel(model, group_, o.sync_batchnorm);
   detail::LossScaler scaler(amp.scaled, device);
   const std::int64_t steps = train_->num_batches();
