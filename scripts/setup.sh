@@ -12,10 +12,11 @@ packages=(
   libopencv-dev libturbojpeg0-dev libarchive-dev zlib1g-dev libgloo-dev nlohmann-json3-dev
   libprotobuf-dev protobuf-compiler
   pybind11-dev python3-pybind11 python3-dev python3-venv python3-pip python3-setuptools python3-wheel
+  clang libclang-rt-dev
   libgtest-dev python3-pytest python3-numpy python3-pil python3-tqdm python3-matplotlib python3-sklearn
   python3-fastapi python3-uvicorn python3-multipart python3-httpx python3-prometheus-client
   chromium chromium-driver python3-selenium python3-opencv python3-flasgger
-  python3-nbclient python3-ipykernel python3-nbformat
+  python3-nbclient python3-ipykernel python3-nbformat python3-yaml
   dataset-fashion-mnist
 )
 missing=()
@@ -44,6 +45,14 @@ if [ ! -f build/CMakeCache.txt ]; then
   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE="$PWD/.venv/bin/python"
 fi
 cmake --build build
+# The sanitizer build: the torch-free core and its tests under ASan+UBSan, and the
+# libFuzzer harnesses of every parser of untrusted bytes (scripts/fuzz.sh).
+if [ ! -f build-sanitize/CMakeCache.txt ]; then
+  cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+    -DTLCORE_SANITIZE=ON -DTLCORE_BUILD_PYTHON=OFF -DTLCORE_BUILD_TESTS=OFF \
+    -DPython3_EXECUTABLE="$PWD/.venv/bin/python"
+fi
+cmake --build build-sanitize --target fuzzers tlcore_image_tests
 # The editable install imports the module from the source tree. Copy then rename:
 # a process still running the old module must not see it change under it.
 for so in build/python/tlcore/_core.*.so; do
@@ -57,4 +66,4 @@ if ! .venv/bin/python -c "import tlcore" >/dev/null 2>&1 || [ ! -x .venv/bin/tlc
   echo "setup: pip install -e ."
   .venv/bin/pip install -q --no-build-isolation --no-deps --no-index -e .
 fi
-echo "setup: ready (.venv/bin/tlcore, build/tlcore_tests)"
+echo "setup: ready (.venv/bin/tlcore, build/tlcore_tests, build-sanitize/)"

@@ -303,12 +303,26 @@ TEST(Decode, TruncatedOtherFormatsAreErrors) {
   std::vector<std::pair<std::string, std::string>> files = {
       {"PNG", encode(".png", test_image(64, 48))}, {"BMP", encode(".bmp", test_image(64, 48))}};
   if (cv::haveImageWriter(".webp")) files.emplace_back("WEBP", encode(".webp", test_image(64, 48)));
-  for (const auto& [format, bytes] : files) {
+  for (const auto& file : files) {
+    const std::string& format = file.first;
+    const std::string& bytes = file.second;  // a plain reference: lambdas capture it in C++17
     for (std::size_t keep : {bytes.size() / 2, bytes.size() - 8, std::size_t{30}}) {
       const std::string message = error_of<FormatError>([&] { decode(bytes.substr(0, keep)); });
       EXPECT_NE(message.find("test.img"), std::string::npos) << format << ": " << message;
       EXPECT_NE(message.find(format), std::string::npos) << format << ": " << message;
     }
+  }
+}
+
+// OpenCV reads more formats than tlcore takes; those readers skip the pixel limit, and
+// some abort the process on hostile bytes (the DICOM reader did, found by fuzz_image_decode).
+TEST(Decode, FormatsBesidesJpegPngBmpWebpAreRefusedBeforeAnyDecoder) {
+  std::vector<std::string> others = {std::string(128, '\0') + "DICM", "II*"};
+  for (const char* ext : {".tiff", ".ppm"})
+    if (cv::haveImageWriter(ext)) others.push_back(encode(ext, test_image(16, 16)));
+  for (const auto& bytes : others) {
+    const std::string message = error_of<FormatError>([&] { decode(bytes); });
+    EXPECT_NE(message.find("not an image"), std::string::npos) << message;
   }
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 
@@ -64,7 +65,8 @@ void check_pixels(const std::uint8_t* data, std::size_t size, const DecodeOption
                   const std::string& source) {
   if (options.max_pixels <= 0) return;
   const auto [width, height] = image_dimensions(data, size);
-  if (width * height > options.max_pixels) {
+  // Divided, not multiplied: a header may claim 2^32 x 2^32.
+  if (height > 0 && width > options.max_pixels / height) {
     throw FormatError(source + ": image of " + std::to_string(width) + " x " +
                       std::to_string(height) + " pixels is over the limit of " +
                       std::to_string(options.max_pixels) + " pixels");
@@ -137,10 +139,13 @@ cv::Mat decode_jpeg(const std::uint8_t* data, std::size_t size, const DecodeOpti
   return gray;
 }
 
-// PNG, BMP, WEBP and whatever else OpenCV reads: any depth, 1 to 4 channels.
+// PNG, BMP and WEBP: any depth, 1 to 4 channels. Nothing else reaches OpenCV, whose
+// other readers (TIFF, DICOM, JPEG 2000, GDAL's...) skip the pixel limit or abort the
+// process on hostile bytes.
 cv::Mat decode_other(const std::uint8_t* data, std::size_t size, const DecodeOptions& options,
                      const std::string& source) {
   const char* format = format_name(data, size);
+  if (!format) throw FormatError(source + ": not an image (not JPEG, PNG, BMP or WEBP data)");
   if (size > static_cast<std::size_t>(INT_MAX)) {
     throw FormatError(source + ": image data too large (" + std::to_string(size) + " bytes)");
   }
@@ -150,22 +155,13 @@ cv::Mat decode_other(const std::uint8_t* data, std::size_t size, const DecodeOpt
   try {
     decoded = cv::imdecode(encoded, cv::IMREAD_UNCHANGED);
   } catch (const cv::Exception& e) {
-    throw FormatError(source + ": cannot decode " + (format ? format : "image") + " (" + e.what() +
-                      ")");
+    throw FormatError(source + ": cannot decode " + format + " (" + e.what() + ")");
   }
 #else
-  if (format) {
-    throw Unsupported(source + ": " + format +
-                      " data, but this tlcore was built without OpenCV imgcodecs (JPEG only)");
-  }
-  cv::Mat decoded;
+  throw Unsupported(source + ": " + format +
+                    " data, but this tlcore was built without OpenCV imgcodecs (JPEG only)");
 #endif
-  if (decoded.empty()) {
-    if (!format) {
-      throw FormatError(source + ": not an image (not JPEG, PNG, BMP or WEBP data)");
-    }
-    throw FormatError(source + ": truncated or corrupt " + format + " data");
-  }
+  if (decoded.empty()) throw FormatError(source + ": truncated or corrupt " + format + " data");
 
   if (decoded.depth() == CV_16U) {
     cv::Mat eight;
@@ -213,9 +209,11 @@ std::pair<std::int64_t, std::int64_t> image_dimensions(const std::uint8_t* data,
   if (starts_with(data, size, "\x89PNG\r\n\x1A\n", 8) && size >= 24)
     return {big_endian32(data + 16), big_endian32(data + 20)};
   if (starts_with(data, size, "BM", 2) && size >= 26) {
-    const auto height = static_cast<std::int32_t>(little_endian(data + 22, 4));  // < 0: top-down
-    return {static_cast<std::int32_t>(little_endian(data + 18, 4)),
-            height < 0 ? -std::int64_t(height) : height};
+    // A negative height means top-down rows; a negative width is invalid, but its
+    // size still counts for the bomb check.
+    const std::int64_t width = static_cast<std::int32_t>(little_endian(data + 18, 4));
+    const std::int64_t height = static_cast<std::int32_t>(little_endian(data + 22, 4));
+    return {std::abs(width), std::abs(height)};
   }
   if (starts_with(data, size, "RIFF", 4) && starts_with(data, size, "WEBP", 4, 8)) {
     if (starts_with(data, size, "VP8 ", 4, 12) && size >= 30)

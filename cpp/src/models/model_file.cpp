@@ -3,7 +3,6 @@
 #include <nlohmann/json.hpp>
 
 #include "tlcore/error.h"
-#include "tlcore/models/checkpoint.h"
 #include "torch_pickle.h"
 
 namespace tlcore::models {
@@ -12,13 +11,6 @@ namespace {
 using detail::PyObject;
 using detail::PyRef;
 using nlohmann::json;
-
-const PyRef* entry(const PyRef& dict, const std::string& key) {
-  for (size_t k = 0; k + 1 < dict->items.size(); k += 2)
-    if (dict->items[k]->kind == PyObject::Kind::kString && dict->items[k]->s == key)
-      return &dict->items[k + 1];
-  return nullptr;
-}
 
 // Format 1 stored its entries as pickled plain data: a tensor or any other object where
 // JSON types belong is refused.
@@ -57,7 +49,7 @@ json to_json(const PyRef& o, const std::string& path) {
 }
 
 StateDict state_of(const PyRef& root, const std::string& path) {
-  const PyRef* state = entry(root, "state_dict");
+  const PyRef* state = detail::dict_entry(root, "state_dict");
   if (state == nullptr || (*state)->kind != PyObject::Kind::kDict)
     throw FormatError(path + ": a tlcore model file without its state_dict");
   StateDict out;
@@ -76,7 +68,7 @@ StateDict state_of(const PyRef& root, const std::string& path) {
 
 ModelFile read_model_file(const std::string& path) {
   const PyRef root = detail::read_pickle_file(path);
-  const PyRef* format = root->kind == PyObject::Kind::kDict ? entry(root, "format") : nullptr;
+  const PyRef* format = detail::dict_entry(root, "format");
   if (format == nullptr || (*format)->kind != PyObject::Kind::kString)
     throw FormatError(path +
                       ": not a tlcore model file (no \"format\" entry; a plain state "
@@ -84,7 +76,7 @@ ModelFile read_model_file(const std::string& path) {
   const std::string& name = (*format)->s;
   ModelFile file;
   if (name == kModelFormat) {
-    const PyRef* spec = entry(root, "spec");
+    const PyRef* spec = detail::dict_entry(root, "spec");
     if (spec == nullptr || (*spec)->kind != PyObject::Kind::kString)
       throw FormatError(path + ": a tlcore model file without its spec (JSON text)");
     file.spec = spec_from_text((*spec)->s, path);
@@ -92,7 +84,7 @@ ModelFile read_model_file(const std::string& path) {
     json v1 = json::object();
     for (const char* key :
          {"arch", "classes", "in_channels", "head", "preprocess", "threshold", "history"})
-      if (const PyRef* value = entry(root, key)) v1[key] = to_json(*value, path);
+      if (const PyRef* value = detail::dict_entry(root, key)) v1[key] = to_json(*value, path);
     file.spec = spec_from_v1(v1, path);
   } else if (name.rfind("tlcore-model/", 0) == 0) {
     throw FormatError(path + ": model format '" + name + "' is newer than this tlcore reads ('" +
@@ -102,14 +94,6 @@ ModelFile read_model_file(const std::string& path) {
   }
   file.state = state_of(root, path);
   return file;
-}
-
-LoadedModel load_model(const std::string& path) {
-  auto file = read_model_file(path);
-  Model model = build_model(file.spec);
-  load_state_dict(*model, file.state, LoadOptions().strict(true), path);
-  model->eval();
-  return {std::move(file.spec), model};
 }
 
 }  // namespace tlcore::models

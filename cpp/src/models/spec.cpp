@@ -177,15 +177,4 @@ HeadKind parse_head_kind(const std::string& kind) {
                         "'");
 }
 
-Model build_model(const ModelSpec& spec) {
-  auto model = create_model(spec.arch, static_cast<int64_t>(spec.classes.size()), spec.options);
-  if (spec.head.kind != "linear" || !spec.head.hidden.empty()) {
-    model->set_head(HeadOptions(static_cast<int64_t>(spec.classes.size()))
-                        .kind(parse_head_kind(spec.head.kind))
-                        .dropout(spec.head.dropout)
-                        .hidden(spec.head.hidden));
-  }
-  return model;
-}
-
 }  // namespace tlcore::models

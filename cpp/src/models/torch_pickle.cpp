@@ -1,5 +1,6 @@
 #include "torch_pickle.h"
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <unordered_map>
@@ -138,7 +139,8 @@ class Machine {
         case 0x87: {
           auto t = make(PyObject::Kind::kTuple);
           const size_t n = op - 0x84;
-          if (stack_.size() < n) fail("stack underflow");
+          // Items above the innermost MARK only: taking one below it breaks that MARK.
+          if (stack_.size() < n + (marks_.empty() ? 0 : marks_.back())) fail("stack underflow");
           t->items.assign(stack_.end() - n, stack_.end());
           stack_.resize(stack_.size() - n);
           push(t);
@@ -350,7 +352,7 @@ class Machine {
       const auto& view = pid->items[5]->items;
       if (view.size() != 3) fail("unexpected storage view");
       const int64_t offset = as_int(view[1]), size = as_int(view[2]);
-      if (offset < 0 || size < 0 || offset + size > numel) fail("storage view out of range");
+      if (offset < 0 || size < 0 || offset > numel || size > numel - offset) fail("storage view out of range");
       storage->tensor = storage->tensor.narrow(0, offset, size);
     }
     return storage;
@@ -368,7 +370,10 @@ class Machine {
     for (size_t d = 0; d < sizes.size(); ++d) {
       if (sizes[d] < 0 || strides[d] < 0) fail("negative tensor size or stride");
       if (sizes[d] == 0) empty = true;
-      last += (sizes[d] - 1) * strides[d];
+      int64_t reach = 0;  // overflow-checked: the numbers come from the file
+      if (__builtin_mul_overflow(std::max<int64_t>(sizes[d] - 1, 0), strides[d], &reach) ||
+          __builtin_add_overflow(last, reach, &last))
+        fail("tensor exceeds its storage");
     }
     if (offset < 0 || (!empty && last >= storage.numel())) fail("tensor exceeds its storage");
     auto t = torch::empty({0}, storage.options());
@@ -422,6 +427,14 @@ class Machine {
 
 PyRef unpickle(PickleInput& in, const StorageLoader& load_storage, const std::string& source) {
   return Machine(in, load_storage, source).run();
+}
+
+const PyRef* dict_entry(const PyRef& dict, const std::string& key) {
+  if (dict->kind != PyObject::Kind::kDict) return nullptr;
+  for (size_t k = 0; k + 1 < dict->items.size(); k += 2)
+    if (dict->items[k]->kind == PyObject::Kind::kString && dict->items[k]->s == key)
+      return &dict->items[k + 1];
+  return nullptr;
 }
 
 }  // namespace tlcore::models::detail

@@ -57,6 +57,9 @@ using StorageLoader =
 // Throws FormatError naming `source` for malformed or truncated input.
 PyRef unpickle(PickleInput& in, const StorageLoader& load_storage, const std::string& source);
 
+// The value under `key` in a kDict, or nullptr.
+const PyRef* dict_entry(const PyRef& dict, const std::string& key);
+
 // The object a torch.save file holds (zip format, or the legacy format of torch < 1.6),
 // read without running any code. A file that calls anything but the tensor and
 // OrderedDict rebuilds is refused (FormatError naming the global).

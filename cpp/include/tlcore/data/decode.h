@@ -22,7 +22,8 @@ struct DecodeOptions {
   int min_side = 0;
   // When > 0, images with more pixels are refused from their header, before any
   // pixel memory is allocated (a 50 kB PNG can claim 100,000 x 100,000 pixels).
-  std::int64_t max_pixels = 0;
+  // The default is Pillow's DecompressionBombError bound (2 x 89,478,485 pixels).
+  std::int64_t max_pixels = 178'956'970;
 };
 
 // Width and height read from the header of JPEG, PNG, BMP or WEBP data without
