@@ -40,29 +40,41 @@ def _open_data(args: argparse.Namespace):
 
     if args.data == FASHION:
         size = args.img_size or 28
-        kwargs = dict(train_transform="cifar-train" if size <= 64 else "imagenet-train",
-                      eval_transform="cifar-eval" if size <= 64 else "imagenet-eval")
+        small = size == 28  # the images' own size: the cifar presets take them as they are
+        kwargs = dict(train_transform="cifar-train" if small else "imagenet-train",
+                      eval_transform="cifar-eval" if small else "imagenet-eval")
         train = tlcore.fashion_mnist(train=True)
         test = tlcore.fashion_mnist(train=False)
         if args.limit:
             train = tlcore.Subset(train, tlcore.per_class_subset(train.labels(), args.limit // 10, args.seed))
         channels = 1 if args.backbone in ("simple_cnn", "mlp") else 3
-        return "fashion-mnist", tlcore.ImageData(train, valid=test, seed=args.seed, image_size=size,
-                                                 batch_size=args.batch_size, channels=channels, **kwargs)
+        if args.augment:
+            kwargs["train_transform"] = args.augment
+        return "fashion-mnist", tlcore.ImageData(train, valid=args.valid or test, test=args.test, seed=args.seed,
+                                                 image_size=size, batch_size=args.batch_size, channels=channels,
+                                                 **kwargs)
     size = args.img_size or 224
-    small = size <= 64
+    small = size <= 64 and _images_have_size(args.data, size)
     data = tlcore.ImageData(args.data, val_split=args.val_split, seed=args.seed, image_size=size,
-                            batch_size=args.batch_size,
-                            train_transform="cifar-train" if small else "imagenet-train",
+                            batch_size=args.batch_size, valid=args.valid, test=args.test,
+                            train_transform=args.augment or ("cifar-train" if small else "imagenet-train"),
                             eval_transform="cifar-eval" if small else "imagenet-eval",
                             per_class=args.limit // 10 if args.limit else None)
     return data.name, data
 
 
+def _images_have_size(source: str, size: int) -> bool:
+    """Whether the source's images are already size x size (CIFAR at 32 px): the cifar presets
+    take them as they are; any other images are resized and cropped."""
+    import tlcore
+
+    return tlcore.open_dataset(source).image(0).shape[:2] == (size, size)
+
+
 def _run_recipe(learner, args: argparse.Namespace) -> None:
     """Pretrained weights: head, then optional fine-tuning. From scratch: every layer."""
     options = _fit_options_given(args)
-    if args.weights:
+    if learner.weights:
         learner.fit_head(args.epochs, lr=args.lr, **options)
         if args.finetune_epochs:
             learner.fine_tune(args.finetune_epochs, lr=args.finetune_lr, unfreeze=args.unfreeze,
@@ -80,6 +92,27 @@ def _floats(text: str) -> List[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
+def _ints(text: str) -> List[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected whole numbers separated by commas") from None
+
+
+def _class_weights(text: str) -> Union[str, List[float]]:
+    """argparse type: "balanced" (scikit-learn's rule on the training labels) or one weight per class."""
+    return text if text == "balanced" else _floats(text)
+
+
+# --head's names for the C++ head kinds.
+_HEADS = {"linear": "linear", "dropout": "dropout_linear", "mlp": "mlp"}
+
+
+def _head_options(args: argparse.Namespace) -> Dict[str, object]:
+    """Learner's head arguments from --head, --dropout and --hidden."""
+    return {"head": _HEADS[args.head], "dropout": args.dropout, "hidden": args.hidden or []}
+
+
 def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     """One flag per training option of tlcore.fit_options() (defined once, in C++)."""
     import tlcore
@@ -89,12 +122,17 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     for name, kind, help_text in tlcore.fit_options():
         if name in _RECIPE_OWNED:
             continue
-        flag, dest = "--" + name.replace("_", "-"), _FIT_DEST + name
+        flags, dest = ["--" + name.replace("_", "-")], _FIT_DEST + name
+        if name == "patience":
+            flags.append("--early-stopping")  # Keras' name for it
         if kind == "bool":
-            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
+            group.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, default=None,
                                help=help_text)
+        elif name == "class_weights":
+            group.add_argument(*flags, dest=dest, type=_class_weights, default=None, metavar="balanced|A,B,...",
+                               help=help_text + "; 'balanced': n_images / (n_classes x class count)")
         else:
-            group.add_argument(flag, dest=dest, type=kinds[kind], default=None, help=help_text,
+            group.add_argument(*flags, dest=dest, type=kinds[kind], default=None, help=help_text,
                                metavar="A,B,..." if kind == "floats" else kind.upper())
 
 
@@ -116,7 +154,7 @@ def _without_nproc(argv: List[str]) -> List[str]:
 
 def _train(args: argparse.Namespace) -> int:
     import tlcore
-    from tlcore import distributed
+    from tlcore import distributed, run_config
 
     if args.nproc > 1 and distributed.world_size() == 1:
         distributed.launch([sys.executable, "-m", "tlcore.cli", *_without_nproc(args.argv)], args.nproc)
@@ -125,16 +163,20 @@ def _train(args: argparse.Namespace) -> int:
         return _train_budget(args)
     data_name, data = _open_data(args)
     log.info("%s: %r", data_name, data)
+    args.weights = args.weights or None  # --weights "" (e.g. over a config's): random init
     learner = tlcore.Learner(args.backbone, data, weights=args.weights, device=args.device, amp=args.amp,
-                             checkpoint_dir=Path(args.out) / "checkpoints" if args.resume else None)
+                             checkpoint_dir=Path(args.out) / "checkpoints" if args.resume else None,
+                             **_head_options(args))
     log.info("%s: %d parameters", args.backbone, learner.model.parameter_count)
     _run_recipe(learner, args)
     if not distributed.is_main_process():
         return 0  # rank 0 evaluates and writes
     stem = f"{args.backbone}__{data_name}__img{data.image_size}__bs{data.batch_size}__ep{args.epochs}"
     model_path = learner.save(Path(args.out) / f"{stem}.tlc")
-    paths = learner.write_report(args.out, stem)
+    config = run_config.write(args, Path(args.out) / f"{stem}.yaml")
+    paths = learner.write_report(args.out, stem, split="test" if args.test else "val")
     print(paths["markdown"].read_text(encoding="utf-8"))
+    log.info("configuration %s (re-run it with `tlcore train --config %s`)", config, config)
     # The saved file, loaded back, on one validation image: the model round-trips.
     answer = tlcore.load(model_path).predict(data.val.image(0, channels=data.channels))
     log.info("prediction for %s: %s (%.2f); true %s", data.val.source(0), answer["prediction"],
@@ -168,13 +210,16 @@ def _compare(args: argparse.Namespace) -> int:
     import tlcore
     from tlcore import plots
 
-    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    backbones = [b.strip() for b in (args.backbones or "").split(",") if b.strip()]
+    if not backbones:
+        raise CliError("compare: give --backbones (e.g. resnet18,mobilenet_v2), or backbones: in --config")
     rows = []
     for backbone in backbones:
         args.backbone = backbone
         data_name, data = _open_data(args)
-        learner = tlcore.Learner(backbone, data, weights=args.weights, verbose=False, seed=args.seed,
-                                 device=args.device, amp=args.amp)
+        weights = _weights_for(backbone, args.weights)
+        learner = tlcore.Learner(backbone, data, weights=weights, verbose=False, seed=args.seed,
+                                 device=args.device, amp=args.amp, **_head_options(args))
         start = time.perf_counter()
         _run_recipe(learner, args)
         train_s = time.perf_counter() - start
@@ -200,6 +245,17 @@ def _compare(args: argparse.Namespace) -> int:
     print("\n".join(table))
     log.info("table %s\nchart %s", out / f"{stem}.md", chart)
     return 0
+
+
+def _weights_for(arch: str, weights: Optional[str]) -> Optional[str]:
+    """compare's weights for ``arch``: "imagenet" only where such weights exist (a CNN or MLP
+    from scratch is compared with the pretrained ones); "" means none."""
+    from tlcore.weights import available
+
+    if weights == "imagenet" and not any(w.tag == "imagenet" for w in available(arch)):
+        log.info("%s: no ImageNet weights, trained from scratch", arch)
+        return None
+    return weights or None
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -586,6 +642,10 @@ def _run(args: argparse.Namespace) -> int:
     """The subcommand; a user's error becomes one line and status 2, a bug one line, a hint and 1."""
     debug = args.debug or os.environ.get("TLCORE_DEBUG", "") not in ("", "0")
     try:
+        if getattr(args, "config", None):
+            from tlcore import run_config
+
+            args = run_config.apply(args)
         return args.run(args)
     except BrokenPipeError:
         # The reader left (`tlcore predict ... | head`): stop quietly, as cat does. stdout goes to
@@ -653,6 +713,23 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
                         help="mixed precision (fp16 on CUDA only)")
+    parser.add_argument("--valid", default=None,
+                        help="a separate labelled folder/archive to validate on (instead of --val-split)")
+    parser.add_argument("--test", default=None,
+                        help="a separate labelled folder/archive, evaluated once at the end and reported apart")
+    parser.add_argument("--augment", default=None,
+                        help="a preset (imagenet-train, cifar-train) or Keras-style augmentations on the eval "
+                             "resize: flip, rotate=F (angle within ±F x 360 degrees), zoom=F (scale in "
+                             "[1-F, 1+F]), contrast=F (factor in [1-F, 1+F]); e.g. flip,rotate=0.2,zoom=0.2,"
+                             "contrast=0.1")
+    parser.add_argument("--head", default="linear", choices=list(_HEADS),
+                        help="linear, dropout (dropout then linear) or mlp (hidden layers from --hidden)")
+    parser.add_argument("--dropout", type=float, default=0.2, help="the head's dropout (dropout and mlp heads)")
+    parser.add_argument("--hidden", type=_ints, default=None, metavar="N,N,...",
+                        help="the mlp head's hidden widths, e.g. 256,128")
+    parser.add_argument("--config", default=None, metavar="FILE.yaml",
+                        help="options from a YAML file (keys as the flags without --, e.g. finetune_epochs: 5); "
+                             "the command line overrides it. train writes its effective one beside the model")
     _add_fit_options(parser)
 
 
@@ -673,9 +750,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     train.add_argument("--budget", default=None,
                        help="e.g. 10m, 30m, 2h: tlcore plans size, epochs and fine-tuning to fit this time "
                             "(the epoch and learning-rate flags are then ignored)")
-    train.add_argument("--test", default=None,
-                       help="with --budget: a separate labelled folder/archive, evaluated once at the end "
-                            "(default: half of the validation split, never used for a choice)")
     train.add_argument("--keep", type=float, default=0.95,
                        help="with --budget: the share of correctly classified validation images the "
                             "'unknown' threshold keeps")
@@ -683,15 +757,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     train.add_argument("--nproc", type=int, default=1,
                        help="data-parallel ranks on this machine (torch.distributed: Gloo, NCCL on CUDA); each "
                             "gets the batch size and an equal share of the cores")
-    train.set_defaults(run=_train)
+    train.set_defaults(run=_train, command_parser=train)
 
     _add_evaluate_parser(sub)
 
     compare = sub.add_parser("compare", help="train several backbones under the same budget and compare")
-    compare.add_argument("--backbones", required=True, help="comma-separated, e.g. resnet18,mobilenet_v2")
+    compare.add_argument("--backbones", default=None,
+                         help="comma-separated, e.g. resnet18,mobilenet_v2 (required, here or in --config)")
     _add_recipe_options(compare)
     compare.add_argument("--out", default="runs/compare")
-    compare.set_defaults(run=_compare)
+    compare.set_defaults(run=_compare, command_parser=compare)
 
     export = sub.add_parser("export", help="export a saved model to TorchScript or ONNX")
     export.add_argument("--model", required=True, help="a .tlc file written by train or Learner.save")
@@ -729,7 +804,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    args.argv = argv
+    args.argv, args.parser = argv, parser
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return _run(args)
 

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from tqdm import tqdm
 
-from . import _core, calibration, distributed, model_file
+from . import _core, calibration, distributed, model_file, transforms
 from .data import DataLoader, PathLike, open_dataset
 from .report import Report
 from .weights import fetch
@@ -34,6 +34,10 @@ class ImageData:
     gives a separate validation source instead of a split. ``test`` (a source, opened only
     when first used) or ``test_split`` (a stratified share of the validation split) is the
     set the final figure is reported on: no epoch, threshold or TTA choice ever sees it.
+
+    ``train_transform`` is a preset, a ``Pipeline``, or Keras-style augmentations on top of
+    the eval pipeline, e.g. ``"flip,rotate=0.2,zoom=0.2,contrast=0.1"`` (see
+    ``tlcore.transforms.augmentation``).
 
     Usage: ``data = tlcore.ImageData("flowers/train", val_split=0.2, seed=42, image_size=224)``
     """
@@ -68,8 +72,10 @@ class ImageData:
         self.name = source_name(source)
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
         self.channels, self.num_workers = channels, num_workers
-        self.train_pipeline = _pipeline(train_transform, image_size, channels)
         self.eval_pipeline = _pipeline(eval_transform, image_size, channels)
+        self.train_pipeline = (transforms.augmentation(train_transform, self.eval_pipeline)
+                               if isinstance(train_transform, str) and transforms.is_augmentation(train_transform)
+                               else _pipeline(train_transform, image_size, channels))
 
     @property
     def test(self) -> Optional["_core.Dataset"]:
