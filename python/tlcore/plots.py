@@ -52,14 +52,17 @@ def confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: Path) -> 
     normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
     k = len(classes)
     size = max(5.0, 0.45 * k + 2)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    # constrained layout keeps each colour bar clear of the next panel; the panels share their
+    # rows, so the class names and "true" are written once, on the left.
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size), layout="constrained")
     for ax, data, title, fmt in ((axes[0], matrix, "Counts", "d"), (axes[1], normalised, "Normalised by true class", ".2f")):
         im = ax.imshow(data, cmap="Blues")
-        fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
         ax.set_xticks(range(k), classes, rotation=90 if k > 6 else 45, ha="right" if k <= 6 else "center")
-        ax.set_yticks(range(k), classes)
+        ax.set_yticks(range(k), classes if ax is axes[0] else [])
         ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        if ax is axes[0]:
+            ax.set_ylabel("true")
         ax.set_title(title)
         if k <= 20:
             threshold = data.max() / 2 if data.size else 0

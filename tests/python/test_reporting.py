@@ -5,6 +5,7 @@ import json
 import os
 import stat
 
+import numpy as np
 import pytest
 
 import tlcore
@@ -60,3 +61,26 @@ def test_the_lazy_image_list_decodes_what_is_asked():
     assert len(images) == 3
     assert (images[1] == ds.image(3, channels=1)).all()
     assert [im.shape for im in images[:2]] == [(28, 28, 1)] * 2
+
+
+def test_confusion_panels_do_not_overlap(tmp_path, monkeypatch):
+    """The right panel's labels used to overlap the left panel's colour bar: every drawn box
+    (panels, colour bars, tick labels) of one panel stays clear of the other's."""
+    import matplotlib.pyplot as plt
+
+    from tlcore import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+               "Ankle boot"]
+    plots.confusion_matrix(np.arange(100).reshape(10, 10), classes, tmp_path / "c.png")
+    fig = figures[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    left, right, left_bar, right_bar = fig.axes  # the two panels, then their colour bars
+    assert right.get_yticklabels() == [] or all(not t.get_text() for t in right.get_yticklabels())
+    assert right.get_ylabel() == ""
+    left_extent = max(left.get_tightbbox(renderer).x1, left_bar.get_tightbbox(renderer).x1)
+    assert left_extent < right.get_tightbbox(renderer).x0
+    plt.close(fig)
