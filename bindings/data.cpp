@@ -183,6 +183,17 @@ void bind_data(py::module_& m) {
       "Reads and decodes an image file to uint8 HxWxC (RGB when channels=3).");
   m.def("has_image_extension", &has_image_extension, py::arg("name"),
         "True for .jpg .jpeg .png .bmp .webp in any case.");
+  m.def(
+      "image_dimensions",
+      [](const py::bytes& data) {
+        char* bytes = nullptr;
+        Py_ssize_t size = 0;
+        PyBytes_AsStringAndSize(data.ptr(), &bytes, &size);  // a view: no copy of the image
+        return image_dimensions(reinterpret_cast<const std::uint8_t*>(bytes),
+                                static_cast<std::size_t>(size));
+      },
+      py::arg("data"),
+      "(width, height) from a JPEG, PNG, BMP or WEBP header, without decoding; (0, 0) otherwise.");
 }
 
 }  // namespace tlcore::bindings

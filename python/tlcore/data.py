@@ -20,6 +20,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # The image folders' rule (C++): .jpg .jpeg .png .bmp .webp in any case.
 has_image_extension = _core.has_image_extension
+# (width, height) read from an image's header, as the decoder's pixel limit reads it.
+image_dimensions = _core.image_dimensions
 
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 _TFRECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords")

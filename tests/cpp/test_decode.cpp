@@ -326,6 +326,20 @@ TEST(Decode, FormatsBesidesJpegPngBmpWebpAreRefusedBeforeAnyDecoder) {
   }
 }
 
+// A corrupt Huffman table used to leave the thread's TurboJPEG handle broken: every
+// later JPEG decoded on that thread was "corrupt" too (found by benchmarks/hostile.py).
+TEST(Decode, ACorruptJpegDoesNotBreakLaterJpegsOnTheThread) {
+  const std::string good = encode(".jpg", test_image(64, 48));
+  const std::size_t dht = good.find("\xFF\xC4");
+  ASSERT_NE(dht, std::string::npos);
+  std::string bad = good;
+  bad.replace(dht + 5, 16, std::string(16, '\xFF'));  // 16 code counts summing far over 256
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_THROW(decode(bad), FormatError);
+    EXPECT_EQ(decode(good).size(), cv::Size(64, 48)) << i;
+  }
+}
+
 TEST(Decode, EmptyAndTextAreErrors) {
   TempDir dir;
   const std::string empty = dir / "empty.jpg";

@@ -179,6 +179,28 @@ def test_a_model_file_with_any_global_beyond_tensors_is_refused(good_model, mark
         tlcore.load(tmp_path / "extra.tlc")
 
 
+@pytest.mark.parametrize("shape, words", [("cycle", "inside itself"), ("shared", "appears twice"),
+                                           ("deep", "nested deeper than 1000")])
+def test_a_model_file_of_cyclic_shared_or_deep_data_is_refused(good_model, tmp_path, shape, words):
+    """Plain data, but a shape that would leak (a cycle of shared_ptrs) or send every reader
+    of it into endless or exponential recursion (found by fuzz_pickle)."""
+    good = torch.load(str(good_model), weights_only=True)
+    if shape == "cycle":
+        notes = []
+        notes.append(notes)
+    elif shape == "shared":
+        leaf = ["x"]
+        notes = [leaf, leaf]
+    else:
+        notes = []
+        for _ in range(1100):
+            notes = [notes]
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 5000))  # pickle itself recurses per level
+    torch.save(dict(good, notes=notes), tmp_path / f"{shape}.tlc")
+    with pytest.raises(ValueError, match=f"{shape}.tlc: .*{words}"):
+        tlcore.load(tmp_path / f"{shape}.tlc")
+
+
 class _FromFile(torch.nn.Module):
     """A TorchScript module whose ``__setstate__`` creates ``target``: its code runs on load."""
 

@@ -26,13 +26,28 @@ struct TjDestroy {
 };
 
 // A tjhandle is not safe to share between threads and costs an allocation to
-// create, so each thread keeps its own for its lifetime.
+// create, so each thread keeps its own for its lifetime, or until a call fails.
+std::unique_ptr<void, TjDestroy>& decompressor_slot() {
+  thread_local std::unique_ptr<void, TjDestroy> handle;
+  return handle;
+}
+
 tjhandle decompressor() {
-  thread_local std::unique_ptr<void, TjDestroy> handle{tjInitDecompress()};
+  auto& handle = decompressor_slot();
+  if (!handle) handle.reset(tjInitDecompress());
   if (!handle) {
     throw Error(std::string("TurboJPEG: cannot create a decompressor: ") + tjGetErrorStr2(nullptr));
   }
   return handle.get();
+}
+
+// A failed call can leave the handle's libjpeg state broken (after a corrupt Huffman
+// table, every later JPEG on the thread was "corrupt" too): the next call starts afresh.
+void discard_decompressor() { decompressor_slot().reset(); }
+
+[[noreturn]] void throw_jpeg(const std::string& message) {
+  discard_decompressor();
+  throw FormatError(message);
 }
 
 bool starts_with(const std::uint8_t* data, std::size_t size, const char* magic, std::size_t n,
@@ -104,7 +119,7 @@ cv::Mat decode_jpeg(const std::uint8_t* data, std::size_t size, const DecodeOpti
   const auto jpeg_size = static_cast<unsigned long>(size);
   int width = 0, height = 0, subsampling = 0, colorspace = 0;
   if (tjDecompressHeader3(tj, data, jpeg_size, &width, &height, &subsampling, &colorspace) != 0) {
-    throw FormatError(source + ": corrupt JPEG header (" + tjGetErrorStr2(tj) + ")");
+    throw_jpeg(source + ": corrupt JPEG header (" + tjGetErrorStr2(tj) + ")");
   }
   const tjscalingfactor scale = choose_scale(width, height, options.min_side);
   const int out_width = TJSCALED(width, scale);
@@ -127,9 +142,8 @@ cv::Mat decode_jpeg(const std::uint8_t* data, std::size_t size, const DecodeOpti
   if (tjDecompress2(tj, data, jpeg_size, out.data, out_width, static_cast<int>(out.step[0]),
                     out_height, pixel_format, TJFLAG_STOPONWARNING) != 0) {
     const bool warning = tjGetErrorCode(tj) == TJERR_WARNING;
-    throw FormatError(source +
-                      (warning ? ": truncated or corrupt JPEG data (" : ": corrupt JPEG (") +
-                      tjGetErrorStr2(tj) + ")");
+    throw_jpeg(source + (warning ? ": truncated or corrupt JPEG data (" : ": corrupt JPEG (") +
+               tjGetErrorStr2(tj) + ")");
   }
   if (!cmyk) return out;
   cv::Mat rgb = cmyk_to_rgb(out);
@@ -202,8 +216,10 @@ std::pair<std::int64_t, std::int64_t> image_dimensions(const std::uint8_t* data,
   if (is_jpeg(data, size)) {
     int width = 0, height = 0, subsampling = 0, colorspace = 0;
     if (tjDecompressHeader3(decompressor(), data, static_cast<unsigned long>(size), &width, &height,
-                            &subsampling, &colorspace) != 0)
+                            &subsampling, &colorspace) != 0) {
+      discard_decompressor();
       return {0, 0};
+    }
     return {width, height};
   }
   if (starts_with(data, size, "\x89PNG\r\n\x1A\n", 8) && size >= 24)

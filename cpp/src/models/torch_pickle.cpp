@@ -131,6 +131,7 @@ class Machine {
         case 't': {
           auto t = make(PyObject::Kind::kTuple);
           t->items = pop_mark();
+          adopt_all(*t, t->items);
           push(t);
           break;
         }
@@ -143,6 +144,7 @@ class Machine {
           if (stack_.size() < n + (marks_.empty() ? 0 : marks_.back())) fail("stack underflow");
           t->items.assign(stack_.end() - n, stack_.end());
           stack_.resize(stack_.size() - n);
+          adopt_all(*t, t->items);
           push(t);
           break;
         }
@@ -152,18 +154,22 @@ class Machine {
         case 'l': {
           auto l = make(PyObject::Kind::kList);
           l->items = pop_mark();
+          adopt_all(*l, l->items);
           push(l);
           break;
         }
         case 'a': {
           auto v = pop();
-          expect(top(), PyObject::Kind::kList, "APPEND")->items.push_back(v);
+          auto& list = *expect(top(), PyObject::Kind::kList, "APPEND");
+          adopt(list, v);
+          list.items.push_back(v);
           break;
         }
         case 'e': {
           auto items = pop_mark();
-          auto& list = expect(top(), PyObject::Kind::kList, "APPENDS")->items;
-          list.insert(list.end(), items.begin(), items.end());
+          auto& list = *expect(top(), PyObject::Kind::kList, "APPENDS");
+          adopt_all(list, items);
+          list.items.insert(list.items.end(), items.begin(), items.end());
           break;
         }
         case '}':
@@ -173,22 +179,26 @@ class Machine {
           auto d = make(PyObject::Kind::kDict);
           d->items = pop_mark();
           if (d->items.size() % 2 != 0) fail("DICT with an odd number of items");
+          adopt_all(*d, d->items);
           push(d);
           break;
         }
         case 's': {
           auto v = pop();
           auto k = pop();
-          auto& items = expect(top(), PyObject::Kind::kDict, "SETITEM")->items;
-          items.push_back(k);
-          items.push_back(v);
+          auto& dict = *expect(top(), PyObject::Kind::kDict, "SETITEM");
+          adopt(dict, k);
+          adopt(dict, v);
+          dict.items.push_back(k);
+          dict.items.push_back(v);
           break;
         }
         case 'u': {
           auto kv = pop_mark();
           if (kv.size() % 2 != 0) fail("SETITEMS with an odd number of items");
-          auto& items = expect(top(), PyObject::Kind::kDict, "SETITEMS")->items;
-          items.insert(items.end(), kv.begin(), kv.end());
+          auto& dict = *expect(top(), PyObject::Kind::kDict, "SETITEMS");
+          adopt_all(dict, kv);
+          dict.items.insert(dict.items.end(), kv.begin(), kv.end());
           break;
         }
         case 'q':
@@ -224,7 +234,9 @@ class Machine {
         case 'R': {
           auto args = pop();
           auto callable = pop();
-          push(reduce(callable, args));
+          auto result = reduce(callable, args);
+          consume(*args);
+          push(result);
           break;
         }
         case 0x81: {  // NEWOBJ: no class a state dict needs is built this way
@@ -352,7 +364,8 @@ class Machine {
       const auto& view = pid->items[5]->items;
       if (view.size() != 3) fail("unexpected storage view");
       const int64_t offset = as_int(view[1]), size = as_int(view[2]);
-      if (offset < 0 || size < 0 || offset > numel || size > numel - offset) fail("storage view out of range");
+      if (offset < 0 || size < 0 || offset > numel || size > numel - offset)
+        fail("storage view out of range");
       storage->tensor = storage->tensor.narrow(0, offset, size);
     }
     return storage;
@@ -418,6 +431,50 @@ class Machine {
   PickleInput& in_;
   const StorageLoader& load_;
   const std::string& source_;
+  // The result is built as a tree: a container sits in at most one container, never
+  // inside itself, at most kMaxDepth deep. Shared or cyclic containers would leak
+  // (shared_ptr cycles) and make every reader of the result recurse without end.
+  static bool is_container(const PyObject& o) {
+    return o.kind == PyObject::Kind::kTuple || o.kind == PyObject::Kind::kList ||
+           o.kind == PyObject::Kind::kDict;
+  }
+  void adopt(const PyObject& container, const PyRef& item) {
+    if (!is_container(*item)) return;
+    if (parent_.count(item.get())) fail("a container appears twice (shared or cyclic data)");
+    // The heights on the way up grow with the new child; the walk also finds a cycle.
+    size_t height = height_of(item.get()) + 1;
+    for (const PyObject* p = &container; p != nullptr; p = parent_of(p), ++height) {
+      if (p == item.get()) fail("a container inside itself");
+      if (height > kMaxDepth) fail("containers nested deeper than " + std::to_string(kMaxDepth));
+      if (height_of(p) >= height) break;
+      height_[p] = height;
+    }
+    parent_[item.get()] = &container;
+  }
+  void adopt_all(const PyObject& container, const std::vector<PyRef>& items) {
+    for (const auto& item : items) adopt(container, item);
+  }
+  // A call's arguments are used up: what it returns (e.g. its first argument) is free to
+  // sit elsewhere, and the emptied tuple can no longer share it.
+  void consume(PyObject& args) {
+    for (const auto& item : args.items) {
+      auto it = parent_.find(item.get());
+      if (it != parent_.end() && it->second == &args) parent_.erase(it);
+    }
+    args.items.clear();
+  }
+  const PyObject* parent_of(const PyObject* o) const {
+    auto it = parent_.find(o);
+    return it == parent_.end() ? nullptr : it->second;
+  }
+  size_t height_of(const PyObject* o) const {
+    auto it = height_.find(o);
+    return it == height_.end() ? 1 : it->second;
+  }
+
+  static constexpr size_t kMaxDepth = 1000;
+  std::unordered_map<const PyObject*, const PyObject*> parent_;
+  std::unordered_map<const PyObject*, size_t> height_;
   std::vector<PyRef> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, PyRef> memo_;
