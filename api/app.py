@@ -11,10 +11,13 @@ POST /predict/ (multipart field "file"), POST /predict/batch (fields "files"), G
 GET /health, GET /metrics, GET / (the camera page) and /docs.
 
 Requests wait for their batch in worker threads, so concurrent requests share one forward
-pass. Bad input gets a JSON ``{"detail": ...}``: 400 (empty, corrupt, too many pixels),
-415 (not an image), 413 (body over the upload limit, refused before it is read), 404
-(unknown model), 503 (the model's queue is full, or the model is not loaded). Anything else
-is a 500 whose body holds only a request id; the exception and its traceback go to the log.
+pass; images over 2 megapixels decode a few at a time, on at most half the cores, so that a
+stream of huge ones cannot starve ordinary photos. Bad input gets a JSON ``{"detail": ...}``: 400 (empty, corrupt, too many pixels),
+415 (not JPEG, PNG, BMP or WebP: other formats are refused before any decoder sees them),
+413 (body over the upload limit, refused before it is read), 408 (a body that trickles in:
+after 30 s it must have averaged 64 KiB/s), 431 (request target and headers over 16 KiB),
+404 (unknown model), 503 (the model's queue is full, or the model is not loaded). Anything
+else is a 500 whose body holds only a request id; the exception and its traceback go to the log.
 
 Model files are untrusted input: one that cannot be loaded (damaged, not a tlcore model,
 a newer format, a pickle carrying code) is refused on its own, and GET /models and
@@ -40,7 +43,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, TypeVar, Union
 
 import anyio.to_thread
-from fastapi import APIRouter, FastAPI, File, HTTPException, Query, Request, Response, UploadFile
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -48,8 +51,9 @@ from pydantic import BaseModel, Field
 
 import tlcore
 
-from .body_limit import BodyLimit
+from .body_limit import BodyLimit, HeaderLimit
 from .registry import BatchOptions, ModelRegistry, NoModel, ServedModel, UnknownModel
+from .uploads import read_files
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +141,10 @@ class InternalError(BaseModel):
 _ERRORS = {code: {"model": Error, "description": why} for code, why in {
     400: "empty or corrupt image, or too many pixels",
     404: "no model of that name",
+    408: "request body too slow",
     413: "request body over the upload limit",
-    415: "not an image",
+    415: "not an image (JPEG, PNG, BMP or WebP)",
+    431: "request target and headers too large",
     503: "the model's queue is full (retry later), or the model is not loaded",
 }.items()}
 _ERRORS[500] = {"model": InternalError, "description": "an internal error, logged under the request id"}
@@ -166,6 +172,10 @@ async def _predict(request: Request, served: ServedModel, data: bytes, filename:
     """One image through the model's batcher; errors become HTTPExceptions."""
     start, status = time.perf_counter(), 500
     try:
+        if data and not _is_image(data):
+            # Refused before any thread or decoder is spent on it. (Engines older than 65bfac2 handed
+            # such bytes to OpenCV, whose TIFF reader ignores the pixel limit: 60 KB made 64 MP.)
+            raise ValueError(f"{filename}: not an image (not JPEG, PNG, BMP or WEBP data)")
         result = await served.predict(data, top_k, filename)
         status = 200
         return result
@@ -182,30 +192,40 @@ async def _predict(request: Request, served: ServedModel, data: bytes, filename:
             metrics.observe(served.name, status, time.perf_counter() - start)
 
 
-@router.post("/predict/", response_model=Prediction, responses=_ERRORS)
+def _upload(field: str, description: str, many: bool = False) -> Dict[str, object]:
+    """The OpenAPI request body of an upload, which the route reads itself (api/uploads.py says why)."""
+    item = {"type": "string", "format": "binary"}
+    schema = {"type": "array", "items": item} if many else dict(item)
+    schema["description"] = description
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "properties": {field: schema}, "required": [field]}}}}}
+
+
+@router.post("/predict/", response_model=Prediction, responses=_ERRORS,
+             openapi_extra=_upload("file", "an image: JPEG, PNG, BMP or WebP"))
 async def predict(request: Request,
-                  file: UploadFile = File(description="an image: JPEG, PNG, BMP or WebP"),
                   model: Optional[str] = Query(None, description="a name from GET /models; default model if absent"),
                   top_k: int = Query(5, ge=1, le=1000, description="how many labels to return")) -> Dict[str, object]:
     """Top-k labels of one uploaded image (the workshop client's request)."""
     served = _served(request, model)
-    data = await file.read()
-    result = await _predict(request, served, data, file.filename or "upload", top_k)
+    filename, data = (await read_files(request, "file"))[-1]
+    result = await _predict(request, served, data, filename or "upload", top_k)
     return {**result, "model": served.name}
 
 
-@router.post("/predict/batch", response_model=BatchPrediction, responses=_ERRORS)
+@router.post("/predict/batch", response_model=BatchPrediction, responses=_ERRORS,
+             openapi_extra=_upload("files", "images: JPEG, PNG, BMP or WebP", many=True))
 async def predict_batch(request: Request,
-                        files: List[UploadFile] = File(description="images: JPEG, PNG, BMP or WebP"),
                         model: Optional[str] = Query(None, description="a name from GET /models"),
                         top_k: int = Query(5, ge=1, le=1000)) -> Dict[str, object]:
     """Top-k labels of several images; an image that cannot be read gets its own error entry."""
     served = _served(request, model)
+    files = await read_files(request, "files")
     limit = request.app.state.settings.batch.max_queue
     if len(files) > limit:
         raise HTTPException(400, f"{len(files)} files in one request; at most {limit}")
-    names = [f.filename or f"file {i}" for i, f in enumerate(files)]
-    contents = [await f.read() for f in files]
+    names = [name or f"file {i}" for i, (name, _) in enumerate(files)]
+    contents = [data for _, data in files]
 
     async def one(name: str, data: bytes) -> Dict[str, object]:
         try:
@@ -315,6 +335,7 @@ def create_app(models_dir: Union[str, os.PathLike, None] = None, *, default_mode
                   docs_url=None if swagger_ui else "/docs", on_startup=[load_models], on_shutdown=[models.close])
     app.state.settings, app.state.models, app.state.metrics = settings, models, _metrics(models)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(HeaderLimit)
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

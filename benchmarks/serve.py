@@ -74,8 +74,9 @@ def free_port() -> int:
 class Server:
     """One uvicorn process; ready once ``ready_path`` answers 200."""
 
-    def __init__(self, argv: List[str], env: Dict[str, str], ready_path: str, log_path: Path) -> None:
-        self.port = free_port()
+    def __init__(self, argv: List[str], env: Dict[str, str], ready_path: str, log_path: Path,
+                 port: Optional[int] = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         with open(log_path, "wb") as out:

@@ -412,6 +412,118 @@ def test_pixel_limit_is_configurable(strict_server):
     assert strict_server.alive()
 
 
+# -- what benchmarks/hostile.py found ------------------------------------------------------------
+def zeros_tiff(side: int) -> bytes:
+    """A grey TIFF of side x side zero pixels in one deflated strip: ~1 KB per million pixels."""
+    strip = zlib.compress(b"\0" * side * side, 9)
+    tags = [(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 8), (262, 3, 1), (273, 4, 8 + 2 + 9 * 12 + 4),
+            (277, 3, 1), (278, 4, side), (279, 4, len(strip))]
+    ifd = struct.pack("<H", len(tags)) + b"".join(
+        struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+        for tag, kind, value in tags)
+    return b"II*\0" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + strip
+
+
+def test_other_formats_are_refused_before_any_decoder(server, fashion_images):
+    """OpenCV decodes TIFF (and PNM, EXR, ...) without tlcore's pixel limit: 7,000 x 7,000
+    pixels from 50 KB. The service takes JPEG, PNG, BMP and WebP only."""
+    r = post(server, zeros_tiff(7000), "bomb.tif", model="fashion")
+    assert r.status_code == 415 and r.json()["detail"].startswith("bomb.tif: not an image"), r.text
+    assert_still_serving(server, fashion_images[0])
+
+
+def test_a_corrupt_jpeg_header_does_not_break_later_jpegs(server, fashion_images):
+    """The decoder keeps a TurboJPEG handle per thread, which a bad Huffman table used to leave
+    broken: every later JPEG on that thread was "corrupt" too. Small images and large ones
+    (over 2 megapixels: the large-image lane's threads) alike."""
+    small, large = io.BytesIO(), io.BytesIO()
+    Image.fromarray(fashion_images[0][0].squeeze(-1)).save(small, "JPEG")
+    Image.new("L", (2500, 2000), 128).save(large, "JPEG")
+    for good in (small.getvalue(), large.getvalue()):
+        dht = good.index(b"\xff\xc4")
+        bad = good[:dht + 5] + b"\xff" * 16 + good[dht + 21:]  # its 16 code counts sum to far over 256
+        for _ in range(3):
+            r = post(server, bad, "bad.jpg", model="fashion")
+            assert r.status_code == 400 and "corrupt JPEG header" in r.json()["detail"], r.text
+            assert post(server, good, "good.jpg", model="fashion").status_code == 200
+
+
+def test_a_part_full_of_line_breaks_is_parsed_in_linear_time(server, fashion_images):
+    """python-multipart 0.0.5 spent ~40 us on each CR byte of a part: 2 MiB of them held the event
+    loop (every client) for 77 s. The service cuts the body at its boundary itself."""
+    body = (b'--x\r\nContent-Disposition: form-data; name="file"; filename="cr.jpg"\r\n\r\n'
+            + b"\xff\xd8\xff" + b"\r" * (2 << 20) + b"\r\n--x--\r\n")
+    start = time.perf_counter()
+    r = server.client.post("/predict/", params={"model": "fashion"}, content=body,
+                           headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 400 and r.json()["detail"].startswith("cr.jpg"), r.text
+    assert time.perf_counter() - start < 10
+    assert_still_serving(server, fashion_images[0])
+
+
+def test_malformed_multipart_bodies_are_400(server, fashion_images):
+    image = png_bytes(fashion_images[0][0])
+    head = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+
+    def send(body: bytes, content_type: str = "multipart/form-data; boundary=x") -> httpx.Response:
+        return server.client.post("/predict/", params={"model": "fashion"}, content=body,
+                                  headers={"content-type": content_type})
+
+    r = send(b"a preamble\r\n" + head + image + b"\r\n--x--\r\nan epilogue", 'multipart/form-data; boundary="x"')
+    assert r.status_code == 200, r.text
+    assert send(head + image, "multipart/form-data").json()["detail"].startswith("multipart/form-data without")
+    assert "truncated" in send(head + image).json()["detail"]
+    many = b"".join(b'--x\r\nContent-Disposition: form-data; name="f"\r\n\r\nv\r\n' for _ in range(1001))
+    r = send(many + b"--x--\r\n")
+    assert r.status_code == 400 and "more than 1000 parts" in r.json()["detail"]
+    assert_still_serving(server, fashion_images[0])
+
+
+def test_headers_over_16_kib_are_431(server):
+    r = server.client.get("/health", headers={"x-padding": "a" * 20_000})
+    assert r.status_code == 431 and "over the limit of 16384 bytes" in r.json()["detail"]
+    assert server.alive()
+
+
+def test_a_trickling_body_gets_408():
+    """BodyLimit on its own: a body at 20 bytes/s where 100 are needed, after 0.2 s of grace."""
+    import asyncio
+
+    from tlcore.api.body_limit import BodyLimit
+
+    async def app(scope, receive, send):
+        while (await receive())["type"] == "http.request":
+            pass  # reads until BodyLimit tells it the client left; its answer is then dropped
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"too late"})
+
+    async def trickle():
+        await asyncio.sleep(0.05)
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    sent: list = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "headers": []}
+    asyncio.run(BodyLimit(app, max_bytes=1000, grace_s=0.2, min_rate=100)(scope, trickle, send))
+    assert sent[0]["status"] == 408 and (b"connection", b"close") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"])["detail"].startswith("request body too slow")
+
+
+def test_image_pixels_reads_the_headers_the_decoder_reads(fashion_images):
+    from tlcore.api.registry import image_pixels
+
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8))
+    for fmt, options in [("JPEG", {}), ("JPEG", {"progressive": True}), ("PNG", {}), ("BMP", {}),
+                         ("WEBP", {}), ("WEBP", {"lossless": True})]:
+        buffer = io.BytesIO()
+        picture.save(buffer, fmt, **options)
+        assert image_pixels(buffer.getvalue()) == 37 * 53, (fmt, options)
+    assert image_pixels(b"not an image") is None and image_pixels(b"\xff\xd8\xff") is None
+
+
 def test_full_queue_is_503(strict_server, photos):
     """A queue of one and batches of one: 32 simultaneous requests cannot all wait."""
     data = (need(photos) / "dog.jpg").read_bytes()
