@@ -3,6 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 let stream = null;
+const thresholds = {};  // model name -> its "unknown" threshold, from GET /models
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -14,6 +15,7 @@ async function loadModels() {
     const response = await fetch("/models");
     if (!response.ok) throw new Error(`GET /models answered ${response.status}`);
     const { models, rejected } = await response.json();
+    for (const m of models) thresholds[m.name] = m.threshold;
     const select = $("model");
     select.replaceChildren(...models.map(
       (m) => new Option(`${m.name} (${m.num_classes} classes)`, m.name, m.default, m.default)));
@@ -28,8 +30,14 @@ async function loadModels() {
 function showBars(result) {
   const title = $("prediction");
   title.textContent = result.prediction;
-  title.parentElement.classList.toggle("unknown", result.prediction === "unknown");
-  $("confidence").textContent = `${(100 * result.confidence).toFixed(1)}%`;
+  const unknown = result.prediction === "unknown";
+  title.parentElement.classList.toggle("unknown", unknown);
+  const asPercent = (p) => `${(100 * p).toFixed(1)}%`;
+  // "unknown" says why: the best guess fell under the model's threshold.
+  $("confidence").textContent = unknown
+    ? `best guess ${result.top_k[0].label} ${asPercent(result.confidence)}, under this model's ` +
+      `${asPercent(thresholds[result.model] ?? 0)} threshold`
+    : asPercent(result.confidence);
   $("bars").replaceChildren(...result.top_k.map(({ label, probability }) => {
     const item = document.createElement("li");
     const name = document.createElement("div");

@@ -681,6 +681,32 @@ def test_page_classifies_an_upload_in_headless_chromium(server, photos, browser,
     save_screenshot(browser, tmp_path, "api_page_dog_phone.png")
 
 
+def test_fresh_page_shows_no_empty_card_and_unknown_says_why(server, browser, tmp_path):
+    """Before any photo: no result card (it used to show with a broken image). An "unknown"
+    answer names the best guess and the model's threshold. Desktop and phone screenshots."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.set_window_size(1200, 900)
+    browser.get(server.url + "/")
+    WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#model option")) == 2)
+    assert not browser.find_element(By.ID, "result").is_displayed()
+    assert not browser.find_element(By.ID, "preview").is_displayed()
+    save_screenshot(browser, tmp_path, "api_page_fresh.png")
+    browser.set_window_size(390, 844)
+    assert not browser.execute_script("return document.documentElement.scrollWidth > window.innerWidth")
+    save_screenshot(browser, tmp_path, "api_page_fresh_phone.png")
+
+    threshold = {m["name"]: m["threshold"] for m in server.client.get("/models").json()["models"]}["fashion"]
+    browser.execute_script("""document.getElementById('result').hidden = false;
+        showBars({prediction: 'unknown', confidence: 0.41, model: 'fashion',
+                  top_k: [{label: 'Bag', probability: 0.41}, {label: 'Coat', probability: 0.3}]});""")
+    text = browser.find_element(By.ID, "confidence").text
+    assert browser.find_element(By.ID, "prediction").text == "unknown"
+    assert text == f"best guess Bag 41.0%, under this model's {100 * threshold:.1f}% threshold", text
+    save_screenshot(browser, tmp_path, "api_page_unknown_phone.png")
+
+
 def test_page_takes_a_photo_with_the_camera(server, photos, browser, tmp_path):
     """Chromium's fake camera (a test pattern) through getUserMedia, canvas and POST /predict/."""
     from selenium.webdriver.common.by import By
