@@ -10,6 +10,7 @@ Usage::
     tlcore info runs/model.tlc [--json]                      # the model card
     tlcore models [resnet50 ...] [--json]                    # architectures and weights
     tlcore compare --backbones simple_cnn,mlp --epochs 2 --out runs/compare
+    tlcore lr-find --data flowers/ --backbone mobilenet_v2 --weights imagenet   # suggests a rate
     tlcore export --model runs/model.tlc --format onnx --out model.onnx
     tlcore serve --models runs/ --host 0.0.0.0 --port 8000   # every runs/*.tlc over HTTP
 
@@ -256,6 +257,31 @@ def _weights_for(arch: str, weights: Optional[str]) -> Optional[str]:
         log.info("%s: no ImageNet weights, trained from scratch", arch)
         return None
     return weights or None
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    """The LR range test on the phase to come: the head (pretrained weights) or the last blocks."""
+    import tlcore
+
+    args.valid = args.test = None
+    data_name, data = _open_data(args)
+    args.weights = args.weights or None
+    learner = tlcore.Learner(args.backbone, data, weights=args.weights, verbose=False, seed=args.seed,
+                             **_head_options(args))
+    options = {}
+    if args.weights and args.unfreeze is None:
+        learner.model.freeze_backbone()
+        options["cache_features"] = True  # as fit_head trains: the embeddings once, then the head
+    elif args.unfreeze is not None:
+        learner.model.freeze_backbone()
+        learner.model.unfreeze_last(len(learner.model.blocks) if args.unfreeze == "all" else int(args.unfreeze))
+    found = learner.lr_find(args.start_lr, args.end_lr, args.num_iter, **options)
+    stem = f"{args.backbone}__{data_name}__img{data.image_size}__lr_find"
+    plot = found.plot(Path(args.out) / f"{stem}.png")
+    print(f"suggested learning rate: {found.suggestion:.2e} (the smoothed loss was lowest at "
+          f"{found.lowest_loss_lr:.2e}; {len(found.losses)} batches)")
+    log.info("plot %s", plot)
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -767,6 +793,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     _add_recipe_options(compare)
     compare.add_argument("--out", default="runs/compare")
     compare.set_defaults(run=_compare, command_parser=compare)
+
+    lr_find = sub.add_parser("lr-find", help="fastai's learning-rate finder: the loss as the rate grows, "
+                                             "and a suggested rate",
+                             description="Trains a few hundred batches while the rate grows exponentially, "
+                                         "restores the weights, plots the loss and suggests a rate a tenth of "
+                                         "the one where the smoothed loss was lowest.")
+    lr_find.add_argument("--data", default=FASHION)
+    lr_find.add_argument("--backbone", default="simple_cnn")
+    lr_find.add_argument("--weights", default=None, help="'imagenet' or a state-dict path (then the head is swept)")
+    lr_find.add_argument("--unfreeze", default=None,
+                         help="sweep for fine-tuning these last blocks (or 'all') instead of the head")
+    lr_find.add_argument("--img-size", type=int, default=0)
+    lr_find.add_argument("--batch-size", type=int, default=32)
+    lr_find.add_argument("--val-split", type=float, default=0.2)
+    lr_find.add_argument("--limit", type=int, default=0)
+    lr_find.add_argument("--seed", type=int, default=42)
+    lr_find.add_argument("--augment", default=None)
+    lr_find.add_argument("--head", default="linear", choices=list(_HEADS))
+    lr_find.add_argument("--dropout", type=float, default=0.2)
+    lr_find.add_argument("--hidden", type=_ints, default=None)
+    lr_find.add_argument("--start-lr", type=float, default=1e-7)
+    lr_find.add_argument("--end-lr", type=float, default=10.0)
+    lr_find.add_argument("--num-iter", type=_positive_int, default=100, help="batches in the sweep (about)")
+    lr_find.add_argument("--out", default="runs")
+    lr_find.set_defaults(run=_lr_find)
 
     export = sub.add_parser("export", help="export a saved model to TorchScript or ONNX")
     export.add_argument("--model", required=True, help="a .tlc file written by train or Learner.save")

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from tqdm import tqdm
 
-from . import _core, calibration, distributed, model_file, transforms
+from . import _core, calibration, distributed, lr_finder, model_file, transforms
 from .data import DataLoader, PathLike, open_dataset
 from .report import Report
 from .weights import fetch
@@ -141,11 +141,14 @@ class _Progress:
     """tqdm bars fed by the C++ trainer's callbacks."""
 
     def __init__(self, phase: str, epochs: int, verbose: bool,
-                 go_on: Optional[Callable[["_core.EpochStats"], bool]] = None) -> None:
+                 go_on: Optional[Callable[["_core.EpochStats"], bool]] = None,
+                 batch_done: Optional[Callable[[int, int, float], None]] = None) -> None:
         self.phase, self.epochs, self.verbose, self.bar = phase, epochs, verbose, None
-        self.epoch, self.go_on = 0, go_on
+        self.epoch, self.go_on, self.batch_done = 0, go_on, batch_done
 
     def on_batch(self, b: int, n: int, loss: float) -> None:
+        if self.batch_done is not None:
+            self.batch_done(b, n, loss)
         if not self.verbose:
             return
         if self.bar is None:
@@ -244,13 +247,15 @@ class Learner:
     def fit(self, epochs: int, lr: float = 1e-3, phase: str = "fit", augment: bool = True,
             class_weights: Union[None, str, Sequence[float]] = None,
             on_epoch: Optional[Callable[["_core.EpochStats"], bool]] = None,
+            on_batch: Optional[Callable[[int, int, float], None]] = None,
             **options: object) -> List[Dict[str, object]]:
         """Trains whatever is trainable now for ``epochs``; returns this phase's history.
 
         ``augment`` trains on the data's train pipeline (else its eval pipeline);
         ``class_weights`` is "balanced" (scikit-learn's rule on the training labels) or one
         weight per class. ``on_epoch(stats)`` is called after every epoch; returning False
-        ends the phase there (the best weights are still restored). ``options`` are the training options of ``tlcore.fit_options()``,
+        ends the phase there (the best weights are still restored). ``on_batch(b, n, loss)``
+        is called after batch b of n with the epoch's mean loss so far. ``options`` are the training options of ``tlcore.fit_options()``,
         one list defined in C++ (optimizer, schedule, label_smoothing, patience,
         cache_features, cache_flip, ...); an unknown name is a ValueError listing them.
         The device, mixed precision and checkpoints are the Learner's.
@@ -281,7 +286,7 @@ class Learner:
         val = (self.data.loader("val", rank=rank, world_size=world, for_gpu=gpu)
                if self.data.val is not None else None)
         trainer = _core.Trainer(self.model, train._loader, val._loader if val else None, self.group)
-        progress = _Progress(phase, epochs, self.verbose, on_epoch)
+        progress = _Progress(phase, epochs, self.verbose, on_epoch, on_batch)
         result = trainer.fit(o, progress.on_epoch, progress.on_batch)
         start = len(self.history)
         rows = [_history_row(s, start + i) for i, s in enumerate(result.history)]
@@ -290,6 +295,14 @@ class Learner:
         if result.stopped_early:
             log.info("%s: stopped early; best epoch %d restored", phase, result.best_epoch + 1)
         return rows
+
+    def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int = 100,
+                **options: object) -> "lr_finder.LRFinderResult":
+        """fastai's learning-rate finder on what trains now; the weights are left as they were.
+
+        Usage: ``learner.model.freeze_backbone(); print(learner.lr_find().suggestion)``
+        """
+        return lr_finder.lr_find(self, start_lr, end_lr, num_iter, **options)
 
     def fit_head(self, epochs: int, lr: float = 1e-3, cache_features: bool = True, **kwargs):
         """Phase 1: the backbone frozen, only the head trains.

@@ -126,3 +126,22 @@ def comparison(rows: List[Dict[str, float]], path: Path) -> Path:
         ax.tick_params(axis="x", rotation=30)
         ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def lr_find(result, path: Path) -> Path:
+    """The LR range test: raw and smoothed loss against the rate (log scale), the suggestion marked."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    n = len(result.smoothed)
+    ax.plot(result.lrs[:n], result.losses[:n], color="#c8d3e6", linewidth=1, label="loss of each batch")
+    ax.plot(result.lrs[:n], result.smoothed, color="#2f6fde", linewidth=2, label="smoothed")
+    ax.axvline(result.suggestion, color="#b3261e", linestyle="--",
+               label=f"suggested {result.suggestion:.1e} (a tenth of the lowest loss's rate)")
+    finite = [s for s in result.smoothed if np.isfinite(s)]
+    if finite:  # the divergence at the end would flatten the interesting part
+        ax.set_ylim(min(finite) * 0.9, min(max(finite), 4 * min(finite)) * 1.05)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
