@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,6 +66,15 @@ def image_pixels(data: bytes) -> Optional[int]:
     return width * height if width and height else None
 
 
+def _lower_priority() -> None:
+    """This thread yields the CPU to the others (Linux: a nice value is per thread): a large
+    decode takes whatever ordinary photos leave, not the half of the cores it may hold."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 10)
+    except (AttributeError, OSError):  # no per-thread priorities here: the lane's width still bounds it
+        pass
+
+
 class Lane:
     """At most ``width`` large images decoding at once, over all models, on the lane's own threads.
 
@@ -86,7 +96,8 @@ class Lane:
             self._limiter = anyio.CapacityLimiter(self.width)
         async with self._limiter:
             if self._threads is None:
-                self._threads = ThreadPoolExecutor(self.width, thread_name_prefix="tlcore-large")
+                self._threads = ThreadPoolExecutor(self.width, thread_name_prefix="tlcore-large",
+                                                   initializer=_lower_priority)
             return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     def close(self) -> None:

@@ -43,12 +43,12 @@ run_one() {
   local rc=$?
   local execs cov
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  cov=$(grep -oE "cov: [0-9]+" "$log" | tail -1 | grep -oE "[0-9]+")
+  cov=$(grep -aoE "cov: [0-9]+" "$log" | tail -1 | grep -oE "[0-9]+")
   if [ $rc -eq 0 ]; then
     echo "fuzz: $name: ${execs:-?} executions, coverage ${cov:-?} edges, no finding"
   else
     echo "fuzz: $name: FOUND a problem after ${execs:-?} executions (see $log and $build/findings/$name/)"
-    grep -m3 -E "ERROR|SUMMARY|terminate" "$log" | sed 's/^/    /'
+    grep -a -m3 -E "ERROR|SUMMARY|terminate" "$log" | sed 's/^/    /'
   fi
   return $rc
 }
