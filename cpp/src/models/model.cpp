@@ -120,7 +120,10 @@ void ModelImpl::set_head(const HeadOptions& options) {
   torch::nn::Module* parent = this;
   std::string path = head_name_;
   for (auto dot = path.find('.'); dot != std::string::npos; dot = path.find('.')) {
-    auto* child = parent->named_children().find(path.substr(0, dot));
+    // named_children() returns a copy: keep it alive while reading what find() points into
+    // (the scripts/sanitize.sh run found the use after free).
+    const auto children = parent->named_children();
+    const auto* child = children.find(path.substr(0, dot));
     if (child == nullptr) throw Error(arch_ + ": head parent of '" + head_name_ + "' not found");
     parent = child->get();
     path = path.substr(dot + 1);

@@ -82,7 +82,8 @@ class TorchScriptBackboneImpl : public ModelImpl {
       std::string rest = name;
       for (auto dot = rest.find('.'); dot != std::string::npos; dot = rest.find('.')) {
         const auto part = rest.substr(0, dot);
-        auto* child = m->named_children().find(part);
+        const auto children = m->named_children();  // a copy: alive while `child` points into it
+        const auto* child = children.find(part);
         m = child ? child->get()
                   : m->register_module(part, std::make_shared<torch::nn::Module>()).get();
         rest = rest.substr(dot + 1);
