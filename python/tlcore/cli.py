@@ -38,6 +38,7 @@ FASHION = "fashion-mnist"
 
 def _open_data(args: argparse.Namespace):
     import tlcore
+    from tlcore.learner import source_name
 
     if args.data == FASHION:
         size = args.img_size or 28
@@ -55,21 +56,16 @@ def _open_data(args: argparse.Namespace):
                                                  image_size=size, batch_size=args.batch_size, channels=channels,
                                                  **kwargs)
     size = args.img_size or 224
-    small = size <= 64 and _images_have_size(args.data, size)
-    data = tlcore.ImageData(args.data, val_split=args.val_split, seed=args.seed, image_size=size,
-                            batch_size=args.batch_size, valid=args.valid, test=args.test,
+    full = tlcore.open_dataset(args.data)  # opened once: an archive is read whole
+    # The cifar presets take images at their own size (CIFAR at 32 px); others are resized.
+    small = size <= 64 and full.image(0).shape[:2] == (size, size)
+    data = tlcore.ImageData(full, val_split=args.val_split, seed=args.seed, image_size=size,
+                            name=source_name(args.data), batch_size=args.batch_size, valid=args.valid,
+                            test=args.test,
                             train_transform=args.augment or ("cifar-train" if small else "imagenet-train"),
                             eval_transform="cifar-eval" if small else "imagenet-eval",
                             per_class=args.limit // 10 if args.limit else None)
     return data.name, data
-
-
-def _images_have_size(source: str, size: int) -> bool:
-    """Whether the source's images are already size x size (CIFAR at 32 px): the cifar presets
-    take them as they are; any other images are resized and cropped."""
-    import tlcore
-
-    return tlcore.open_dataset(source).image(0).shape[:2] == (size, size)
 
 
 def _run_recipe(learner, args: argparse.Namespace) -> None:

@@ -35,6 +35,7 @@ class ImageData:
     when first used) or ``test_split`` (a stratified share of the validation split) is the
     set the final figure is reported on: no epoch, threshold or TTA choice ever sees it.
 
+    ``name`` names the data on the model card (default: the source's file or folder name).
     ``train_transform`` is a preset, a ``Pipeline``, or Keras-style augmentations on top of
     the eval pipeline, e.g. ``"flip,rotate=0.2,zoom=0.2,contrast=0.1"`` (see
     ``tlcore.transforms.augmentation``).
@@ -48,7 +49,8 @@ class ImageData:
                  eval_transform: Union[str, "_core.Pipeline"] = "imagenet-eval",
                  channels: int = 3, valid: Union[PathLike, "_core.Dataset", None] = None,
                  per_class: Optional[int] = None, num_workers: int = 0,
-                 test: Union[PathLike, "_core.Dataset", None] = None, test_split: float = 0.0) -> None:
+                 test: Union[PathLike, "_core.Dataset", None] = None, test_split: float = 0.0,
+                 name: Optional[str] = None) -> None:
         full = source if isinstance(source, _core.Dataset) else open_dataset(source)
         if per_class is not None:
             full = _core.Subset(full, _core.per_class_subset(full.labels(), per_class, seed))
@@ -69,7 +71,7 @@ class ImageData:
             self.val, self._test = _core.Subset(self.val, select), _core.Subset(self.val, report)
         self.classes: List[str] = list(full.classes)
         # The data's name for the model card: the folder or file, without its extensions.
-        self.name = source_name(source)
+        self.name = source_name(source) if name is None else name
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
         self.channels, self.num_workers = channels, num_workers
         self.eval_pipeline = _pipeline(eval_transform, image_size, channels)
