@@ -19,6 +19,17 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def fashion_test():
+    """Debian's Fashion-MNIST test set (10,000 images); skips when dataset-fashion-mnist is absent."""
+    import tlcore
+
+    try:
+        return tlcore.fashion_mnist(train=False)
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
 def fashion_data():
     """A maker of small grey Fashion-MNIST ``ImageData`` (``per_class`` images of each class,
     28 px, no augmentation); skips when Debian's dataset-fashion-mnist is absent.

@@ -23,12 +23,9 @@ def tlcore_cli(*args, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def fashion_folder(tmp_path_factory):
+def fashion_folder(tmp_path_factory, fashion_test):
     """A labelled folder of Fashion-MNIST test images as PNG (class folders by name)."""
-    try:
-        test = tlcore.fashion_mnist(train=False)
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+    test = fashion_test
     root = tmp_path_factory.mktemp("fashion_png")
     for i in range(40):
         if "/" in test.classes[test.label(i)]:
@@ -64,11 +61,7 @@ def test_train_writes_every_artifact_then_evaluate_predict_export(fashion_folder
 
 
 @pytest.mark.slow
-def test_compare_writes_table_and_chart(tmp_path):
-    try:
-        tlcore.fashion_mnist(train=True)
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+def test_compare_writes_table_and_chart(tmp_path, fashion_test):
     out = tmp_path / "compare"
     result = tlcore_cli("compare", "--backbones", "simple_cnn,mlp", "--limit", 200, "--epochs", 1,
                         "--out", out)

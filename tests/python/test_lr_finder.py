@@ -60,11 +60,7 @@ def test_suggested_rate_trains_the_flowers_head(flowers, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_lr_find_prints_a_rate_and_writes_the_plot(tmp_path):
-    try:
-        tlcore.fashion_mnist(train=True)
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+def test_cli_lr_find_prints_a_rate_and_writes_the_plot(tmp_path, fashion_test):
     out = subprocess.run([sys.executable, "-m", "tlcore.cli", "lr-find", "--limit", "200", "--num-iter", "40",
                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -17,12 +17,9 @@ def run_cli(*args, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
+def folders(tmp_path_factory, fashion_test):
     """Train, valid and test folders of Fashion-MNIST PNGs: three classes, a few images each."""
-    try:
-        test = tlcore.fashion_mnist(train=False)
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+    test = fashion_test
     root = tmp_path_factory.mktemp("workshop")
     wanted = {"Trouser": 0, "Bag": 0, "Sneaker": 0}
     for i in range(600):
