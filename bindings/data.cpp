@@ -12,6 +12,7 @@
 #include "bindings.h"
 #include "tlcore/data/dataset.h"
 #include "tlcore/data/decode.h"
+#include "tlcore/data/shards.h"
 #include "tlcore/data/sources.h"
 #include "tlcore/data/split.h"
 #include "tlcore/data/tfrecord.h"
@@ -89,7 +90,9 @@ void bind_data(py::module_& m) {
           py::arg("index"), py::arg("channels") = 3, py::arg("min_side") = 0,
           "Sample `index` as a uint8 HxWxC array (RGB when channels=3).")
       .def("source", &Dataset::source, py::arg("index"),
-           "Where the sample comes from: a path, 'archive:member' or 'file#record'.");
+           "Where the sample comes from: a path, 'archive:member' or 'file#record'.")
+      .def("shard_starts", &Dataset::shard_starts,
+           "Where each shard's run of samples begins (empty for data without shards).");
 
   py::class_<Subset, Dataset, std::shared_ptr<Subset>>(m, "Subset",
                                                        "A view on a dataset through indices.")
@@ -127,14 +130,49 @@ void bind_data(py::module_& m) {
   m.def(
       "open_tfrecords",
       [](const std::string& pattern, std::string image_key, std::string label_key,
-         std::vector<std::string> classes) {
-        return open_tfrecords(pattern,
-                              {std::move(image_key), std::move(label_key), std::move(classes)});
+         std::vector<std::string> classes, std::string index_dir) {
+        TfRecordOptions options;
+        options.image_key = std::move(image_key);
+        options.label_key = std::move(label_key);
+        options.classes = std::move(classes);
+        options.index_dir = std::move(index_dir);
+        return open_tfrecords(pattern, options);
       },
       py::arg("pattern"), py::arg("image_key") = "image", py::arg("label_key") = "class",
-      py::arg("classes") = std::vector<std::string>{}, py::call_guard<py::gil_scoped_release>(),
-      "tf.train.Example TFRecords (a file, a glob of shards or a folder): an encoded image in "
-      "bytes feature image_key, the class in int64 feature label_key.");
+      py::arg("classes") = std::vector<std::string>{}, py::arg("index_dir") = "",
+      py::call_guard<py::gil_scoped_release>(),
+      "tf.train.Example TFRecords (a file, a glob or brace range of shards, a folder or a list "
+      "file): an encoded image in bytes feature image_key, the class in int64 feature "
+      "label_key. Record indexes are cached in index_dir (default: the user's cache folder).");
+  m.def(
+      "open_shards",
+      [](const std::string& pattern, std::vector<std::string> classes, std::string index_dir,
+         bool skip_corrupt, int max_open) {
+        ShardOptions options;
+        options.classes = std::move(classes);
+        options.index_dir = std::move(index_dir);
+        options.skip_corrupt = skip_corrupt;
+        options.max_open = max_open;
+        ShardStats stats;
+        std::shared_ptr<Dataset> data;
+        {
+          py::gil_scoped_release release;
+          data = open_shards(pattern, options, &stats);
+        }
+        py::object object = py::cast(std::move(data));
+        py::dict d;
+        d["shards"] = stats.shards;
+        d["indexed"] = stats.indexed;
+        d["skipped"] = stats.skipped;
+        d["non_image"] = stats.non_image;
+        d["problems"] = stats.problems;
+        object.attr("stats") = d;
+        return object;
+      },
+      py::arg("pattern"), py::arg("classes") = std::vector<std::string>{},
+      py::arg("index_dir") = "", py::arg("skip_corrupt") = false, py::arg("max_open") = 0,
+      "Uncompressed tar shards (WebDataset keys with .cls/.json labels, or class folders), "
+      "indexed once and read in place; .stats says what the open indexed and skipped.");
 
   m.def(
       "stratified_split",

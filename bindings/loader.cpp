@@ -12,7 +12,7 @@ void bind_loader(py::module_& m) {
       .def(py::init([](std::shared_ptr<Dataset> dataset, std::shared_ptr<Pipeline> pipeline,
                        std::int64_t batch_size, bool shuffle, bool drop_last, std::uint64_t seed,
                        int num_workers, int prefetch, bool uint8_output, bool pin_memory,
-                       bool skip_corrupt, int rank, int world_size) {
+                       bool skip_corrupt, int rank, int world_size, std::int64_t shuffle_buffer) {
              LoaderOptions o;
              o.batch_size = batch_size;
              o.shuffle = shuffle;
@@ -25,13 +25,14 @@ void bind_loader(py::module_& m) {
              o.skip_corrupt = skip_corrupt;
              o.rank = rank;
              o.world_size = world_size;
+             o.shuffle_buffer = shuffle_buffer;
              return std::make_shared<Loader>(std::move(dataset), std::move(pipeline), o);
            }),
            py::arg("dataset"), py::arg("pipeline"), py::arg("batch_size") = 32,
            py::arg("shuffle") = true, py::arg("drop_last") = false, py::arg("seed") = 0,
            py::arg("num_workers") = 0, py::arg("prefetch") = 2, py::arg("uint8_output") = false,
            py::arg("pin_memory") = false, py::arg("skip_corrupt") = false, py::arg("rank") = 0,
-           py::arg("world_size") = 1)
+           py::arg("world_size") = 1, py::arg("shuffle_buffer") = LoaderOptions{}.shuffle_buffer)
       .def("start_epoch", &Loader::start_epoch, py::arg("epoch"),
            py::call_guard<py::gil_scoped_release>())
       .def(

@@ -22,7 +22,7 @@ fi
 
 # Seeds: small valid files of every kind, written by the library and its peers.
 corpus="$build/corpus"
-[ -d "$corpus/spec" ] || .venv/bin/python tests/fuzz/make_corpus.py "$corpus" >/dev/null
+[ -d "$corpus/shards" ] || .venv/bin/python tests/fuzz/make_corpus.py "$corpus" >/dev/null
 export ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1:${ASAN_OPTIONS:-}"
 export LSAN_OPTIONS="suppressions=$PWD/tests/fuzz/lsan.supp:${LSAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:${UBSAN_OPTIONS:-}"

@@ -27,7 +27,7 @@ from ._core import (
     stratified_split,
 )
 from .distributed import DistributedError
-from .data import DataLoader, fashion_mnist, open_dataset, open_tfrecords
+from .data import DataLoader, fashion_mnist, open_dataset, open_shards, open_tfrecords
 from .exporter import export
 from .budget import BudgetError, train_budget
 from .classifier import Classifier, load
@@ -63,6 +63,7 @@ __all__ = [
     "model_names",
     "num_threads",
     "open_dataset",
+    "open_shards",
     "open_tfrecords",
     "per_class_subset",
     "precision",

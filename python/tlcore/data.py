@@ -23,7 +23,7 @@ has_image_extension = _core.has_image_extension
 # (width, height) read from an image's header, as the decoder's pixel limit reads it.
 image_dimensions = _core.image_dimensions
 
-_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 _TFRECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -35,21 +35,27 @@ FASHION_MNIST_CLASSES = [
 def open_dataset(path: PathLike, train: bool = True) -> "_core.Dataset":
     """Opens a labelled image source, recognised by its layout.
 
-    A folder of class folders, a tar archive of one, a CIFAR-10/100 binary folder or
-    ``.bin`` file, an MNIST-style IDX images file (its labels file beside it), or
-    TFRecords: a ``.tfrec``/``.tfrecord`` file, a glob of shards or a folder of them
-    (features "image" and "class"; see ``open_tfrecords`` for other names).
+    A folder of class folders; tar shards read in place (a ``.tar`` file, a folder of them,
+    a glob or brace range such as ``train-{000..099}.tar``, or a ``.txt`` list of them; see
+    ``open_shards``); a compressed tar archive of class folders (read in memory); a
+    CIFAR-10/100 binary folder or ``.bin`` file; an MNIST-style IDX images file (its labels
+    file beside it); or TFRecords: a ``.tfrec``/``.tfrecord`` file, a glob of shards or a
+    folder of them (features "image" and "class"; see ``open_tfrecords`` for other names).
 
     Usage: ``ds = tlcore.open_dataset("flowers/train")``
     """
     p = Path(path)
-    if not p.exists() and any(c in str(path) for c in "*?["):
-        return open_tfrecords(path)
+    if not p.exists() and any(c in str(path) for c in "*?[{"):
+        return _open_pattern(str(path), str(path))
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
     name = p.name.lower()
-    if p.is_file() and name.endswith(_TFRECORD_SUFFIXES) or _is_tfrecord_dir(p):
+    if p.is_file() and name.endswith(".txt"):
+        return _open_pattern(str(p), _first_listed(p))
+    if p.is_file() and name.endswith(_TFRECORD_SUFFIXES) or _is_shard_dir(p, _TFRECORD_SUFFIXES):
         return open_tfrecords(p)
+    if p.is_file() and name.endswith(".tar") or _is_shard_dir(p, (".tar",)):
+        return open_shards(p)
     if p.is_file() and name.endswith(_ARCHIVE_SUFFIXES):
         return _core.open_image_archive(str(p))
     if p.is_file() and name.endswith(".bin") or _is_cifar_dir(p):
@@ -59,22 +65,64 @@ def open_dataset(path: PathLike, train: bool = True) -> "_core.Dataset":
         return _core.open_idx(str(p), str(labels), [])
     if p.is_dir():
         return _core.open_image_folder(str(p))
-    raise ValueError(f"{p}: not a recognised dataset (folder of class folders, tar archive, "
-                     "CIFAR binary or IDX file)")
+    raise ValueError(f"{p}: not a recognised dataset (folder of class folders, tar shards or "
+                     "archive, CIFAR binary, IDX file or TFRecords)")
+
+
+def open_shards(pattern: PathLike, classes: Optional[Sequence[str]] = None,
+                index_dir: Optional[PathLike] = None, skip_corrupt: bool = False) -> "_core.Dataset":
+    """Uncompressed tar shards, read in place: data far larger than memory.
+
+    ``pattern`` is a ``.tar`` file, a brace range (``"train-{000000..000999}.tar"``), a glob,
+    a folder of ``.tar`` files or a ``.txt`` list of them. Inside, either WebDataset's layout
+    (``key.jpg`` beside ``key.cls`` holding a class index or name, or ``key.json`` with
+    ``"label"``) or class folders (``<class>/<image>``). Each shard is indexed once and the
+    index kept in ``index_dir`` (default ``~/.cache/tlcore``), so opening again takes
+    milliseconds. ``classes`` names classes 0..K-1 (or orders named ones).
+    ``skip_corrupt`` leaves out (and counts, in ``.stats``) images without a label, labels
+    that do not parse and the rest of a truncated shard; otherwise each raises ValueError
+    naming shard and member. Loaders read such data shard by shard (``shuffle_buffer``).
+
+    Usage: ``ds = tlcore.open_shards("data/train-{000000..000099}.tar")``
+    """
+    return _core.open_shards(str(pattern), list(classes or []), str(index_dir or ""),
+                             skip_corrupt)
 
 
 def open_tfrecords(pattern: PathLike, image_key: str = "image", label_key: str = "class",
-                   classes: Optional[Sequence[str]] = None) -> "_core.Dataset":
+                   classes: Optional[Sequence[str]] = None,
+                   index_dir: Optional[PathLike] = None) -> "_core.Dataset":
     """TFRecords of ``tf.train.Example``: an encoded image in bytes feature ``image_key`` and
     the class index in int64 feature ``label_key`` (the Kaggle 104-flowers layout).
 
-    ``pattern`` is a file, a glob of shards (read in sorted order) or a folder of
-    ``.tfrec``/``.tfrecord`` files. ``classes`` names classes 0..K-1 (default "0".."max").
-    A corrupt record raises ValueError naming the file and byte offset.
+    ``pattern`` is a file, a glob or brace range of shards (read in sorted order), a folder
+    of ``.tfrec``/``.tfrecord`` files or a ``.txt`` list of them. ``classes`` names classes
+    0..K-1 (default "0".."max"). The first open scans the shards in parallel and caches
+    each one's record index in ``index_dir`` (default ``~/.cache/tlcore``); opening again
+    reads only the indexes. A corrupt record raises ValueError naming the file and offset.
 
     Usage: ``ds = tlcore.open_tfrecords("tfrecords-jpeg-224x224/train/*.tfrec", classes=FLOWERS)``
     """
-    return _core.open_tfrecords(str(pattern), image_key, label_key, list(classes or []))
+    return _core.open_tfrecords(str(pattern), image_key, label_key, list(classes or []),
+                                str(index_dir or ""))
+
+
+def _open_pattern(pattern: str, example: str) -> "_core.Dataset":
+    """Shards named by a pattern or list, of the kind ``example`` (one of them) names."""
+    name = example.lower()
+    if name.endswith(_TFRECORD_SUFFIXES):
+        return open_tfrecords(pattern)
+    if name.endswith(".tar"):
+        return open_shards(pattern)
+    raise ValueError(f"{pattern}: names neither .tar shards nor TFRecord files")
+
+
+def _first_listed(list_file: Path) -> str:
+    """The first shard a list file names."""
+    for line in list_file.read_text(errors="replace").splitlines():
+        if line.strip() and not line.strip().startswith("#"):
+            return line.strip()
+    raise ValueError(f"{list_file}: the shard list is empty")
 
 
 def fashion_mnist(train: bool = True, root: PathLike = FASHION_MNIST_DIR) -> "_core.Dataset":
@@ -91,12 +139,12 @@ def fashion_mnist(train: bool = True, root: PathLike = FASHION_MNIST_DIR) -> "_c
     return _core.open_idx(str(images), str(labels), FASHION_MNIST_CLASSES)
 
 
-def _is_tfrecord_dir(p: Path) -> bool:
-    """A folder of TFRecord shards and no class folders."""
+def _is_shard_dir(p: Path, suffixes: Tuple[str, ...]) -> bool:
+    """A folder of shard files with one of ``suffixes``, and no class folders."""
     if not p.is_dir():
         return False
     children = [c for c in p.iterdir() if not c.name.startswith(".")]
-    return (any(c.is_file() and c.name.lower().endswith(_TFRECORD_SUFFIXES) for c in children)
+    return (any(c.is_file() and c.name.lower().endswith(suffixes) for c in children)
             and not any(c.is_dir() for c in children))
 
 
@@ -109,7 +157,10 @@ class DataLoader:
 
     ``transform`` is a preset name ("imagenet-train", "imagenet-eval", "cifar-train",
     "cifar-eval") or a ``tlcore.Pipeline``. Each epoch reshuffles from ``(seed, epoch)``;
-    iterating again starts the next epoch, ``set_epoch`` picks one.
+    iterating again starts the next epoch, ``set_epoch`` picks one. Sharded data
+    (``open_shards``, ``open_tfrecords``) is read shard by shard: shards shuffled whole,
+    a contiguous run of them per rank, samples shuffled through a buffer of
+    ``shuffle_buffer`` (0: one permutation of every sample, as for other data).
 
     Usage::
 
@@ -134,6 +185,7 @@ class DataLoader:
         skip_corrupt: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        shuffle_buffer: int = 10000,
     ) -> None:
         self.dataset = dataset
         self.pipeline = (
@@ -143,6 +195,7 @@ class DataLoader:
             dataset, self.pipeline, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
             seed=seed, num_workers=num_workers, prefetch=prefetch, uint8_output=uint8_output,
             pin_memory=pin_memory, skip_corrupt=skip_corrupt, rank=rank, world_size=world_size,
+            shuffle_buffer=shuffle_buffer,
         )
         self.epoch = 0
 

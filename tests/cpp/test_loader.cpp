@@ -36,6 +36,29 @@ class SolidDataset final : public Dataset {
   std::vector<std::string> names_;
 };
 
+// SolidDataset stored in shards of `per_shard` samples.
+class ShardedSolidDataset final : public Dataset {
+ public:
+  ShardedSolidDataset(std::int64_t n, std::int64_t per_shard)
+      : solid_(n, 3), per_shard_(per_shard) {}
+  std::int64_t size() const override { return solid_.size(); }
+  std::int64_t label(std::int64_t i) const override { return solid_.label(i); }
+  const std::vector<std::string>& classes() const override { return solid_.classes(); }
+  cv::Mat image(std::int64_t i, const DecodeOptions& o) const override {
+    return solid_.image(i, o);
+  }
+  std::string source(std::int64_t i) const override { return solid_.source(i); }
+  std::vector<std::int64_t> shard_starts() const override {
+    std::vector<std::int64_t> starts;
+    for (std::int64_t s = 0; s < size(); s += per_shard_) starts.push_back(s);
+    return starts;
+  }
+
+ private:
+  SolidDataset solid_;
+  std::int64_t per_shard_;
+};
+
 PipelinePtr identity_pipeline() {
   return std::make_shared<Pipeline>(std::vector<OpPtr>{}, 6, 6, std::vector<float>{0, 0, 0},
                                     std::vector<float>{1, 1, 1});
@@ -120,6 +143,30 @@ TEST(Loader, ShardsAreDisjointAndCoverTheEpoch) {
   }
   std::sort(all.begin(), all.end());
   for (std::int64_t i = 0; i < 40; ++i) EXPECT_EQ(all[static_cast<std::size_t>(i)], i);
+}
+
+TEST(Loader, ShardedDataGivesEachRankWholeShardsAndEverySampleOnce) {
+  auto data = std::make_shared<ShardedSolidDataset>(60, 10);
+  for (std::int64_t epoch = 0; epoch < 3; ++epoch) {
+    std::vector<std::int64_t> all;
+    for (int rank = 0; rank < 3; ++rank) {
+      LoaderOptions o;
+      o.batch_size = 7;
+      o.seed = 11;
+      o.rank = rank;
+      o.world_size = 3;
+      o.shuffle_buffer = 4;
+      Loader loader(data, identity_pipeline(), o);
+      const auto seen = run_epoch(loader, epoch);
+      EXPECT_EQ(seen, loader.epoch_indices(epoch));
+      std::set<std::int64_t> shards;
+      for (const std::int64_t i : seen) shards.insert(i / 10);
+      EXPECT_EQ(shards.size(), 2u) << "rank " << rank << " reads two whole shards of 10";
+      all.insert(all.end(), seen.begin(), seen.end());
+    }
+    std::sort(all.begin(), all.end());
+    for (std::int64_t i = 0; i < 60; ++i) EXPECT_EQ(all[static_cast<std::size_t>(i)], i);
+  }
 }
 
 TEST(Loader, WorkerErrorReachesTheCaller) {

@@ -51,6 +51,30 @@ def archives() -> Dict[str, bytes]:
     return out
 
 
+def shards() -> Dict[str, bytes]:
+    """fuzz_shards' input: a mode byte, then a WebDataset shard (ustar, pax, GNU) or a
+    class-folder shard; and the index tlcore writes for one (mode 1, payload only)."""
+    out = {}
+    png = images()["rgb.png"]
+    for name, fmt in [("ustar", tarfile.USTAR_FORMAT), ("pax", tarfile.PAX_FORMAT),
+                      ("gnu", tarfile.GNU_FORMAT)]:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+            for key, label in [("a/1", b"0"), ("b" * 120 + "/2", b'{"label": 1}')]:
+                for ext, data in [(".png", png), (".cls" if label == b"0" else ".json", label)]:
+                    info = tarfile.TarInfo(key + ext)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        out[f"{name}.tar"] = b"\x00" + buf.getvalue()
+    out["folders.tar"] = b"\x02" + archives()["plain.tar"]
+    # An index payload: layout 2, one label "0", one sample "a/1.png" at 512, 70 bytes.
+    le = lambda v: v.to_bytes(8, "little")
+    text = lambda s: le(len(s)) + s
+    out["index"] = (b"\x01\x02" + le(1) + text(b"0") + le(1) + text(b"a/1.png") + le(512) +
+                    le(70) + le(0) + le(0) + le(0) + le(0))
+    return out
+
+
 def cifar() -> Dict[str, bytes]:
     """fuzz_cifar's input: mode byte, 16-bit names length, names, batch."""
     def batch(label_bytes: int) -> bytes:
@@ -153,7 +177,7 @@ def main(out: Path) -> None:
     corpora: Dict[str, Dict[str, bytes]] = {
         "image_header": imgs, "image_decode": imgs, "archive": archives(), "cifar": cifar(),
         "idx": idx(), "tfrecord": tfrecords(), "tf_example": tf_examples(),
-        "model_file": models, "pickle": pickles(), "spec": specs(models)}
+        "model_file": models, "pickle": pickles(), "spec": specs(models), "shards": shards()}
     for harness, seeds in corpora.items():
         folder = out / harness
         folder.mkdir(parents=True, exist_ok=True)

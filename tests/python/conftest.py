@@ -49,3 +49,16 @@ def fashion_data():
                                 channels=1, train_transform="cifar-eval", eval_transform="cifar-eval")
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def index_cache(tmp_path_factory) -> Path:
+    """Shard indexes go to a folder of the test session's own, not the user's cache."""
+    folder = tmp_path_factory.mktemp("tlcore-cache")
+    previous = os.environ.get("TLCORE_CACHE_DIR")
+    os.environ["TLCORE_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("TLCORE_CACHE_DIR", None)
+    else:
+        os.environ["TLCORE_CACHE_DIR"] = previous

@@ -30,6 +30,11 @@ struct LoaderOptions {
   // the samples of shard `rank` of `world_size` of every epoch's permutation.
   int rank = 0;
   int world_size = 1;
+  // For sharded data (Dataset::shard_starts), read shard by shard: shards are
+  // shuffled whole, each rank takes a contiguous run of them, and samples are
+  // shuffled through a buffer of this many, so reads stay inside a few files
+  // at a time. 0: shuffle every sample at once, as for unsharded data.
+  std::int64_t shuffle_buffer = 10000;
 };
 
 struct Batch {

@@ -1,5 +1,6 @@
 #include "tlcore/data/dataset.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "internal/checks.h"
@@ -38,6 +39,19 @@ cv::Mat Subset::image(std::int64_t index, const DecodeOptions& options) const {
 
 std::string Subset::source(std::int64_t index) const {
   return parent_->source(parent_index(index));
+}
+
+std::vector<std::int64_t> Subset::shard_starts() const {
+  const std::vector<std::int64_t> parent = parent_->shard_starts();
+  if (parent.empty()) return {};
+  std::vector<std::int64_t> starts;
+  std::int64_t previous = -1;
+  for (std::size_t i = 0; i < indices_.size(); ++i) {
+    const auto shard = std::upper_bound(parent.begin(), parent.end(), indices_[i]) - parent.begin();
+    if (shard != previous) starts.push_back(static_cast<std::int64_t>(i));
+    previous = shard;
+  }
+  return starts;
 }
 
 std::int64_t Subset::parent_index(std::int64_t index) const {

@@ -10,15 +10,12 @@
 #include "tlcore/error.h"
 
 namespace tlcore::internal {
-namespace {
 
-[[noreturn]] void throw_errno(const std::string& path, int err, const char* what) {
+void throw_errno(const std::string& path, int err, const char* what) {
   if (err == ENOENT || err == ENOTDIR) throw NotFound(path + ": no such file");
   throw Error(path + ": cannot " + what + ": " +
               std::error_code(err, std::generic_category()).message());
 }
-
-}  // namespace
 
 void append_file(const std::string& path, std::vector<std::uint8_t>& out) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));

@@ -73,20 +73,6 @@ struct Candidate {
   std::uint64_t size;
 };
 
-std::vector<std::string> split_path(const std::string& name) {
-  std::vector<std::string> parts;
-  std::size_t start = 0;
-  while (start <= name.size()) {
-    std::size_t end = name.find('/', start);
-    if (end == std::string::npos) end = name.size();
-    if (end > start && name.compare(start, end - start, ".") != 0) {
-      parts.push_back(name.substr(start, end - start));
-    }
-    start = end + 1;
-  }
-  return parts;
-}
-
 std::string join(std::vector<std::string>::const_iterator first,
                  std::vector<std::string>::const_iterator last) {
   std::string out;
@@ -170,7 +156,7 @@ Scan scan_archive(const std::string& path) {
     if (name.front() == '/') {
       throw FormatError(path + ": member '" + name + "' has an absolute path");
     }
-    std::vector<std::string> parts = split_path(name);
+    std::vector<std::string> parts = internal::split_path(name);
     if (std::find(parts.begin(), parts.end(), "..") != parts.end()) {
       throw FormatError(path + ": member '" + name + "' has a '..' component");
     }

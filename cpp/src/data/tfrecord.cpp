@@ -1,26 +1,22 @@
 // TFRecord shards: records of uint64 length, uint32 masked CRC32C of the
 // length, the data, uint32 masked CRC32C of the data (all little-endian). The
-// open scan reads every record once, for its CRCs and label; image() reads
-// its record again with pread, so worker threads share one descriptor per shard.
-#include <fcntl.h>
-#include <glob.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
+// first open scans every record once, on several threads, for its CRCs and
+// label, and caches each shard's record index (like DALI's tfrecord2idx);
+// image() reads its record again with a positioned read through a bounded
+// pool of open files, so worker threads share descriptors.
 #include <algorithm>
-#include <cctype>
-#include <cerrno>
 #include <cstdint>
-#include <filesystem>
 #include <memory>
 #include <string>
-#include <system_error>
 #include <utility>
 #include <vector>
 
 #include "internal/checks.h"
 #include "internal/crc32c.h"
-#include "internal/file_io.h"
+#include "internal/file_pool.h"
+#include "internal/index_cache.h"
+#include "internal/parallel.h"
+#include "internal/shard_paths.h"
 #include "internal/tf_example.h"
 #include "tlcore/data/decode.h"
 #include "tlcore/data/tfrecord.h"
@@ -49,41 +45,18 @@ std::uint32_t load_le32(const std::uint8_t* p) {
          static_cast<std::uint32_t>(p[2]) << 16 | static_cast<std::uint32_t>(p[3]) << 24;
 }
 
-[[noreturn]] void throw_errno(const std::string& path, int err, const char* what) {
-  if (err == ENOENT || err == ENOTDIR) throw NotFound(path + ": no such file");
-  throw Error(path + ": cannot " + what + ": " +
-              std::error_code(err, std::generic_category()).message());
-}
-
-// A shard opened for reading, closed with the dataset.
+// A shard being scanned: one descriptor of its own, outside the dataset's pool.
 class Shard {
  public:
   explicit Shard(std::string path)
-      : path_(std::move(path)), fd_(::open(path_.c_str(), O_RDONLY | O_CLOEXEC)) {
-    if (fd_.get() < 0) throw_errno(path_, errno, "open");
-    struct stat st {};
-    if (::fstat(fd_.get(), &st) != 0) throw_errno(path_, errno, "stat");
-    // Only regular files: reading a FIFO or a device could block forever.
-    if (!S_ISREG(st.st_mode)) throw InvalidArgument(path_ + ": not a regular file");
-    size_ = static_cast<std::uint64_t>(st.st_size);
-  }
+      : path_(std::move(path)),
+        fd_(internal::open_regular_file(path_)),
+        size_(internal::file_stamp(path_).size) {}
 
   const std::string& path() const { return path_; }
   std::uint64_t size() const { return size_; }
-
-  // Reads `n` bytes at `offset` into `out`; the count read, short only at the end of the file.
   std::size_t read(std::uint64_t offset, std::uint8_t* out, std::size_t n) const {
-    std::size_t got = 0;
-    while (got < n) {
-      const ssize_t r = ::pread(fd_.get(), out + got, n - got, static_cast<off_t>(offset + got));
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        throw_errno(path_, errno, "read");
-      }
-      if (r == 0) break;
-      got += static_cast<std::size_t>(r);
-    }
-    return got;
+    return internal::pread_fully(fd_.get(), path_, offset, out, n);
   }
 
  private:
@@ -100,53 +73,63 @@ struct Record {
   std::int64_t label;
 };
 
-std::string where(const Shard& shard, std::int64_t number, std::uint64_t offset) {
-  return shard.path() + ": record " + std::to_string(number) + " at byte offset " +
-         std::to_string(offset);
+std::string where(const std::string& path, std::int64_t number, std::uint64_t offset) {
+  return path + ": record " + std::to_string(number) + " at byte offset " + std::to_string(offset);
 }
 
-// Reads a record's data and checks its CRC; `buffer` holds data then CRC.
-void read_data(const Shard& shard, const Record& r, std::vector<std::uint8_t>& buffer) {
-  const std::size_t n = static_cast<std::size_t>(r.length + kFooterBytes);
-  buffer.resize(n);
-  if (shard.read(r.offset + kHeaderBytes, buffer.data(), n) != n) {
-    throw FormatError(where(shard, r.number, r.offset) + ": truncated record (" +
+// Checks a record's data read into `buffer` (data then CRC; `got` bytes of it read).
+void check_data(const std::string& path, const Record& r, const std::vector<std::uint8_t>& buffer,
+                std::size_t got) {
+  if (got != buffer.size()) {
+    throw FormatError(where(path, r.number, r.offset) + ": truncated record (" +
                       std::to_string(r.length) + " data bytes expected)");
   }
   const std::size_t length = static_cast<std::size_t>(r.length);
   if (internal::masked_crc32c(buffer.data(), length) != load_le32(buffer.data() + length)) {
-    throw FormatError(where(shard, r.number, r.offset) + ": data CRC mismatch (corrupt record)");
+    throw FormatError(where(path, r.number, r.offset) + ": data CRC mismatch (corrupt record)");
   }
 }
 
 class TfRecords final : public Dataset {
  public:
-  TfRecords(std::vector<std::unique_ptr<Shard>> shards, std::vector<Record> records,
+  TfRecords(std::unique_ptr<internal::FilePool> files, std::vector<Record> records,
             TfRecordOptions options)
-      : shards_(std::move(shards)), records_(std::move(records)), options_(std::move(options)) {}
+      : files_(std::move(files)), records_(std::move(records)), options_(std::move(options)) {
+    std::uint32_t previous = UINT32_MAX;
+    for (std::size_t i = 0; i < records_.size(); ++i) {
+      if (records_[i].shard != previous) starts_.push_back(static_cast<std::int64_t>(i));
+      previous = records_[i].shard;
+    }
+  }
 
   std::int64_t size() const override { return static_cast<std::int64_t>(records_.size()); }
-
   std::int64_t label(std::int64_t index) const override { return record(index).label; }
-
   const std::vector<std::string>& classes() const override { return options_.classes; }
+  std::vector<std::int64_t> shard_starts() const override { return starts_; }
 
   cv::Mat image(std::int64_t index, const DecodeOptions& options) const override {
     internal::check_options(options);
     const Record& r = record(index);
-    const Shard& shard = *shards_[r.shard];
-    std::vector<std::uint8_t> buffer;
-    read_data(shard, r, buffer);
+    const std::string& path = files_->path(r.shard);
+    std::vector<std::uint8_t> buffer(static_cast<std::size_t>(r.length + kFooterBytes));
+    std::size_t got = 0;
+    try {
+      got = files_->read(r.shard, r.offset + kHeaderBytes, buffer.data(), buffer.size());
+    } catch (const NotFound&) {
+      throw FormatError(where(path, r.number, r.offset) +
+                        ": the shard has gone since the dataset was opened");
+    }
+    check_data(path, r, buffer, got);
     const internal::ImageExample example = internal::parse_image_example(
         buffer.data(), static_cast<std::size_t>(r.length), options_.image_key, options_.label_key,
-        where(shard, r.number, r.offset));
+        where(path, r.number, r.offset));
     return decode_image(reinterpret_cast<const std::uint8_t*>(example.image.data()),
                         example.image.size(), options, source(index));
   }
 
   std::string source(std::int64_t index) const override {
     const Record& r = record(index);
-    return shards_[r.shard]->path() + "#" + std::to_string(r.number);
+    return files_->path(r.shard) + "#" + std::to_string(r.number);
   }
 
  private:
@@ -155,110 +138,123 @@ class TfRecords final : public Dataset {
     return records_[static_cast<std::size_t>(index)];
   }
 
-  std::vector<std::unique_ptr<Shard>> shards_;
+  std::unique_ptr<internal::FilePool> files_;
   std::vector<Record> records_;
   TfRecordOptions options_;
+  std::vector<std::int64_t> starts_;
 };
 
-bool has_glob_characters(const std::string& pattern) {
-  return pattern.find_first_of("*?[") != std::string::npos;
-}
-
-bool is_tfrecord_name(const std::string& name) {
-  std::string lower = name;
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  for (const char* ext : {".tfrec", ".tfrecord", ".tfrecords"}) {
-    const std::string e = ext;
-    if (lower.size() > e.size() && lower.compare(lower.size() - e.size(), e.size(), e) == 0) {
-      return true;
-    }
-  }
-  return false;
-}
-
-struct GlobFree {
-  void operator()(glob_t* g) const { globfree(g); }
-};
-
-// The shard paths, sorted byte-wise (glob(3) sorts by locale collation).
-std::vector<std::string> shard_paths(const std::string& pattern) {
-  std::vector<std::string> paths;
-  std::error_code ec;
-  if (!has_glob_characters(pattern)) {
-    const fs::file_status status = fs::status(pattern, ec);
-    if (!fs::exists(status)) throw NotFound(pattern + ": no such file or folder");
-    if (!fs::is_directory(status)) return {pattern};
-    for (const fs::directory_entry& entry : fs::directory_iterator(pattern, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (!internal::is_hidden(name) && is_tfrecord_name(name) && entry.is_regular_file(ec)) {
-        paths.push_back(entry.path().string());
-      }
-    }
-    if (ec) throw Error(pattern + ": cannot list folder: " + ec.message());
-    if (paths.empty()) {
-      throw NotFound(pattern + ": no .tfrec, .tfrecord or .tfrecords files in the folder");
-    }
-  } else {
-    glob_t g{};
-    const int r = ::glob(pattern.c_str(), 0, nullptr, &g);
-    const std::unique_ptr<glob_t, GlobFree> owner(&g);
-    if (r == GLOB_NOSPACE) throw Error(pattern + ": out of memory expanding the pattern");
-    if (r == GLOB_ABORTED) throw Error(pattern + ": cannot read a folder the pattern names");
-    for (std::size_t i = 0; r == 0 && i < g.gl_pathc; ++i) {
-      if (fs::is_regular_file(g.gl_pathv[i], ec)) paths.emplace_back(g.gl_pathv[i]);
-    }
-    if (paths.empty()) throw NotFound(pattern + ": no files match");
-  }
-  std::sort(paths.begin(), paths.end());
-  return paths;
-}
-
-// Appends the records of `shard` (number `s`) to `records`, checking each one.
-void scan_shard(const Shard& shard, std::uint32_t s, const TfRecordOptions& options,
-                std::vector<Record>& records) {
+// The records of `shard` (number `s`), each one's framing, CRCs and Example checked.
+std::vector<Record> scan_shard(const Shard& shard, std::uint32_t s,
+                               const TfRecordOptions& options) {
+  std::vector<Record> records;
   std::vector<std::uint8_t> buffer;
   std::uint8_t header[kHeaderBytes];
   std::uint64_t offset = 0;
   for (std::int64_t number = 0; offset < shard.size(); ++number) {
     const std::uint64_t left = shard.size() - offset;
-    if (left < kHeaderBytes) {
-      throw FormatError(where(shard, number, offset) + ": truncated record header (" +
-                        std::to_string(left) + " of 12 bytes)");
-    }
-    if (shard.read(offset, header, kHeaderBytes) != kHeaderBytes) {
-      throw FormatError(where(shard, number, offset) + ": truncated record header");
+    if (left < kHeaderBytes || shard.read(offset, header, kHeaderBytes) != kHeaderBytes) {
+      throw FormatError(where(shard.path(), number, offset) + ": truncated record header (" +
+                        std::to_string(std::min<std::uint64_t>(left, kHeaderBytes)) +
+                        " of 12 bytes)");
     }
     if (internal::masked_crc32c(header, 8) != load_le32(header + 8)) {
       const bool gzip = offset == 0 && header[0] == 0x1f && header[1] == 0x8b;
-      throw FormatError(where(shard, number, offset) + ": length CRC mismatch (" +
+      throw FormatError(where(shard.path(), number, offset) + ": length CRC mismatch (" +
                         (gzip ? "a gzip-compressed TFRecord file: decompress it first"
                               : "corrupt record, or not a TFRecord file") +
                         ")");
     }
     const std::uint64_t length = load_le64(header);
     if (length > left - kHeaderBytes || left - kHeaderBytes - length < kFooterBytes) {
-      throw FormatError(where(shard, number, offset) + ": truncated record (" +
+      throw FormatError(where(shard.path(), number, offset) + ": truncated record (" +
                         std::to_string(length) + " data bytes and a 4-byte CRC expected, " +
                         std::to_string(left - kHeaderBytes) + " bytes left in the file)");
     }
-    const Record record{s, number, offset, length, 0};
-    read_data(shard, record, buffer);
-    const internal::ImageExample example = internal::parse_image_example(
-        buffer.data(), static_cast<std::size_t>(length), options.image_key, options.label_key,
-        where(shard, number, offset));
-    const auto classes = static_cast<std::int64_t>(options.classes.size());
-    const std::int64_t limit = classes > 0 ? classes : kMaxUnnamedClasses;
-    if (example.label < 0 || example.label >= limit) {
-      throw FormatError(where(shard, number, offset) + ": label " + std::to_string(example.label) +
-                        " out of range (" +
+    Record record{s, number, offset, length, 0};
+    buffer.resize(static_cast<std::size_t>(length + kFooterBytes));
+    check_data(shard.path(), record, buffer,
+               shard.read(offset + kHeaderBytes, buffer.data(), buffer.size()));
+    record.label = internal::parse_image_example(buffer.data(), static_cast<std::size_t>(length),
+                                                 options.image_key, options.label_key,
+                                                 where(shard.path(), number, offset))
+                       .label;
+    records.push_back(record);
+    offset += kHeaderBytes + length + kFooterBytes;
+  }
+  return records;
+}
+
+std::vector<std::uint8_t> encode(const std::vector<Record>& records) {
+  internal::IndexWriter w;
+  w.u64(records.size());
+  for (const Record& r : records) {
+    w.u64(r.offset);
+    w.u64(r.length);
+    w.u64(static_cast<std::uint64_t>(r.label));
+  }
+  return std::move(w.bytes());
+}
+
+// Records from a cached index, each checked to lie inside the shard; throws FormatError if not.
+std::vector<Record> decode(const std::vector<std::uint8_t>& payload, std::uint32_t s,
+                           std::uint64_t shard_size) {
+  internal::IndexReader r(payload);
+  const std::uint64_t n = r.u64();
+  if (n > payload.size() / 24) throw FormatError("index: count out of range");
+  std::vector<Record> records;
+  std::uint64_t expected = 0;  // records follow each other without gaps
+  for (std::uint64_t k = 0; k < n; ++k) {
+    Record rec{s, static_cast<std::int64_t>(k), r.u64(), r.u64(), 0};
+    rec.label = static_cast<std::int64_t>(r.u64());
+    if (rec.offset != expected || rec.length > shard_size ||
+        shard_size - rec.length < rec.offset + kHeaderBytes + kFooterBytes) {
+      throw FormatError("index: record out of range");
+    }
+    expected = rec.offset + kHeaderBytes + rec.length + kFooterBytes;
+    records.push_back(rec);
+  }
+  if (expected != shard_size || !r.done()) throw FormatError("index: does not cover the shard");
+  return records;
+}
+
+// Shard `s`'s records: from its cached index when valid, else scanned and cached.
+std::vector<Record> shard_records(const std::string& path, std::uint32_t s,
+                                  const TfRecordOptions& options) {
+  const internal::FileStamp stamp = internal::file_stamp(path);
+  const std::string key = "tfrecord 1\n" + options.image_key + "\n" + options.label_key;
+  const std::string cached = internal::index_path(path, options.index_dir, "tfrecord");
+  if (const auto payload = internal::load_index(cached, stamp, key)) {
+    try {
+      return decode(*payload, s, stamp.size);
+    } catch (const FormatError&) {
+      // A damaged index: scanned again below.
+    }
+  }
+  std::vector<Record> records = scan_shard(Shard(path), s, options);
+  internal::save_index(cached, stamp, key, encode(records));
+  return records;
+}
+
+// Checks every label against the classes and names them "0".."max label" when none are given.
+void resolve_classes(const std::vector<Record>& records, const std::vector<std::string>& paths,
+                     TfRecordOptions& options) {
+  const auto classes = static_cast<std::int64_t>(options.classes.size());
+  const std::int64_t limit = classes > 0 ? classes : kMaxUnnamedClasses;
+  std::int64_t max_label = 0;
+  for (const Record& r : records) {
+    if (r.label < 0 || r.label >= limit) {
+      throw FormatError(where(paths[r.shard], r.number, r.offset) + ": label " +
+                        std::to_string(r.label) + " out of range (" +
                         (classes > 0
                              ? std::to_string(classes) + " class names given"
                              : "0 to " + std::to_string(limit - 1) + " without class names") +
                         ")");
     }
-    records.push_back({s, number, offset, length, example.label});
-    offset += kHeaderBytes + length + kFooterBytes;
+    max_label = std::max(max_label, r.label);
+  }
+  if (classes == 0) {
+    for (std::int64_t k = 0; k <= max_label; ++k) options.classes.push_back(std::to_string(k));
   }
 }
 
@@ -270,21 +266,23 @@ std::shared_ptr<Dataset> open_tfrecords(const std::string& pattern,
   if (options.image_key.empty() || options.label_key.empty()) {
     throw InvalidArgument("open_tfrecords: image_key and label_key must not be empty");
   }
-  std::vector<std::unique_ptr<Shard>> shards;
+  const std::vector<std::string> paths =
+      internal::shard_paths(pattern, {".tfrec", ".tfrecord", ".tfrecords"});
+  if (paths.size() > UINT32_MAX) throw InvalidArgument(pattern + ": too many shards");
+  std::vector<std::vector<Record>> per_shard(paths.size());
+  internal::parallel_for(paths.size(), options.threads, [&](std::size_t s) {
+    per_shard[s] = shard_records(paths[s], static_cast<std::uint32_t>(s), options);
+  });
   std::vector<Record> records;
-  for (const std::string& path : shard_paths(pattern)) {
-    shards.push_back(std::make_unique<Shard>(path));
-    scan_shard(*shards.back(), static_cast<std::uint32_t>(shards.size() - 1), options, records);
+  for (std::vector<Record>& shard : per_shard) {
+    records.insert(records.end(), shard.begin(), shard.end());
+    shard = {};
   }
   if (records.empty()) throw FormatError(pattern + ": the TFRecord files hold no records");
-
   TfRecordOptions kept = options;
-  if (kept.classes.empty()) {
-    std::int64_t max_label = 0;
-    for (const Record& r : records) max_label = std::max(max_label, r.label);
-    for (std::int64_t k = 0; k <= max_label; ++k) kept.classes.push_back(std::to_string(k));
-  }
-  return std::make_shared<TfRecords>(std::move(shards), std::move(records), std::move(kept));
+  resolve_classes(records, paths, kept);
+  return std::make_shared<TfRecords>(std::make_unique<internal::FilePool>(paths, options.max_open),
+                                     std::move(records), std::move(kept));
 }
 
 }  // namespace tlcore

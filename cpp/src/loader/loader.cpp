@@ -12,49 +12,12 @@
 #include <ATen/Context.h>
 #include <opencv2/core/utility.hpp>
 
+#include "epoch_order.h"
 #include "tlcore/augment/rng.h"
 #include "tlcore/error.h"
 #include "tlcore/threads.h"
 
 namespace tlcore {
-namespace {
-
-// Salt that keeps the epoch permutation's stream apart from every sample's
-// augmentation stream (which uses the dataset index in the same slot).
-constexpr std::uint64_t kShuffleStream = 0x53485546464c45ULL;
-
-std::vector<std::int64_t> epoch_order(std::int64_t n, bool shuffle, std::uint64_t seed,
-                                      std::int64_t epoch) {
-  std::vector<std::int64_t> order(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
-  if (shuffle) {
-    // Fisher-Yates by hand: std::shuffle's algorithm differs between standard libraries.
-    Rng rng(seed, static_cast<std::uint64_t>(epoch), kShuffleStream);
-    for (std::int64_t i = n - 1; i > 0; --i) {
-      std::swap(order[static_cast<std::size_t>(i)],
-                order[static_cast<std::size_t>(rng.integer(0, i))]);
-    }
-  }
-  return order;
-}
-
-// DistributedSampler's sharding: pad by wrapping around (or drop the tail with
-// drop_last) to a multiple of world_size, then take every world_size-th sample.
-std::vector<std::int64_t> shard(const std::vector<std::int64_t>& order, int rank, int world_size,
-                                bool drop_last) {
-  if (world_size == 1) return order;
-  const auto n = static_cast<std::int64_t>(order.size());
-  const std::int64_t per_rank = drop_last ? n / world_size : (n + world_size - 1) / world_size;
-  std::vector<std::int64_t> out;
-  out.reserve(static_cast<std::size_t>(per_rank));
-  for (std::int64_t k = 0; k < per_rank; ++k) {
-    const std::int64_t pos = (k * world_size + rank) % n;
-    out.push_back(order[static_cast<std::size_t>(pos)]);
-  }
-  return out;
-}
-
-}  // namespace
 
 class Loader::Impl {
  public:
@@ -69,6 +32,7 @@ class Loader::Impl {
       throw InvalidArgument("Loader: rank " + std::to_string(options_.rank) +
                             " is outside world_size " + std::to_string(options_.world_size));
     if (options_.prefetch < 1) throw InvalidArgument("Loader: prefetch must be >= 1");
+    if (options_.shuffle_buffer < 0) throw InvalidArgument("Loader: shuffle_buffer must be >= 0");
     if (dataset_->size() == 0) throw InvalidArgument("Loader: the dataset is empty");
     if (options_.num_workers <= 0) options_.num_workers = num_threads();
     // Workers already run one per core; OpenCV's own pool on top would only
@@ -76,6 +40,7 @@ class Loader::Impl {
     cv::setNumThreads(1);
     pin_ = options_.pin_memory && at::hasCUDA();
     decode_ = pipeline_->decode_options();
+    shard_starts_ = dataset_->shard_starts();
     const auto n = dataset_->size();
     const int w = options_.world_size;
     samples_ = w == 1 ? n : (options_.drop_last ? n / w : (n + w - 1) / w);
@@ -86,8 +51,7 @@ class Loader::Impl {
   ~Impl() { stop(); }
 
   std::vector<std::int64_t> epoch_indices(std::int64_t epoch) const {
-    auto order = shard(epoch_order(dataset_->size(), options_.shuffle, options_.seed, epoch),
-                       options_.rank, options_.world_size, options_.drop_last);
+    auto order = internal::epoch_order(dataset_->size(), shard_starts_, options_, epoch);
     order.resize(static_cast<std::size_t>(std::min(samples_, batches_ * options_.batch_size)));
     return order;
   }
@@ -247,6 +211,7 @@ class Loader::Impl {
   std::int64_t batches_ = 0;
 
   std::vector<std::int64_t> order_;
+  std::vector<std::int64_t> shard_starts_;
   std::int64_t epoch_ = 0;
   bool started_ = false;
 

@@ -30,6 +30,12 @@ class Dataset {
 
   // All labels, in index order.
   std::vector<std::int64_t> labels() const;
+
+  // For data stored in shards: the index where each shard's run of samples
+  // begins (ascending, the first 0). Reading a run in order reads one file front
+  // to back, so a loader shuffles runs and a window inside them (see
+  // LoaderOptions::shuffle_buffer). Empty for data without shards.
+  virtual std::vector<std::int64_t> shard_starts() const { return {}; }
 };
 
 using DatasetPtr = std::shared_ptr<const Dataset>;
@@ -44,6 +50,8 @@ class Subset final : public Dataset {
   const std::vector<std::string>& classes() const override;
   cv::Mat image(std::int64_t index, const DecodeOptions& options) const override;
   std::string source(std::int64_t index) const override;
+  // Runs of consecutive indices that fall in one shard of the parent.
+  std::vector<std::int64_t> shard_starts() const override;
 
   const std::vector<std::int64_t>& indices() const { return indices_; }
 

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "tlcore/data/decode.h"
 #include "tlcore/error.h"
@@ -11,6 +12,21 @@ namespace tlcore::internal {
 
 // True for names that start with '.' (hidden on Unix, macOS "._" resource forks).
 inline bool is_hidden(const std::string& name) { return !name.empty() && name[0] == '.'; }
+
+// The components of a '/'-separated member path, without empty ones and ".".
+inline std::vector<std::string> split_path(const std::string& name) {
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  while (start < name.size()) {
+    std::size_t end = name.find('/', start);
+    if (end == std::string::npos) end = name.size();
+    if (end > start && name.compare(start, end - start, ".") != 0) {
+      parts.push_back(name.substr(start, end - start));
+    }
+    start = end + 1;
+  }
+  return parts;
+}
 
 // InvalidArgument unless 0 <= index < size.
 inline void check_index(std::int64_t index, std::int64_t size) {

@@ -16,13 +16,19 @@ class Fd {
   ~Fd() {
     if (fd_ >= 0) ::close(fd_);
   }
+  Fd(Fd&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
+  Fd& operator=(Fd&&) = delete;
   int get() const { return fd_; }
 
  private:
   int fd_;
 };
+
+// Throws for a failed system call on `path`: NotFound for ENOENT/ENOTDIR,
+// Error with the system's message otherwise.
+[[noreturn]] void throw_errno(const std::string& path, int err, const char* what);
 
 // Appends the whole file at `path` to `out`. NotFound if it does not exist,
 // Error for any other failure to read it, both naming the path.
