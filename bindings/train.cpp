@@ -104,7 +104,8 @@ void bind_train(py::module_& m) {
       .def_readonly("history", &FitResult::history)
       .def_readonly("best_epoch", &FitResult::best_epoch)
       .def_readonly("stopped_early", &FitResult::stopped_early)
-      .def_readonly("resumed", &FitResult::resumed);
+      .def_readonly("resumed", &FitResult::resumed)
+      .def_readonly("feature_cache", &FitResult::feature_cache);
 
   py::class_<Trainer>(m, "Trainer")
       .def(py::init([](std::shared_ptr<models::ModelImpl> model, std::shared_ptr<Loader> train,

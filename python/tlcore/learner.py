@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -267,7 +268,8 @@ class Learner:
         for owned in _LEARNER_OWNED:
             if owned in options:
                 raise ValueError(f"{owned} is set on the Learner, not per fit call")
-        values = {"epochs": epochs, "lr": lr, "phase": phase, "seed": self.data.seed, **options}
+        values = {"epochs": epochs, "lr": lr, "phase": phase, "seed": self.data.seed,
+                  **{k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in options.items()}}
         if class_weights == "balanced":
             values["class_weights"] = _core.balanced_class_weights(
                 self.data.train.labels().tolist(), len(self.data.classes))
@@ -294,6 +296,8 @@ class Learner:
         rows = [_history_row(s, start + i) for i, s in enumerate(result.history)]
         self.history.extend(rows)
         self._loader_epochs += epochs
+        if result.feature_cache:
+            log.info("%s: feature cache: %s", phase, result.feature_cache)
         if result.stopped_early:
             log.info("%s: stopped early; best epoch %d restored", phase, result.best_epoch + 1)
         return rows

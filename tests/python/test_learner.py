@@ -1,5 +1,6 @@
 """Training engine end to end on real data (Fashion-MNIST from Debian), small and fast."""
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -90,6 +91,62 @@ def test_feature_cache_equals_the_slow_path(fashion):
         return after
 
     torch.testing.assert_close(run(True), run(False), atol=1e-4, rtol=1e-3)
+
+
+def _head_on_cache(fashion, caplog, seed=3, **options):
+    """simple_cnn's head trained 2 epochs on cached embeddings: (head weights, val losses, the
+    cache's report)."""
+    data = small_data(fashion, 8, val_split=0.25)
+    learner = tlcore.Learner("simple_cnn", data, verbose=False, seed=seed)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tlcore"):
+        rows = learner.fit_head(2, lr=1e-2, augment=False, seed=1, **options)
+    reports = [r.getMessage() for r in caplog.records if "feature cache" in r.getMessage()]
+    head = learner.model.head_name + "."
+    weights = {k: v.clone() for k, v in learner.model.state_dict().items() if k.startswith(head)}
+    return weights, [r["val_loss"] for r in rows], reports[-1]
+
+
+def test_feature_cache_above_its_memory_cap_trains_like_the_one_in_memory(fashion, tmp_path, caplog):
+    """Rows over cache_memory go to a memory-mapped file: the same training, exactly; a second
+    fit reuses the file; other frozen weights make it stale (deleted and made again)."""
+    in_memory, losses, report = _head_on_cache(fashion, caplog)
+    assert report.endswith("train: memory; val: memory")
+    spilled, spilled_losses, report = _head_on_cache(fashion, caplog, cache_memory="1KB",
+                                                     cache_dir=tmp_path)
+    assert "train: computed into" in report and "val: computed into" in report
+    assert len(list(tmp_path.glob("rows-train-*.tlcrows"))) == 1
+    for k in in_memory:
+        assert torch.equal(spilled[k], in_memory[k]), k
+    assert spilled_losses == losses
+
+    (train_file,) = tmp_path.glob("rows-train-*.tlcrows")
+    stamp = train_file.stat().st_mtime_ns
+    reused, reused_losses, report = _head_on_cache(fashion, caplog, cache_memory="1KB",
+                                                   cache_dir=tmp_path)
+    assert f"train: reused {train_file}" in report and train_file.stat().st_mtime_ns == stamp
+    assert all(torch.equal(reused[k], in_memory[k]) for k in in_memory) and reused_losses == losses
+
+    other, _, _ = _head_on_cache(fashion, caplog, seed=4)  # other frozen weights, in memory
+    stale, _, report = _head_on_cache(fashion, caplog, seed=4, cache_memory="1KB", cache_dir=tmp_path)
+    assert f"{train_file} was stale (made by another model, data, pipeline or options)" in report
+    assert "and was deleted; computed into" in report and train_file.stat().st_mtime_ns != stamp
+    assert all(torch.equal(stale[k], other[k]) for k in other)
+
+
+def test_half_precision_feature_rows(fashion, tmp_path, caplog):
+    """bfloat16 rows take less room (half, but for the file's fixed header) and train nearly the
+    same head."""
+    full, losses, _ = _head_on_cache(fashion, caplog, cache_memory="1KB", cache_dir=tmp_path / "f32")
+    half, half_losses, _ = _head_on_cache(fashion, caplog, cache_memory="1KB", cache_dtype="bfloat16",
+                                          cache_dir=tmp_path / "bf16")
+    size = lambda d: sum(f.stat().st_size for f in d.glob("rows-train-*"))
+    assert size(tmp_path / "bf16") < size(tmp_path / "f32")
+    for k in full:
+        torch.testing.assert_close(half[k], full[k], atol=2e-2, rtol=5e-2)
+    assert half_losses == pytest.approx(losses, rel=0.02)
+    with pytest.raises(ValueError, match="cache_memory: expected a size"):
+        _head_on_cache(fashion, caplog, cache_memory="lots")
 
 
 def _fine_tune_resnet18_tail(fashion, val_split, epochs, **fit_options):

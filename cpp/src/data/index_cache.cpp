@@ -33,6 +33,8 @@ std::uint64_t fnv1a(const std::string& s) {
   return h;
 }
 
+}  // namespace
+
 std::string cache_root() {
   if (const char* dir = std::getenv("TLCORE_CACHE_DIR"); dir && *dir) return dir;
   if (const char* dir = std::getenv("XDG_CACHE_HOME"); dir && *dir) {
@@ -43,6 +45,8 @@ std::string cache_root() {
   }
   return (fs::temp_directory_path() / "tlcore-cache").string();
 }
+
+namespace {
 
 std::vector<std::uint8_t> header(const FileStamp& stamp, const std::string& key,
                                  std::uint64_t payload_size) {

@@ -1,16 +1,30 @@
 #include "feature_cache.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <string>
 
 #include "../core/torch_compat.h"
+#include "../data/internal/index_cache.h"
 #include "device_input.h"
 #include "lazy_inference.h"
+#include "row_fingerprint.h"
 #include "tlcore/augment/rng.h"
 #include "tlcore/error.h"
 
 namespace tlcore::detail {
 namespace {
+
+// The dtype rows are stored in: o.cache_dtype, "auto" meaning the amp dtype (the
+// tail computes in it anyway) or float32.
+torch::ScalarType row_dtype(const std::string& name, const Amp& amp) {
+  if (name == "auto") return amp.enabled ? amp.dtype : torch::kFloat;
+  if (name == "float32") return torch::kFloat;
+  if (name == "bfloat16") return torch::kBFloat16;
+  if (name == "float16") return torch::kHalf;
+  throw InvalidArgument("cache_dtype must be auto, float32, bfloat16 or float16, got '" + name +
+                        "'");
+}
 
 // Validation rows go through the head this many at a time.
 constexpr std::int64_t kValidationChunk = 256;
@@ -49,35 +63,82 @@ std::int64_t cached_blocks(const models::ModelImpl& model) {
   return blocks;
 }
 
+namespace {
+
+// Where the rows of one pass go: memory on the model's device, or a row file
+// when they would take more than the cap. Decided on the first batch, once a
+// row's shape is known.
+struct RowSink {
+  torch::Tensor inputs, flipped, labels, indices;
+  std::shared_ptr<RowFile> file;
+
+  void allocate(const torch::Tensor& first, std::int64_t capacity, bool flip,
+                const RowStorage& storage, bool distributed) {
+    RowLayout layout;
+    layout.row_shape.assign(first.sizes().begin() + 1, first.sizes().end());
+    layout.dtype = storage.dtype;
+    layout.capacity = capacity;
+    layout.flip = flip;
+    const std::int64_t bytes = (flip ? 2 : 1) * capacity * first[0].numel() *
+                               static_cast<std::int64_t>(torch::elementSize(storage.dtype));
+    if (storage.memory_cap >= 0 && bytes > storage.memory_cap) {
+      if (distributed)
+        throw InvalidArgument("cache_memory: the cached rows take " + std::to_string(bytes >> 20) +
+                              " MiB, over the cap, and a distributed run gathers every rank's "
+                              "rows in memory; raise cache_memory or use one process");
+      file = std::make_shared<RowFile>(storage.path, layout);
+      inputs = file->inputs();
+      flipped = file->flipped();
+      labels = file->labels();
+      indices = file->indices();
+      return;
+    }
+    std::vector<std::int64_t> shape{capacity};
+    shape.insert(shape.end(), layout.row_shape.begin(), layout.row_shape.end());
+    inputs = torch::empty(shape, first.options().dtype(storage.dtype));
+    if (flip) flipped = torch::empty(shape, first.options().dtype(storage.dtype));
+    labels = torch::empty({capacity}, torch::kLong);
+    indices = torch::empty({capacity}, torch::kLong);
+  }
+};
+
+}  // namespace
+
 CachedRows compute_rows(models::ModelImpl& model, Loader& loader, std::int64_t epoch,
                         bool channels_last, const Amp& amp, ProcessGroup* group,
-                        std::int64_t blocks, bool flip) {
+                        std::int64_t blocks, bool flip, const RowStorage& storage) {
   torch::InferenceMode guard;
   model.eval();
   const DeviceInput input(model_device(model), channels_last, loader.pipeline());
   LazyInference frozen(
       model, blocks == 0 ? models::InferenceOutput::kEmbedding : models::InferenceOutput::kFeatures,
       blocks, graph_precision(amp, input.device()));
-  // Under bf16 the rows are kept in bf16: half the memory, and what the tail computes in.
-  const auto stored = amp.enabled ? amp.dtype : torch::kFloat;
-  std::vector<torch::Tensor> inputs, flipped, labels, indices;
+  RowSink sink;
+  std::int64_t rows = 0;
   loader.start_epoch(epoch);
   while (auto batch = loader.next()) {
     compat::AutocastGuard autocast(input.device().type(), amp.dtype, amp.enabled);
     const auto x = input(batch->images);
-    inputs.push_back(frozen.forward(x).to(stored).contiguous());
+    const auto out = frozen.forward(x);
+    if (!sink.inputs.defined())
+      sink.allocate(out, loader.num_samples(), flip, storage, group != nullptr);
+    const std::int64_t n = out.size(0);
+    // One copy converts the dtype, the layout and, for a row file, the device.
+    sink.inputs.narrow(0, rows, n).copy_(out);
     // Normalising is per channel, so mirroring the normalised batch mirrors the images.
-    if (flip) flipped.push_back(frozen.forward(x.flip({3})).to(stored).contiguous());
-    labels.push_back(batch->labels);
-    indices.push_back(batch->indices);
+    if (flip) sink.flipped.narrow(0, rows, n).copy_(frozen.forward(x.flip({3})));
+    sink.labels.narrow(0, rows, n).copy_(batch->labels);
+    sink.indices.narrow(0, rows, n).copy_(batch->indices);
+    rows += n;
   }
+  if (sink.file) sink.file->commit(rows, storage.fingerprint);
   CachedRows c;
-  c.inputs = torch::cat(inputs).clone();
-  inputs.clear();
-  if (flip) c.flipped = torch::cat(flipped).clone();
-  flipped.clear();
-  c.labels = torch::cat(labels).to(input.device());
-  auto index = torch::cat(indices);
+  c.file = sink.file;
+  c.inputs = sink.inputs.narrow(0, 0, rows);
+  if (flip) c.flipped = sink.flipped.narrow(0, 0, rows);
+  c.labels = sink.labels.narrow(0, 0, rows);
+  auto index = sink.indices.narrow(0, 0, rows);
+  if (!c.file) c.labels = c.labels.to(input.device());
   if (group) {
     c.inputs = gather(*group, c.inputs, input.device(), "gathering cached features");
     if (flip)
@@ -97,14 +158,52 @@ FeatureCache::FeatureCache(models::Model model, std::shared_ptr<Loader> train,
       channels_last_(o.channels_last),
       flip_(o.cache_flip),
       amp_(amp),
-      blocks_(blocks) {
-  train_rows_ = compute_rows(*model_, *train_, o.epoch_offset, channels_last_, amp_, group.get(),
-                             blocks_, flip_);
+      blocks_(blocks),
+      device_(model_device(*model_)) {
+  train_rows_ = rows_for(*train_, o.epoch_offset, flip_, group.get(), o, "train");
   if (val) {
     const bool sharded = val->options().world_size > 1;
-    val_rows_ = compute_rows(*model_, *val, 0, channels_last_, amp_,
-                             sharded ? group.get() : nullptr, blocks_);
+    val_rows_ = rows_for(*val, 0, false, sharded ? group.get() : nullptr, o, "val");
   }
+}
+
+CachedRows FeatureCache::rows_for(Loader& loader, std::int64_t epoch, bool flip,
+                                  ProcessGroup* group, const FitOptions& o,
+                                  const std::string& role) {
+  RowStorage storage;
+  storage.dtype = row_dtype(o.cache_dtype, amp_);
+  storage.memory_cap = parse_byte_size(o.cache_memory, "cache_memory");
+  if (!report_.empty()) report_ += "; ";
+  report_ += role + ": ";
+  if (storage.memory_cap >= 0 && !group) {
+    const RowFingerprint f =
+        row_fingerprint(*model_, loader, epoch, blocks_, flip, storage.dtype, o, amp_, role);
+    const std::filesystem::path dir =
+        o.cache_dir.empty() ? std::filesystem::path(internal::cache_root()) / "features"
+                            : std::filesystem::path(o.cache_dir);
+    storage.path = (dir / ("rows-" + f.name + ".tlcrows")).string();
+    storage.fingerprint = f.full;
+    std::string why;
+    if (std::shared_ptr<RowFile> file = RowFile::open(storage.path, storage.fingerprint, &why)) {
+      report_ += "reused " + storage.path;
+      CachedRows c;
+      c.inputs = file->inputs();
+      c.flipped = file->flipped();
+      c.labels = file->labels();
+      c.row_of = rows_by_index(file->indices(), loader.dataset().size());
+      c.file = std::move(file);
+      return c;
+    }
+    if (!why.empty()) {
+      std::error_code ec;
+      std::filesystem::remove(storage.path, ec);
+      report_ += storage.path + " was stale (" + why + ") and was deleted; ";
+    }
+  }
+  CachedRows rows =
+      compute_rows(*model_, loader, epoch, channels_last_, amp_, group, blocks_, flip, storage);
+  report_ += rows.file ? "computed into " + storage.path : std::string("memory");
+  return rows;
 }
 
 void FeatureCache::start_epoch(std::int64_t epoch) {
@@ -131,16 +230,17 @@ std::optional<TrainingBatch> FeatureCache::next() {
     }
     position_ = end;
     if (rows.empty()) continue;
-    const auto device = train_rows_.inputs.device();
-    const auto idx = torch::tensor(rows, torch::kLong).to(device);
+    const auto stored_on = train_rows_.inputs.device();
+    const auto idx = torch::tensor(rows, torch::kLong).to(stored_on);
     auto x = train_rows_.inputs.index_select(0, idx);
     if (flip_) {
       std::vector<std::int64_t> shape(std::size_t(x.dim()), 1);
       shape[0] = std::int64_t(mirror.size());
-      const auto m = torch::from_blob(mirror.data(), shape, torch::kBool).to(device, false, true);
+      const auto m =
+          torch::from_blob(mirror.data(), shape, torch::kBool).to(stored_on, false, true);
       x = torch::where(m, train_rows_.flipped.index_select(0, idx), x);
     }
-    return TrainingBatch{x, train_rows_.labels.index_select(0, idx)};
+    return TrainingBatch{to_compute(x), train_rows_.labels.index_select(0, idx).to(device_)};
   }
   return std::nullopt;
 }
@@ -156,8 +256,8 @@ Predictions FeatureCache::validate() {
   model_->eval();
   std::vector<torch::Tensor> parts;
   for (const auto& chunk : val_rows_.inputs.split(kValidationChunk)) {
-    compat::AutocastGuard autocast(chunk.device().type(), amp_.dtype, amp_.enabled);
-    parts.push_back(forward(chunk).to(torch::kCPU, torch::kFloat));
+    compat::AutocastGuard autocast(device_.type(), amp_.dtype, amp_.enabled);
+    parts.push_back(forward(to_compute(chunk)).to(torch::kCPU, torch::kFloat));
   }
   Predictions p;
   p.logits = torch::cat(parts);

@@ -10,9 +10,11 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "mixed_precision.h"
+#include "row_file.h"
 #include "tlcore/loader.h"
 #include "tlcore/train/distributed.h"
 #include "training_data.h"
@@ -20,11 +22,22 @@
 namespace tlcore::detail {
 
 // Rows of one loader epoch, one per dataset index (row_of[index], -1 for none).
+// In memory they live on the model's device; in a row file they are CPU views of
+// its mapping, copied to the device a batch at a time.
 struct CachedRows {
   torch::Tensor inputs;   // embeddings (blocks 0) or feature maps after `blocks` blocks
   torch::Tensor flipped;  // the mirrored images' rows, when cached
   torch::Tensor labels;
   std::vector<std::int64_t> row_of;
+  std::shared_ptr<RowFile> file;  // what the tensors view, when the rows exceed memory_cap
+};
+
+// How rows are kept: their dtype and, above `memory_cap` bytes, the file at `path`.
+struct RowStorage {
+  torch::ScalarType dtype = torch::kFloat;
+  std::int64_t memory_cap = -1;  // -1: no cap
+  std::string path;
+  std::string fingerprint;  // recorded in the file's header
 };
 
 // How many leading blocks the cache computes: 0 (the embeddings) when only the
@@ -37,7 +50,7 @@ std::int64_t cached_blocks(const models::ModelImpl& model);
 // to ranks differently. `flip`: the mirrored images' rows too.
 CachedRows compute_rows(models::ModelImpl& model, Loader& loader, std::int64_t epoch,
                         bool channels_last, const Amp& amp, ProcessGroup* group,
-                        std::int64_t blocks, bool flip = false);
+                        std::int64_t blocks, bool flip, const RowStorage& storage);
 
 class FeatureCache : public TrainingData {
  public:
@@ -51,14 +64,27 @@ class FeatureCache : public TrainingData {
   std::optional<TrainingBatch> next() override;
   torch::Tensor forward(const torch::Tensor& input) override;
   Predictions validate() override;
+  std::string cache_report() const override { return report_; }
 
  private:
+  // The rows of `loader`'s epoch `epoch`: reused from a row file whose fingerprint
+  // matches, else computed (into memory or a row file, as o.cache_memory says).
+  CachedRows rows_for(Loader& loader, std::int64_t epoch, bool flip, ProcessGroup* group,
+                      const FitOptions& o, const std::string& role);
+  // Stored rows as the tail takes them: on the model's device, and in float32
+  // without amp (float16 or bfloat16 rows save memory, not arithmetic).
+  torch::Tensor to_compute(const torch::Tensor& rows) const {
+    return rows.to(device_, amp_.enabled ? rows.scalar_type() : torch::kFloat);
+  }
+
   models::Model model_;
   std::shared_ptr<Loader> train_;
   bool channels_last_, flip_;
   Amp amp_;
   std::int64_t blocks_;
+  torch::Device device_;
   CachedRows train_rows_, val_rows_;
+  std::string report_;
   // The current epoch: its dataset indices in the loader's order, and the next one's position.
   std::int64_t epoch_ = 0;
   std::vector<std::int64_t> order_;

@@ -128,6 +128,7 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
                         ? nullptr
                         : training_data(model_, train_, val_, group_, o, amp, cached_blocks);
 
+  if (data) result.feature_cache = data->cache_report();
   std::int64_t epochs = o.epochs;  // fewer when the time limit says so
   double slowest = 0;
   for (std::int64_t epoch = progress.next_epoch(); !progress.done(epochs); ++epoch) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include "tlcore/train/trainer.h"
 
@@ -31,6 +32,8 @@ class TrainingData {
   // Logits and labels of every validation sample (over all ranks, each once) and
   // their mean cross-entropy, computed in eval mode without autograd.
   virtual Predictions validate() = 0;
+  // Where cached rows came from (FitResult::feature_cache); "" without a cache.
+  virtual std::string cache_report() const { return {}; }
 };
 
 }  // namespace tlcore::detail

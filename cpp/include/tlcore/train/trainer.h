@@ -60,6 +60,17 @@ struct FitOptions {
   // the loader draws a RandomHorizontalFlip(0.5) placed after deterministic ops.
   // The one augmentation a cache can keep exact, at twice the caching pass.
   bool cache_flip = false;
+  // With cache_features: how the rows are stored: "auto" (bf16 under amp="bf16",
+  // else float32), "float32", "bfloat16" or "float16" (half the memory; the tail
+  // still computes in float32 without amp).
+  std::string cache_dtype = "auto";
+  // With cache_features: the memory the rows may take ("4GB", "512MiB"; "": no
+  // cap). Rows above it go to a memory-mapped file in cache_dir, which a later fit
+  // with the same model weights, data, pipeline and options reuses instead of
+  // computing; a file made by anything else is stale, deleted and made again.
+  // One process only: a distributed run gathers every rank's rows in memory.
+  std::string cache_memory;
+  std::string cache_dir;  // "": the user's cache folder ($TLCORE_CACHE_DIR, ...)/features
   // Run the leading frozen blocks as a compiled inference graph (BatchNorm folded,
   // oneDNN, no autograd) and only the trainable tail under autograd. Frozen blocks
   // compute in eval mode either way, so only float rounding differs.
@@ -102,6 +113,9 @@ struct FitResult {
   std::int64_t best_epoch = -1;
   bool stopped_early = false;
   bool resumed = false;
+  // With cache_features: where the rows came from ("memory", "computed into FILE",
+  // "reused FILE", or why a stale FILE was made again).
+  std::string feature_cache;
 };
 
 // Called after every epoch; returning false stops training (after the checkpoint).

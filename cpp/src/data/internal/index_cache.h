@@ -29,6 +29,10 @@ struct FileStamp {
 // The shard's size, times and inode. NotFound when it does not exist.
 FileStamp file_stamp(const std::string& path);
 
+// tlcore's cache folder: $TLCORE_CACHE_DIR, else $XDG_CACHE_HOME/tlcore, else
+// ~/.cache/tlcore (the temporary folder's tlcore-cache without a home).
+std::string cache_root();
+
 // The index file of `shard` for a reader of kind `kind` (e.g. "tar"): under
 // `index_dir`, or when that is empty under $TLCORE_CACHE_DIR, $XDG_CACHE_HOME/tlcore
 // or ~/.cache/tlcore, in "index/", named after the shard's absolute path.
