@@ -3,13 +3,13 @@
 Writes a synthetic set of real JPEGs (class-coloured noise, --size px) to a temporary
 folder twice, as WebDataset tar shards (key.jpg + key.cls) and as class folders. Then,
 each in a fresh process so that its peak resident memory is its own:
-- the shards: first open (indexing), a second open once indexed, the first batch, an
-  epoch of loading, and training steps of a small CNN (tlcore's trainer) for
-  --train-seconds;
+- the shards: first open (indexing); a second open once indexed, the first batch and an
+  epoch of loading; --train-steps training steps of a small CNN (tlcore's trainer);
 - the folder: open and an epoch of loading, with the same pipeline and batch size.
 Loading epochs alternate (folder, shards, folder, shards) and each keeps its best, so
 the page cache favours neither. Prints one JSON line ending with "peak_rss_mb" (the
-largest of the shard processes) and "ratio" (shard / folder images per second).
+largest of the shard processes: indexing, loading, training) and "ratio" (shard / folder
+images per second of loading).
 
 Usage: .venv/bin/python benchmarks/large.py [--images 200000] [--shards 1000]
        .venv/bin/python benchmarks/large.py --images 1000000 --shards 100   # 1 M, ~27 MB shards
@@ -105,28 +105,28 @@ def phase_shards(args) -> dict:
                                batch_size=args.batch)
     next(iter(loader))
     first_batch = time.perf_counter() - start
-    out = {"open_s": opened, "first_batch_s": first_batch, "reindexed": ds.stats["indexed"]}
-    if args.train_seconds > 0:
-        out.update(train(ds, args))
-    out["img_s"] = load_epoch(ds, args.size, args.batch)
-    out["peak_rss_mb"] = peak_rss_mb()
-    return out
+    return {"open_s": opened, "first_batch_s": first_batch, "reindexed": ds.stats["indexed"],
+            "img_s": load_epoch(ds, args.size, args.batch), "peak_rss_mb": peak_rss_mb()}
 
 
-def train(ds, args) -> dict:
-    """Training steps of a small CNN on the shards, for --train-seconds."""
+def phase_train(args) -> dict:
+    """--train-steps steps of a small CNN (tlcore's trainer): one epoch over a per-class
+    sample of the shards (read shard by shard like the whole set)."""
     import tlcore
 
-    data = tlcore.ImageData(ds, val_split=0, image_size=args.size, batch_size=args.batch,
+    ds = tlcore.open_shards(args.data / "shards", index_dir=args.data / "index")
+    per_class = -(-args.train_steps * args.train_batch // CLASSES)
+    data = tlcore.ImageData(ds, val_split=0, image_size=args.size, batch_size=args.train_batch,
+                            per_class=per_class,
                             train_transform="cifar-train", eval_transform="cifar-eval")
     learner = tlcore.Learner("simple_cnn", data, verbose=False)
     steps = []
     start = time.perf_counter()
-    learner.fit(1, lr=1e-3, time_limit=args.train_seconds,
-                on_batch=lambda b, n, loss: steps.append(loss))
+    learner.fit(1, lr=1e-3, on_batch=lambda b, n, loss: steps.append(loss))
     elapsed = time.perf_counter() - start
-    return {"train_steps": len(steps), "train_img_s": len(steps) * args.batch / elapsed,
-            "train_loss_first": steps[0] if steps else None, "train_loss_last": steps[-1] if steps else None}
+    return {"train_steps": len(steps), "train_img_s": len(steps) * args.train_batch / elapsed,
+            "train_loss_first": steps[0] if steps else None,
+            "train_loss_last": steps[-1] if steps else None, "peak_rss_mb": peak_rss_mb()}
 
 
 def phase_folder(args) -> dict:
@@ -138,9 +138,10 @@ def phase_folder(args) -> dict:
             "peak_rss_mb": peak_rss_mb()}
 
 
-def run_phase(name: str, args, **extra) -> dict:
+def run_phase(name: str, args) -> dict:
     cmd = [sys.executable, __file__, "--phase", name, "--data", str(args.data), "--size", str(args.size),
-           "--batch", str(args.batch), "--train-seconds", str(extra.get("train_seconds", 0))]
+           "--batch", str(args.batch), "--train-batch", str(args.train_batch),
+           "--train-steps", str(args.train_steps)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -151,14 +152,16 @@ def main() -> None:
     p.add_argument("--shards", type=int, default=1000)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--train-seconds", type=float, default=30)
+    p.add_argument("--train-batch", type=int, default=64)
+    p.add_argument("--train-steps", type=int, default=300)
     p.add_argument("--keep", type=Path, default=None, help="write the data here and keep it")
-    p.add_argument("--phase", choices=["index", "shards", "folder"], help=argparse.SUPPRESS)
+    p.add_argument("--phase", choices=["index", "shards", "train", "folder"], help=argparse.SUPPRESS)
     p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.phase:
-        print(json.dumps({"index": phase_index, "shards": phase_shards, "folder": phase_folder}
-                         [args.phase](args)))
+        phases = {"index": phase_index, "shards": phase_shards, "train": phase_train,
+                  "folder": phase_folder}
+        print(json.dumps(phases[args.phase](args)))
         return
 
     args.data = args.keep or Path(tempfile.mkdtemp(prefix="tlcore-large-"))
@@ -168,9 +171,10 @@ def main() -> None:
         write_s = time.perf_counter() - start
         index = run_phase("index", args)
         folder = [run_phase("folder", args)]
-        shards = [run_phase("shards", args, train_seconds=args.train_seconds)]
+        shards = [run_phase("shards", args)]
         folder.append(run_phase("folder", args))
         shards.append(run_phase("shards", args))
+        trained = run_phase("train", args)
         shard_img_s = max(r["img_s"] for r in shards)
         folder_img_s = max(r["img_s"] for r in folder)
         result = {
@@ -180,12 +184,15 @@ def main() -> None:
             "open_s": round(min(r["open_s"] for r in shards), 3),
             "first_batch_s": round(min(r["first_batch_s"] for r in shards), 3),
             "folder_open_s": round(min(r["open_s"] for r in folder), 3),
-            "train_steps": shards[0].get("train_steps"), "train_img_s": round(shards[0].get("train_img_s", 0), 1),
-            "train_loss_first": shards[0].get("train_loss_first"),
-            "train_loss_last": shards[0].get("train_loss_last"),
+            "train_steps": trained["train_steps"], "train_img_s": round(trained["train_img_s"], 1),
+            "train_loss_first": round(trained["train_loss_first"], 3),
+            "train_loss_last": round(trained["train_loss_last"], 3),
+            "train_peak_rss_mb": round(trained["peak_rss_mb"], 1),
+            "load_peak_rss_mb": round(max(r["peak_rss_mb"] for r in shards), 1),
             "shard_img_s": round(shard_img_s, 1), "folder_img_s": round(folder_img_s, 1),
             "folder_peak_rss_mb": round(max(r["peak_rss_mb"] for r in folder), 1),
-            "peak_rss_mb": round(max([index["peak_rss_mb"]] + [r["peak_rss_mb"] for r in shards]), 1),
+            "peak_rss_mb": round(max([index["peak_rss_mb"], trained["peak_rss_mb"]] +
+                                     [r["peak_rss_mb"] for r in shards]), 1),
             "ratio": round(shard_img_s / folder_img_s, 3),
         }
         print(json.dumps(result))

@@ -91,6 +91,18 @@ void bind_data(py::module_& m) {
           "Sample `index` as a uint8 HxWxC array (RGB when channels=3).")
       .def("source", &Dataset::source, py::arg("index"),
            "Where the sample comes from: a path, 'archive:member' or 'file#record'.")
+      .def(
+          "encoded",
+          [](const Dataset& d, std::int64_t index) {
+            std::vector<std::uint8_t> bytes;
+            {
+              py::gil_scoped_release release;
+              bytes = d.encoded(index);
+            }
+            return py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+          },
+          py::arg("index"),
+          "The sample's image file as stored (JPEG, PNG, ...); b'' for CIFAR and IDX.")
       .def("shard_starts", &Dataset::shard_starts,
            "Where each shard's run of samples begins (empty for data without shards).");
 
@@ -147,8 +159,9 @@ void bind_data(py::module_& m) {
   m.def(
       "open_shards",
       [](const std::string& pattern, std::vector<std::string> classes, std::string index_dir,
-         bool skip_corrupt, int max_open) {
+         bool skip_corrupt, int max_open, bool index_beside) {
         ShardOptions options;
+        options.index_beside = index_beside;
         options.classes = std::move(classes);
         options.index_dir = std::move(index_dir);
         options.skip_corrupt = skip_corrupt;
@@ -171,6 +184,7 @@ void bind_data(py::module_& m) {
       },
       py::arg("pattern"), py::arg("classes") = std::vector<std::string>{},
       py::arg("index_dir") = "", py::arg("skip_corrupt") = false, py::arg("max_open") = 0,
+      py::arg("index_beside") = false,
       "Uncompressed tar shards (WebDataset keys with .cls/.json labels, or class folders), "
       "indexed once and read in place; .stats says what the open indexed and skipped.");
 

@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "bindings.h"
+#include "tlcore/memory.h"
 #include "tlcore/train/fit_option_fields.h"
 #include "tlcore/train/trainer.h"
 
@@ -144,6 +145,8 @@ void bind_train(py::module_& m) {
   m.def(
       "resolve_device", &resolve_device, py::arg("device"),
       "The device 'cpu', 'cuda' or 'auto' names here; ValueError if CUDA is asked for and absent.");
+  m.def("parse_byte_size", &parse_byte_size, py::arg("text"), py::arg("option") = "size",
+        "Bytes from '4GB', '512MiB' or '100000'; -1 for ''.");
   m.def("balanced_class_weights", &balanced_class_weights, py::arg("labels"),
         py::arg("num_classes"));
 

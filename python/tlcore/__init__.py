@@ -29,6 +29,7 @@ from ._core import (
 from .distributed import DistributedError
 from .data import DataLoader, fashion_mnist, open_dataset, open_shards, open_tfrecords
 from .exporter import export
+from .sharding import write_shards
 from .budget import BudgetError, train_budget
 from .classifier import Classifier, load
 from .learner import ImageData, Learner, fit_options
@@ -65,6 +66,7 @@ __all__ = [
     "open_dataset",
     "open_shards",
     "open_tfrecords",
+    "write_shards",
     "per_class_subset",
     "precision",
     "quantize",

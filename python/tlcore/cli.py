@@ -12,6 +12,7 @@ Usage::
     tlcore compare --backbones simple_cnn,mlp --epochs 2 --out runs/compare
     tlcore lr-find --data flowers/ --backbone mobilenet_v2 --weights imagenet   # suggests a rate
     tlcore export --model runs/model.tlc --format onnx --out model.onnx
+    tlcore shard imagenet/train imagenet-shards --shard-size 1GB   # any source as tar shards
     tlcore serve --models runs/ --host 0.0.0.0 --port 8000   # every runs/*.tlc over HTTP
 
 A user's error (a bad path, a corrupt image, a bad value) is one line on stderr,
@@ -557,6 +558,16 @@ def _model_row(arch: str) -> Dict[str, object]:
             "weights": [w.tag for w in weights.available(arch)]}
 
 
+def _shard(args: argparse.Namespace) -> int:
+    """Writes a dataset as tar shards for reading in place (tlcore.write_shards)."""
+    import tlcore
+
+    paths = tlcore.write_shards(args.source, args.out, shard_size=args.shard_size,
+                                progress=not args.quiet)
+    print(f"{args.out}: {len(paths)} shards")
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     """Architectures with their parameters (1000 classes), input size and registered weights."""
     import tlcore
@@ -653,6 +664,14 @@ def _add_inspect_parsers(sub: "argparse._SubParsersAction") -> None:
     info.add_argument("model", help="a .tlc file")
     info.add_argument("--json", action="store_true", help="the model file's whole spec as JSON")
     info.set_defaults(run=_info)
+
+    shard = sub.add_parser("shard", help="write a dataset (folder, archive, CIFAR, IDX, TFRecords) as tar "
+                                         "shards, indexed, for data larger than memory")
+    shard.add_argument("source", help="anything tlcore reads: folder, archive, CIFAR, IDX, TFRecords")
+    shard.add_argument("out", help="an empty folder for shard-NNNNNN.tar and classes.txt")
+    shard.add_argument("--shard-size", default="1GB", help="most bytes per shard, e.g. 1GB or 256MiB (default 1GB)")
+    shard.add_argument("--quiet", action="store_true", help="no progress bar")
+    shard.set_defaults(run=_shard)
 
     models = sub.add_parser("models", help="architectures: parameters, input size, pretrained weights")
     models.add_argument("names", nargs="*", help="architectures to show (default: all)")

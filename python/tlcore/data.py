@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -70,7 +70,8 @@ def open_dataset(path: PathLike, train: bool = True) -> "_core.Dataset":
 
 
 def open_shards(pattern: PathLike, classes: Optional[Sequence[str]] = None,
-                index_dir: Optional[PathLike] = None, skip_corrupt: bool = False) -> "_core.Dataset":
+                index_dir: Optional[PathLike] = None, skip_corrupt: bool = False,
+                index_beside: bool = False) -> "_core.Dataset":
     """Uncompressed tar shards, read in place: data far larger than memory.
 
     ``pattern`` is a ``.tar`` file, a brace range (``"train-{000000..000999}.tar"``), a glob,
@@ -78,15 +79,28 @@ def open_shards(pattern: PathLike, classes: Optional[Sequence[str]] = None,
     (``key.jpg`` beside ``key.cls`` holding a class index or name, or ``key.json`` with
     ``"label"``) or class folders (``<class>/<image>``). Each shard is indexed once and the
     index kept in ``index_dir`` (default ``~/.cache/tlcore``), so opening again takes
-    milliseconds. ``classes`` names classes 0..K-1 (or orders named ones).
+    milliseconds (``index_beside`` keeps them beside the shards instead, for data shared by
+    many users). ``classes`` names classes 0..K-1 (or orders named ones); by default they
+    come from a ``classes.txt`` beside the shards (one name per line, as ``write_shards``
+    writes it).
     ``skip_corrupt`` leaves out (and counts, in ``.stats``) images without a label, labels
     that do not parse and the rest of a truncated shard; otherwise each raises ValueError
     naming shard and member. Loaders read such data shard by shard (``shuffle_buffer``).
 
     Usage: ``ds = tlcore.open_shards("data/train-{000000..000099}.tar")``
     """
+    if classes is None:
+        classes = _classes_beside(Path(pattern))
     return _core.open_shards(str(pattern), list(classes or []), str(index_dir or ""),
-                             skip_corrupt)
+                             skip_corrupt, index_beside=index_beside)
+
+
+def _classes_beside(pattern: Path) -> Optional[List[str]]:
+    """The names in classes.txt in the shards' folder, if there is one."""
+    names = (pattern if pattern.is_dir() else pattern.parent) / "classes.txt"
+    if not names.is_file():
+        return None
+    return [line.strip() for line in names.read_text().splitlines() if line.strip()]
 
 
 def open_tfrecords(pattern: PathLike, image_key: str = "image", label_key: str = "class",

@@ -327,3 +327,60 @@ def test_two_processes_read_their_own_shards(tmp_path):
         assert len(shards[0]) == len(shards[1]) == 3 and not shards[0] & shards[1]
         orders.append(per_rank[0])
     assert orders[0] != orders[1]
+
+
+# ---------------------------------------------------------------- the converter
+
+
+def test_write_shards_copies_image_files_byte_for_byte(tmp_path):
+    folder = tmp_path / "photos"
+    files = {}
+    for c, name in enumerate(["cat", "dog", "owl"]):
+        (folder / name).mkdir(parents=True)
+        for k in range(5):
+            rng = np.random.default_rng(10 * c + k)
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(buf, "JPEG")
+            (folder / name / f"{k}.jpg").write_bytes(buf.getvalue())
+            files[f"{name}/{k}.jpg"] = (buf.getvalue(), c)
+    paths = tlcore.write_shards(folder, tmp_path / "out", shard_size="8KB", progress=False)
+    assert len(paths) >= 3 and all(p.stat().st_size <= 8000 for p in paths)
+    assert all(Path(f"{p}.tlcidx").is_file() for p in paths)
+    assert (tmp_path / "out" / "classes.txt").read_text() == "cat\ndog\nowl\n"
+    stored = []
+    for p in paths:
+        with tarfile.open(p) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar}
+        for name, data in members.items():
+            if name.endswith(".jpg"):
+                stored.append((data, int(members[name.replace(".jpg", ".cls")])))
+    assert sorted(stored) == sorted(files.values())
+    ds = tlcore.open_dataset(tmp_path / "out")
+    assert ds.stats["indexed"] == 0 and ds.classes == ["cat", "dog", "owl"]
+    assert sorted(ds.labels().tolist()) == sorted(c for _, c in files.values())
+    with pytest.raises(FileExistsError, match="already holds shards"):
+        tlcore.write_shards(folder, tmp_path / "out", progress=False)
+
+
+def test_write_shards_stores_pixels_losslessly(tmp_path, fashion_test):
+    subset = tlcore.Subset(fashion_test, list(range(40)))
+    tlcore.write_shards(subset, tmp_path / "out", shard_size="16KB", channels=1, progress=False)
+    ds = tlcore.open_shards(tmp_path / "out")
+    assert ds.classes == list(fashion_test.classes) and len(ds) == 40
+    for i in range(40):
+        png = Image.open(io.BytesIO(ds.encoded(i)))
+        np.testing.assert_array_equal(np.asarray(png), fashion_test.image(i, channels=1)[..., 0])
+        assert ds.label(i) == fashion_test.label(i)
+
+
+def test_shard_command(tmp_path):
+    write_keyed_shards(tmp_path / "src", shards=2, per_shard=3)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "tlcore.cli", *map(str, a)],
+                                    capture_output=True, text=True)
+    done = run("shard", tmp_path / "src", tmp_path / "out", "--shard-size", "1MB", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{tmp_path / 'out'}: 1 shards"
+    again = run("shard", tmp_path / "src", tmp_path / "out", "--quiet")
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [f"tlcore: error: {tmp_path / 'out'}: already holds shards; "
+                                                 "write to an empty folder"]

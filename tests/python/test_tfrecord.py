@@ -231,3 +231,27 @@ def test_nothing_matches(tmp_path: Path):
         tlcore.open_tfrecords(tmp_path / "*.tfrec")
     with pytest.raises(FileNotFoundError):
         tlcore.open_dataset(tmp_path / "missing.tfrec")
+
+
+def test_record_indexes_are_cached_and_never_trusted_blindly(tmp_path: Path):
+    """The first open caches each shard's record index; a damaged index or a changed shard
+    is scanned again, so what is read always matches the files."""
+    records = write_shards(tmp_path / "d", [[1, 0, 2], [2, 1]])
+    cache = tmp_path / "cache"
+    first = tlcore.open_tfrecords(tmp_path / "d" / "train-{00..01}.tfrec", index_dir=cache)
+    indexes = sorted(cache.glob("*.tfrecordidx"))
+    assert len(indexes) == 2 and first.labels().tolist() == [1, 0, 2, 2, 1]
+    assert [first.encoded(i) for i in range(5)] == [data for data, _, _ in records]
+    for index in indexes:
+        data = index.read_bytes()
+        index.write_bytes(data[:40] + bytes(len(data) - 40))
+    again = tlcore.open_tfrecords(tmp_path / "d", index_dir=cache)
+    assert again.labels().tolist() == [1, 0, 2, 2, 1]
+    np.testing.assert_array_equal(again.image(3), first.image(3))
+    # A shard rewritten with other records: its new records, not the cached ones.
+    (tmp_path / "d" / "train-01.tfrec").write_bytes(b"".join(frame(flower(jpeg(99), label)) for label in (0, 0, 0)))
+    changed = tlcore.open_tfrecords(tmp_path / "d", index_dir=cache)
+    assert changed.labels().tolist() == [1, 0, 2, 0, 0, 0]
+    # The dataset opened before the change notices it on reading, by the record's CRC.
+    with pytest.raises(ValueError, match=r"train-01\.tfrec: record 0 at byte offset 0: data CRC mismatch"):
+        first.image(3)

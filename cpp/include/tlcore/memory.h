@@ -1,6 +1,9 @@
 // How the process allocates memory for tensors.
 #pragma once
 
+#include <cstdint>
+#include <string>
+
 namespace tlcore {
 
 // Asks glibc's malloc to keep freed blocks of up to 32 MiB in its heap instead of
@@ -13,5 +16,9 @@ namespace tlcore {
 // alone when the user tuned it (MALLOC_*_ or GLIBC_TUNABLES in the environment)
 // and on other C libraries.
 void keep_freed_memory();
+
+// Bytes from "4GB", "512MB", "1.5GiB", "100000" (decimal units are powers of
+// 1000, binary ones of 1024); -1 for "". InvalidArgument naming `option` otherwise.
+std::int64_t parse_byte_size(const std::string& text, const std::string& option);
 
 }  // namespace tlcore

@@ -1,9 +1,14 @@
 #include "tlcore/memory.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cmath>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
+#include <utility>
+
+#include "tlcore/error.h"
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -43,6 +48,38 @@ void keep_freed_memory() {
   static std::once_flag once;
   std::call_once(once, tune_glibc_malloc);
 #endif
+}
+
+std::int64_t parse_byte_size(const std::string& text, const std::string& option) {
+  if (text.empty()) return -1;
+  std::size_t end = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &end);
+  } catch (const std::exception&) {
+    end = 0;
+  }
+  std::string unit = text.substr(end);
+  while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  const std::pair<const char*, double> units[] = {{"", 1},
+                                                  {"B", 1},
+                                                  {"KB", 1e3},
+                                                  {"MB", 1e6},
+                                                  {"GB", 1e9},
+                                                  {"TB", 1e12},
+                                                  {"KIB", 1024.0},
+                                                  {"MIB", 1048576.0},
+                                                  {"GIB", 1073741824.0},
+                                                  {"TIB", 1099511627776.0}};
+  for (const auto& [name, scale] : units) {
+    if (end > 0 && unit == name && value >= 0 && std::isfinite(value * scale) &&
+        value * scale < 9e18) {
+      return static_cast<std::int64_t>(value * scale);
+    }
+  }
+  throw InvalidArgument(option + ": expected a size such as \"4GB\" or \"512MiB\", got \"" + text +
+                        "\"");
 }
 
 }  // namespace tlcore

@@ -37,6 +37,15 @@ cv::Mat Subset::image(std::int64_t index, const DecodeOptions& options) const {
   return parent_->image(parent_index(index), options);
 }
 
+std::vector<std::uint8_t> Dataset::encoded(std::int64_t index) const {
+  internal::check_index(index, size());
+  return {};
+}
+
+std::vector<std::uint8_t> Subset::encoded(std::int64_t index) const {
+  return parent_->encoded(parent_index(index));
+}
+
 std::string Subset::source(std::int64_t index) const {
   return parent_->source(parent_index(index));
 }

@@ -48,6 +48,12 @@ class ImageArchive final : public Dataset {
     return decode_image(bytes_.data() + m.offset, m.size, options, path_ + ":" + m.name);
   }
 
+  std::vector<std::uint8_t> encoded(std::int64_t index) const override {
+    const Member& m = member(index);
+    const auto* start = bytes_.data() + m.offset;
+    return {start, start + m.size};
+  }
+
   std::string source(std::int64_t index) const override { return path_ + ":" + member(index).name; }
 
  private:

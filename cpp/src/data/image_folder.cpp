@@ -35,6 +35,10 @@ class ImageFolder final : public Dataset {
     return read_image(paths_[static_cast<std::size_t>(index)], options);
   }
 
+  std::vector<std::uint8_t> encoded(std::int64_t index) const override {
+    return internal::read_file(source(index));
+  }
+
   std::string source(std::int64_t index) const override {
     internal::check_index(index, size());
     return paths_[static_cast<std::size_t>(index)];

@@ -50,6 +50,11 @@ class TarShards final : public Dataset {
 
   cv::Mat image(std::int64_t index, const DecodeOptions& options) const override {
     internal::check_options(options);
+    const std::vector<std::uint8_t> bytes = encoded(index);
+    return decode_image(bytes.data(), bytes.size(), options, source(index));
+  }
+
+  std::vector<std::uint8_t> encoded(std::int64_t index) const override {
     const Sample& s = sample(index);
     std::vector<std::uint8_t> bytes(s.size);
     std::size_t got = 0;
@@ -63,7 +68,7 @@ class TarShards final : public Dataset {
       throw FormatError(source(index) + ": truncated member (" + std::to_string(got) + " of " +
                         std::to_string(s.size) + " bytes): the shard changed after it was indexed");
     }
-    return decode_image(bytes.data(), bytes.size(), options, source(index));
+    return bytes;
   }
 
   std::string source(std::int64_t index) const override {
@@ -90,7 +95,8 @@ std::vector<TarShardIndex> index_shards(const std::vector<std::string>& paths,
   std::atomic<std::int64_t> count{0};
   internal::parallel_for(paths.size(), options.threads, [&](std::size_t i) {
     bool was_scanned = false;
-    indexes[i] = internal::tar_shard_index(paths[i], options.index_dir, &was_scanned);
+    indexes[i] =
+        internal::tar_shard_index(paths[i], options.index_dir, options.index_beside, &was_scanned);
     if (was_scanned) count.fetch_add(1);
   });
   *scanned = count.load();

@@ -262,7 +262,7 @@ TarShardIndex decode_tar_shard_index(const std::vector<std::uint8_t>& payload) {
   return index;
 }
 
-TarShardIndex tar_shard_index(const std::string& path, const std::string& index_dir,
+TarShardIndex tar_shard_index(const std::string& path, const std::string& index_dir, bool beside,
                               bool* scanned) {
   const FileStamp stamp = file_stamp(path);
   const std::string cached = index_path(path, index_dir, "tar");
@@ -285,7 +285,10 @@ TarShardIndex tar_shard_index(const std::string& path, const std::string& index_
     }
   }
   TarShardIndex index = scan_tar_shard(path);
-  save_index(cached, stamp, kIndexKey, encode(index));
+  const std::vector<std::uint8_t> payload = encode(index);
+  if (!beside || !save_index(path + ".tlcidx", stamp, kIndexKey, payload)) {
+    save_index(cached, stamp, kIndexKey, payload);
+  }
   *scanned = true;
   return index;
 }

@@ -109,6 +109,24 @@ class TfRecords final : public Dataset {
 
   cv::Mat image(std::int64_t index, const DecodeOptions& options) const override {
     internal::check_options(options);
+    const std::string bytes = image_bytes(index);
+    return decode_image(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(), options,
+                        source(index));
+  }
+
+  std::vector<std::uint8_t> encoded(std::int64_t index) const override {
+    const std::string bytes = image_bytes(index);
+    return {bytes.begin(), bytes.end()};
+  }
+
+  std::string source(std::int64_t index) const override {
+    const Record& r = record(index);
+    return files_->path(r.shard) + "#" + std::to_string(r.number);
+  }
+
+ private:
+  // The record's image feature, its framing, CRC and Example checked.
+  std::string image_bytes(std::int64_t index) const {
     const Record& r = record(index);
     const std::string& path = files_->path(r.shard);
     std::vector<std::uint8_t> buffer(static_cast<std::size_t>(r.length + kFooterBytes));
@@ -120,19 +138,12 @@ class TfRecords final : public Dataset {
                         ": the shard has gone since the dataset was opened");
     }
     check_data(path, r, buffer, got);
-    const internal::ImageExample example = internal::parse_image_example(
-        buffer.data(), static_cast<std::size_t>(r.length), options_.image_key, options_.label_key,
-        where(path, r.number, r.offset));
-    return decode_image(reinterpret_cast<const std::uint8_t*>(example.image.data()),
-                        example.image.size(), options, source(index));
+    return internal::parse_image_example(buffer.data(), static_cast<std::size_t>(r.length),
+                                         options_.image_key, options_.label_key,
+                                         where(path, r.number, r.offset))
+        .image;
   }
 
-  std::string source(std::int64_t index) const override {
-    const Record& r = record(index);
-    return files_->path(r.shard) + "#" + std::to_string(r.number);
-  }
-
- private:
   const Record& record(std::int64_t index) const {
     internal::check_index(index, size());
     return records_[static_cast<std::size_t>(index)];

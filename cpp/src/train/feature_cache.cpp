@@ -11,6 +11,7 @@
 #include "row_fingerprint.h"
 #include "tlcore/augment/rng.h"
 #include "tlcore/error.h"
+#include "tlcore/memory.h"
 
 namespace tlcore::detail {
 namespace {

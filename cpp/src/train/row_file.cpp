@@ -7,7 +7,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
@@ -187,38 +186,6 @@ void RowFile::commit(std::int64_t rows, const std::string& fingerprint) {
   if (::rename(temp_.c_str(), path_.c_str()) != 0)
     fail(path_, "rename the feature cache into place");
   temp_.clear();
-}
-
-std::int64_t parse_byte_size(const std::string& text, const std::string& option) {
-  if (text.empty()) return -1;
-  std::size_t end = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &end);
-  } catch (const std::exception&) {
-    end = 0;
-  }
-  std::string unit = text.substr(end);
-  while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
-  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  const std::pair<const char*, double> units[] = {{"", 1},
-                                                  {"B", 1},
-                                                  {"KB", 1e3},
-                                                  {"MB", 1e6},
-                                                  {"GB", 1e9},
-                                                  {"TB", 1e12},
-                                                  {"KIB", 1024.0},
-                                                  {"MIB", 1048576.0},
-                                                  {"GIB", 1073741824.0},
-                                                  {"TIB", 1099511627776.0}};
-  for (const auto& [name, scale] : units) {
-    if (end > 0 && unit == name && value >= 0 && std::isfinite(value * scale) &&
-        value * scale < 9e18) {
-      return static_cast<std::int64_t>(value * scale);
-    }
-  }
-  throw InvalidArgument(option + ": expected a size such as \"4GB\" or \"512MiB\", got \"" + text +
-                        "\"");
 }
 
 }  // namespace tlcore::detail

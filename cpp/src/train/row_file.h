@@ -61,8 +61,4 @@ class RowFile {
   std::uint8_t* data_ = nullptr;
 };
 
-// Bytes from "4GB", "512MB", "1.5GiB", "100000" (decimal units are powers of
-// 1000, binary ones of 1024); -1 for "". InvalidArgument for anything else.
-std::int64_t parse_byte_size(const std::string& text, const std::string& option);
-
 }  // namespace tlcore::detail

@@ -24,6 +24,11 @@ class Dataset {
   // Sample `index` as 8-bit HxWxC (C = options.channels), RGB order.
   virtual cv::Mat image(std::int64_t index, const DecodeOptions& options) const = 0;
 
+  // Sample `index`'s image file as stored (JPEG, PNG, ...), so that data can be
+  // copied without decoding and encoding again; empty for sources that store
+  // pixels (CIFAR, IDX).
+  virtual std::vector<std::uint8_t> encoded(std::int64_t index) const;
+
   // Where sample `index` comes from, for messages: a path, "archive.tar.gz:member",
   // or "data_batch_1.bin#17".
   virtual std::string source(std::int64_t index) const = 0;
@@ -49,6 +54,7 @@ class Subset final : public Dataset {
   std::int64_t label(std::int64_t index) const override;
   const std::vector<std::string>& classes() const override;
   cv::Mat image(std::int64_t index, const DecodeOptions& options) const override;
+  std::vector<std::uint8_t> encoded(std::int64_t index) const override;
   std::string source(std::int64_t index) const override;
   // Runs of consecutive indices that fall in one shard of the parent.
   std::vector<std::int64_t> shard_starts() const override;

@@ -20,6 +20,9 @@ struct ShardOptions {
   // $XDG_CACHE_HOME/tlcore or ~/.cache/tlcore). An index written beside a shard
   // (SHARD.tlcidx, as `tlcore shard` writes it) is used first.
   std::string index_dir;
+  // Save indexes beside the shards (SHARD.tlcidx), for data prepared once and
+  // read by many users or machines (as `tlcore shard` does).
+  bool index_beside = false;
   // Skip (and count) samples without a label, with a label that does not
   // parse, and the rest of a truncated shard, instead of raising.
   bool skip_corrupt = false;

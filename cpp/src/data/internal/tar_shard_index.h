@@ -40,7 +40,9 @@ std::vector<std::uint8_t> encode(const TarShardIndex& index);
 TarShardIndex decode_tar_shard_index(const std::vector<std::uint8_t>& payload);
 
 // The shard's index: read from SHARD.tlcidx or the cache when valid, else
-// scanned and saved to the cache. `scanned` is set when it had to be scanned.
-TarShardIndex tar_shard_index(const std::string& path, const std::string& index_dir, bool* scanned);
+// scanned and saved to the cache (or beside the shard: `beside`). `scanned` is
+// set when it had to be scanned.
+TarShardIndex tar_shard_index(const std::string& path, const std::string& index_dir, bool beside,
+                              bool* scanned);
 
 }  // namespace tlcore::internal
