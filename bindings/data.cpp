@@ -236,6 +236,17 @@ void bind_data(py::module_& m) {
   m.def("has_image_extension", &has_image_extension, py::arg("name"),
         "True for .jpg .jpeg .png .bmp .webp in any case.");
   m.def(
+      "image_extension",
+      [](const py::bytes& data) {
+        char* bytes = nullptr;
+        Py_ssize_t size = 0;
+        PyBytes_AsStringAndSize(data.ptr(), &bytes, &size);
+        return image_extension(reinterpret_cast<const std::uint8_t*>(bytes),
+                               static_cast<std::size_t>(size));
+      },
+      py::arg("data"),
+      "'jpg', 'png', 'bmp' or 'webp' for encoded image bytes, by their signature; '' otherwise.");
+  m.def(
       "image_dimensions",
       [](const py::bytes& data) {
         char* bytes = nullptr;

@@ -26,19 +26,6 @@ from .files import atomic_write_bytes, atomic_writer
 log = logging.getLogger(__name__)
 
 CLASSES_FILE = "classes.txt"
-# Magic bytes of the formats the decoder reads, for the member's extension.
-_SIGNATURES = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"BM", "bmp"))
-
-
-def _extension(data: bytes) -> str:
-    for magic, ext in _SIGNATURES:
-        if data.startswith(magic):
-            return ext
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    raise ValueError("not a JPEG, PNG, BMP or WebP image")
-
-
 def _png(pixels: np.ndarray) -> bytes:
     """Lossless bytes for sources that store pixels (CIFAR, IDX)."""
     buf = io.BytesIO()
@@ -126,10 +113,9 @@ def write_shards(source: Union[PathLike, "_core.Dataset"], out: PathLike,
     try:
         for i in tqdm(range(len(ds)), desc="shards", unit="img", disable=not progress):
             image = _sample(ds, i, channels)
-            try:
-                ext = _extension(image)
-            except ValueError as e:
-                raise ValueError(f"{ds.source(i)}: {e}") from None
+            ext = _core.image_extension(image)
+            if not ext:
+                raise ValueError(f"{ds.source(i)}: not a JPEG, PNG, BMP or WebP image")
             writer.add(f"{i:0{width}d}", image, ext, ds.label(i))
     except BaseException as e:
         writer.close(e)

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 import tarfile
@@ -21,6 +22,7 @@ import pytest
 from PIL import Image
 
 import tlcore
+from test_tfrecord import crc32c
 
 WORKER = Path(__file__).with_name("_shard_rank.py")
 
@@ -182,16 +184,34 @@ def test_a_damaged_index_is_rebuilt_not_trusted(tmp_path):
         np.testing.assert_array_equal(ds.image(3), reference.image(3))
 
 
+def _index_file(shard: Path, payload: bytes) -> bytes:
+    """An index file for ``shard`` as it is now, in tlcore's format (index_cache.cpp), around
+    ``payload``, with a correct CRC32C: only the payload can make it wrong."""
+    u64 = lambda v: struct.pack("<Q", v)
+    st = shard.stat()
+    key = b"tar-shard 1"
+    header = (b"TLCINDEX" + u64(1) + u64(st.st_size) + u64(st.st_mtime_ns) + u64(st.st_ctime_ns) +
+              u64(st.st_ino) + u64(len(key)) + key + u64(len(payload)))
+    return header + payload + struct.pack("<I", crc32c(payload))
+
+
 def test_an_index_beside_the_shard_with_offsets_outside_it_is_refused(tmp_path):
     shard = tmp_path / "one.tar"
     write_keyed(shard, [("a", 0), ("b", 1)])
-    tlcore.open_shards(shard, index_dir=tmp_path / "cache")
-    (index,) = (tmp_path / "cache").iterdir()
-    # A well-formed index of another, larger shard copied beside this one: its
-    # stamp does not match, so it is ignored and the shard scanned.
-    (tmp_path / "one.tar.tlcidx").write_bytes(index.read_bytes()[:-1] + b"\x00")
+    u64 = lambda v: struct.pack("<Q", v)
+    text = lambda b: u64(len(b)) + b
+    # Well formed, for this very shard, but its one sample lies past the shard's end.
+    payload = (b"\x02" + u64(1) + text(b"0") + u64(1) + text(b"x.png") + u64(shard.stat().st_size + 512) +
+               u64(100) + u64(0) + u64(0) + u64(0) + u64(0))
+    Path(f"{shard}.tlcidx").write_bytes(_index_file(shard, payload))
     ds = tlcore.open_shards(shard, index_dir=tmp_path / "cache")
-    assert len(ds) == 2
+    assert ds.stats["indexed"] == 1 and len(ds) == 2
+    assert ds.source(0).endswith("one.tar:a.png") and ds.image(0).shape == (12, 15, 3)
+    # The same file with the offset inside the shard is trusted: the format above is the real one.
+    inside = payload.replace(u64(shard.stat().st_size + 512), u64(512))
+    Path(f"{shard}.tlcidx").write_bytes(_index_file(shard, inside))
+    trusted = tlcore.open_shards(shard, index_dir=tmp_path / "cache2")
+    assert trusted.stats["indexed"] == 0 and len(trusted) == 1
 
 
 # ---------------------------------------------------------------- bad input

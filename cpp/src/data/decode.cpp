@@ -258,6 +258,13 @@ cv::Mat read_image(const std::string& path, const DecodeOptions& options) {
   return decode_image(bytes.data(), bytes.size(), options, path);
 }
 
+std::string image_extension(const std::uint8_t* data, std::size_t size) {
+  if (is_jpeg(data, size)) return "jpg";
+  std::string name = format_name(data, size) ? format_name(data, size) : "";
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name;
+}
+
 bool has_image_extension(const std::string& name) {
   const std::size_t dot = name.find_last_of('.');
   if (dot == std::string::npos || name.find('/', dot) != std::string::npos) return false;

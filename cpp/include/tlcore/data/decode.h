@@ -37,6 +37,10 @@ cv::Mat decode_image(const std::uint8_t* data, std::size_t size, const DecodeOpt
 // Reads and decodes a file. Throws NotFound if it does not exist.
 cv::Mat read_image(const std::string& path, const DecodeOptions& options = {});
 
+// The file extension for the encoded image in `data`, told by its first bytes:
+// "jpg", "png", "bmp" or "webp"; "" for anything the decoder refuses.
+std::string image_extension(const std::uint8_t* data, std::size_t size);
+
 // True for .jpg .jpeg .png .bmp .webp in any case.
 bool has_image_extension(const std::string& name);
 
