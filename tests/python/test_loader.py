@@ -12,11 +12,9 @@ from tlcore import _core
 
 
 @pytest.fixture(scope="module")
-def fashion():
-    try:
-        return tlcore.fashion_mnist(train=False)
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+def fashion(fashion_test):
+    """The session's Fashion-MNIST test set (conftest; skips when it is absent)."""
+    return fashion_test
 
 
 def test_epoch_covers_every_index_once(fashion):
