@@ -11,12 +11,16 @@ the page cache favours neither. Prints one JSON line ending with "peak_rss_mb" (
 largest of the shard processes: indexing, loading, training) and "ratio" (shard / folder
 images per second of loading).
 
-Usage: .venv/bin/python benchmarks/large.py [--images 200000] [--shards 1000]
+With --compress gz (or zst) the shards are compressed whole (.tar.gz, .tar.zst) and
+stream front to back instead of being read in place.
+
+Usage: .venv/bin/python benchmarks/large.py [--images 200000] [--shards 1000] [--compress gz]
        .venv/bin/python benchmarks/large.py --images 1000000 --shards 100   # 1 M, ~27 MB shards
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import json
 import resource
@@ -69,6 +73,16 @@ def write_data(root: Path, images: int, shards: int, size: int) -> int:
                 (root / "folder" / f"class{label}" / f"{k:09d}.jpg").write_bytes(data)
                 total += len(data)
     return total
+
+
+def compress_shards(folder: Path, kind: str) -> None:
+    """Replaces each shard with its compressed self (train-N.tar.gz or .tar.zst)."""
+    for shard in sorted(folder.glob("*.tar")):
+        if kind == "gz":
+            shard.with_name(shard.name + ".gz").write_bytes(gzip.compress(shard.read_bytes(), 6))
+        else:
+            subprocess.run(["zstd", "-q", "--rm", str(shard)], check=True)
+        shard.unlink(missing_ok=True)
 
 
 def peak_rss_mb() -> float:
@@ -154,6 +168,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--train-batch", type=int, default=64)
     p.add_argument("--train-steps", type=int, default=300)
+    p.add_argument("--compress", choices=["none", "gz", "zst"], default="none",
+                   help="compress each shard whole: streamed, not read in place")
     p.add_argument("--keep", type=Path, default=None, help="write the data here and keep it")
     p.add_argument("--phase", choices=["index", "shards", "train", "folder"], help=argparse.SUPPRESS)
     p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -168,6 +184,8 @@ def main() -> None:
     try:
         start = time.perf_counter()
         written = write_data(args.data, args.images, args.shards, args.size)
+        if args.compress != "none":
+            compress_shards(args.data / "shards", args.compress)
         write_s = time.perf_counter() - start
         index = run_phase("index", args)
         folder = [run_phase("folder", args)]
@@ -179,6 +197,8 @@ def main() -> None:
         folder_img_s = max(r["img_s"] for r in folder)
         result = {
             "images": args.images, "shards": args.shards, "size_px": args.size,
+            "compress": args.compress,
+            "shard_mb": round(sum(f.stat().st_size for f in (args.data / "shards").iterdir()) / 2**20, 1),
             "data_mb": round(written / 2**20, 1), "write_s": round(write_s, 1),
             "index_s": round(index["index_s"], 3),
             "open_s": round(min(r["open_s"] for r in shards), 3),

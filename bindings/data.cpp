@@ -159,9 +159,10 @@ void bind_data(py::module_& m) {
   m.def(
       "open_shards",
       [](const std::string& pattern, std::vector<std::string> classes, std::string index_dir,
-         bool skip_corrupt, int max_open, bool index_beside) {
+         bool skip_corrupt, int max_open, bool index_beside, std::uint64_t stream_memory) {
         ShardOptions options;
         options.index_beside = index_beside;
+        options.stream_memory = stream_memory;
         options.classes = std::move(classes);
         options.index_dir = std::move(index_dir);
         options.skip_corrupt = skip_corrupt;
@@ -184,9 +185,11 @@ void bind_data(py::module_& m) {
       },
       py::arg("pattern"), py::arg("classes") = std::vector<std::string>{},
       py::arg("index_dir") = "", py::arg("skip_corrupt") = false, py::arg("max_open") = 0,
-      py::arg("index_beside") = false,
-      "Uncompressed tar shards (WebDataset keys with .cls/.json labels, or class folders), "
-      "indexed once and read in place; .stats says what the open indexed and skipped.");
+      py::arg("index_beside") = false, py::arg("stream_memory") = ShardOptions{}.stream_memory,
+      "Tar shards (WebDataset keys with .cls/.json labels, or class folders), indexed once; "
+      "plain ones read in place, compressed ones streamed; .stats says what the open indexed "
+      "and skipped.");
+  m.attr("TAR_SHARD_EXTENSIONS") = tar_shard_extensions();
 
   m.def(
       "stratified_split",

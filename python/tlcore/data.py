@@ -24,6 +24,7 @@ has_image_extension = _core.has_image_extension
 image_dimensions = _core.image_dimensions
 
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+_SHARD_SUFFIXES = tuple(_core.TAR_SHARD_EXTENSIONS)
 _TFRECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -35,9 +36,9 @@ FASHION_MNIST_CLASSES = [
 def open_dataset(path: PathLike, train: bool = True) -> "_core.Dataset":
     """Opens a labelled image source, recognised by its layout.
 
-    A folder of class folders; tar shards read in place (a ``.tar`` file, a folder of them,
-    a glob or brace range such as ``train-{000..099}.tar``, or a ``.txt`` list of them; see
-    ``open_shards``); a compressed tar archive of class folders (read in memory); a
+    A folder of class folders; tar shards (a ``.tar`` file, a folder of plain or compressed
+    tars, a glob or brace range such as ``train-{000..099}.tar.gz``, or a ``.txt`` list of
+    them; see ``open_shards``); one compressed tar archive of class folders (read in memory); a
     CIFAR-10/100 binary folder or ``.bin`` file; an MNIST-style IDX images file (its labels
     file beside it); or TFRecords: a ``.tfrec``/``.tfrecord`` file, a glob of shards or a
     folder of them (features "image" and "class"; see ``open_tfrecords`` for other names).
@@ -54,7 +55,7 @@ def open_dataset(path: PathLike, train: bool = True) -> "_core.Dataset":
         return _open_pattern(str(p), _first_listed(p))
     if p.is_file() and name.endswith(_TFRECORD_SUFFIXES) or _is_shard_dir(p, _TFRECORD_SUFFIXES):
         return open_tfrecords(p)
-    if p.is_file() and name.endswith(".tar") or _is_shard_dir(p, (".tar",)):
+    if p.is_file() and name.endswith(".tar") or _is_shard_dir(p, _SHARD_SUFFIXES):
         return open_shards(p)
     if p.is_file() and name.endswith(_ARCHIVE_SUFFIXES):
         return _core.open_image_archive(str(p))
@@ -71,11 +72,16 @@ def open_dataset(path: PathLike, train: bool = True) -> "_core.Dataset":
 
 def open_shards(pattern: PathLike, classes: Optional[Sequence[str]] = None,
                 index_dir: Optional[PathLike] = None, skip_corrupt: bool = False,
-                index_beside: bool = False) -> "_core.Dataset":
-    """Uncompressed tar shards, read in place: data far larger than memory.
+                index_beside: bool = False,
+                stream_memory: Union[int, str] = "512MiB") -> "_core.Dataset":
+    """Tar shards, never loaded whole: data far larger than memory.
 
     ``pattern`` is a ``.tar`` file, a brace range (``"train-{000000..000999}.tar"``), a glob,
-    a folder of ``.tar`` files or a ``.txt`` list of them. Inside, either WebDataset's layout
+    a folder of shards or a ``.txt`` list of them. Plain tars are read in place; compressed
+    ones (``.tar.gz``, ``.tar.zst``, ``.tar.xz``, ``.tar.bz2``) stream front to back, the
+    images a stream passed kept in ``stream_memory`` for the loader's shuffle buffer (a
+    random-access read of a compressed shard decompresses it again, so read them through a
+    ``DataLoader``, or ``tlcore shard`` them to plain tars). Inside, either WebDataset's layout
     (``key.jpg`` beside ``key.cls`` holding a class index or name, or ``key.json`` with
     ``"label"``) or class folders (``<class>/<image>``). Each shard is indexed once and the
     index kept in ``index_dir`` (default ``~/.cache/tlcore``), so opening again takes
@@ -92,7 +98,9 @@ def open_shards(pattern: PathLike, classes: Optional[Sequence[str]] = None,
     if classes is None:
         classes = _classes_beside(Path(pattern))
     return _core.open_shards(str(pattern), list(classes or []), str(index_dir or ""),
-                             skip_corrupt, index_beside=index_beside)
+                             skip_corrupt, index_beside=index_beside,
+                             stream_memory=_core.parse_byte_size(str(stream_memory),
+                                                                 "stream_memory"))
 
 
 def _classes_beside(pattern: Path) -> Optional[List[str]]:
@@ -126,9 +134,9 @@ def _open_pattern(pattern: str, example: str) -> "_core.Dataset":
     name = example.lower()
     if name.endswith(_TFRECORD_SUFFIXES):
         return open_tfrecords(pattern)
-    if name.endswith(".tar"):
+    if name.endswith(_SHARD_SUFFIXES):
         return open_shards(pattern)
-    raise ValueError(f"{pattern}: names neither .tar shards nor TFRecord files")
+    raise ValueError(f"{pattern}: names neither tar shards nor TFRecord files")
 
 
 def _first_listed(list_file: Path) -> str:

@@ -1,4 +1,5 @@
-// Tar shards read in place, and the index files that describe them.
+// Tar shards (plain, read in place, or compressed, streamed) and the index
+// files that describe them.
 // Input: 1 byte (bit 0: the rest is an index payload, decoded alone, as a file
 // anyone could have written; otherwise the rest is a shard, scanned afresh and
 // read; bit 1: skip_corrupt), then the bytes.

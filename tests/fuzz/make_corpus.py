@@ -66,11 +66,14 @@ def shards() -> Dict[str, bytes]:
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
         out[f"{name}.tar"] = b"\x00" + buf.getvalue()
+        # The same shard compressed: scanned and read through a stream.
+        out[f"{name}.tar.gz"] = b"\x00" + gzip.compress(buf.getvalue())
     out["folders.tar"] = b"\x02" + archives()["plain.tar"]
-    # An index payload: layout 2, one label "0", one sample "a/1.png" at 512, 70 bytes.
+    # An index payload: layout 2, not streamed, one label "0", one sample "a/1.png" at 512,
+    # 70 bytes.
     le = lambda v: v.to_bytes(8, "little")
     text = lambda s: le(len(s)) + s
-    out["index"] = (b"\x01\x02" + le(1) + text(b"0") + le(1) + text(b"a/1.png") + le(512) +
+    out["index"] = (b"\x01\x02\x00" + le(1) + text(b"0") + le(1) + text(b"a/1.png") + le(512) +
                     le(70) + le(0) + le(0) + le(0) + le(0))
     return out
 

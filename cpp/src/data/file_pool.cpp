@@ -12,15 +12,12 @@
 #include "tlcore/error.h"
 
 namespace tlcore::internal {
-namespace {
-
-std::size_t default_max_open() {
+std::size_t max_open_files(int max_open) {
+  if (max_open > 0) return static_cast<std::size_t>(max_open);
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 256;
   return std::clamp<std::size_t>(static_cast<std::size_t>(limit.rlim_cur) / 4, 4, 256);
 }
-
-}  // namespace
 
 Fd open_regular_file(const std::string& path) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -47,8 +44,7 @@ std::size_t pread_fully(int fd, const std::string& path, std::uint64_t offset, s
 }
 
 FilePool::FilePool(std::vector<std::string> paths, int max_open)
-    : paths_(std::move(paths)),
-      max_open_(max_open > 0 ? static_cast<std::size_t>(max_open) : default_max_open()) {}
+    : paths_(std::move(paths)), max_open_(max_open_files(max_open)) {}
 
 std::shared_ptr<const Fd> FilePool::acquire(std::size_t file) const {
   {

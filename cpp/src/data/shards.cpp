@@ -1,6 +1,8 @@
 // Tar shards read in place: each shard is indexed once (tar_shard_index.cpp),
 // the dataset keeps only offsets, sizes, labels and member names, and image()
 // reads one member with a positioned read through a bounded pool of open files.
+// Compressed shards cannot be read in place: their members are found by
+// ordinal in streams that move forward (shard_streams.cpp).
 #include <algorithm>
 #include <atomic>
 #include <limits>
@@ -13,6 +15,7 @@
 #include "internal/file_pool.h"
 #include "internal/parallel.h"
 #include "internal/shard_paths.h"
+#include "internal/shard_streams.h"
 #include "internal/tar_shard_index.h"
 #include "tlcore/data/decode.h"
 #include "tlcore/data/shards.h"
@@ -25,7 +28,7 @@ using internal::ShardLayout;
 using internal::TarShardIndex;
 
 struct Sample {
-  std::uint64_t data;     // offset of the image bytes in the shard
+  std::uint64_t data;     // offset of the image bytes in the shard (streamed: member ordinal)
   std::uint64_t name_at;  // offset of the member name in the names buffer
   std::uint32_t size;
   std::uint32_t name_length;
@@ -35,9 +38,13 @@ struct Sample {
 
 class TarShards final : public Dataset {
  public:
-  TarShards(std::unique_ptr<internal::FilePool> files, std::vector<Sample> samples,
-            std::string names, std::vector<std::string> classes, std::vector<std::int64_t> starts)
+  TarShards(std::unique_ptr<internal::FilePool> files,
+            std::unique_ptr<internal::ShardStreams> streams, std::vector<bool> streamed,
+            std::vector<Sample> samples, std::string names, std::vector<std::string> classes,
+            std::vector<std::int64_t> starts)
       : files_(std::move(files)),
+        streams_(std::move(streams)),
+        streamed_(std::move(streamed)),
         samples_(std::move(samples)),
         names_(std::move(names)),
         classes_(std::move(classes)),
@@ -56,6 +63,7 @@ class TarShards final : public Dataset {
 
   std::vector<std::uint8_t> encoded(std::int64_t index) const override {
     const Sample& s = sample(index);
+    if (streamed_[s.shard]) return streams_->read(s.shard, s.data, name(s), s.size);
     std::vector<std::uint8_t> bytes(s.size);
     std::size_t got = 0;
     try {
@@ -73,16 +81,20 @@ class TarShards final : public Dataset {
 
   std::string source(std::int64_t index) const override {
     const Sample& s = sample(index);
-    return files_->path(s.shard) + ":" + names_.substr(s.name_at, s.name_length);
+    return files_->path(s.shard) + ":" + name(s);
   }
 
  private:
+  std::string name(const Sample& s) const { return names_.substr(s.name_at, s.name_length); }
+
   const Sample& sample(std::int64_t index) const {
     internal::check_index(index, size());
     return samples_[static_cast<std::size_t>(index)];
   }
 
   std::unique_ptr<internal::FilePool> files_;
+  std::unique_ptr<internal::ShardStreams> streams_;
+  std::vector<bool> streamed_;  // per shard
   std::vector<Sample> samples_;
   std::string names_;
   std::vector<std::string> classes_;
@@ -211,12 +223,18 @@ std::string first_with(const std::vector<std::string>& paths,
 
 }  // namespace
 
+const std::vector<std::string>& tar_shard_extensions() {
+  static const std::vector<std::string> extensions{".tar",     ".tar.gz", ".tgz",
+                                                   ".tar.bz2", ".tar.xz", ".tar.zst"};
+  return extensions;
+}
+
 std::shared_ptr<Dataset> open_shards(const std::string& pattern, const ShardOptions& options,
                                      ShardStats* stats) {
   ShardStats local;
   ShardStats& st = stats ? *stats : local;
   st = ShardStats{};
-  const std::vector<std::string> paths = internal::shard_paths(pattern, {".tar"});
+  const std::vector<std::string> paths = internal::shard_paths(pattern, tar_shard_extensions());
   if (paths.size() > std::numeric_limits<std::uint32_t>::max()) {
     throw InvalidArgument(pattern + ": too many shards");
   }
@@ -261,8 +279,10 @@ std::shared_ptr<Dataset> open_shards(const std::string& pattern, const ShardOpti
   std::vector<Sample> samples;
   std::string names;
   std::vector<std::int64_t> starts;
+  std::vector<bool> streamed;
   for (std::size_t s = 0; s < indexes.size(); ++s) {
     starts.push_back(static_cast<std::int64_t>(samples.size()));
+    streamed.push_back(indexes[s].streamed);
     for (const internal::ShardSample& sample : indexes[s].samples) {
       const std::int64_t global = maps[s][sample.label];
       if (global < 0) {
@@ -280,9 +300,14 @@ std::shared_ptr<Dataset> open_shards(const std::string& pattern, const ShardOpti
   // Shards left empty would make zero-length runs: drop their starts.
   starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
   if (starts.back() == static_cast<std::int64_t>(samples.size())) starts.pop_back();
+  std::unique_ptr<internal::ShardStreams> streams;
+  if (std::find(streamed.begin(), streamed.end(), true) != streamed.end()) {
+    streams = std::make_unique<internal::ShardStreams>(paths, options.stream_memory,
+                                                       internal::max_open_files(options.max_open));
+  }
   return std::make_shared<TarShards>(std::make_unique<internal::FilePool>(paths, options.max_open),
-                                     std::move(samples), std::move(names), std::move(classes),
-                                     std::move(starts));
+                                     std::move(streams), std::move(streamed), std::move(samples),
+                                     std::move(names), std::move(classes), std::move(starts));
 }
 
 }  // namespace tlcore

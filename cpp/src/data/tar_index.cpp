@@ -174,6 +174,7 @@ TarMember read_tar_member(const ReadAt& read, std::uint64_t offset, std::uint64_
       member.name = prefix.empty() ? name : prefix + "/" + name;
     }
     member.regular = type == '0' || type == '\0' || type == '7';
+    member.directory = type == '5';
     member.data = data;
     member.size = member.regular ? size : 0;
     // Folders and links carry no data; anything else skips its size in blocks.

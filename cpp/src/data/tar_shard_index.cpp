@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "internal/archive_stream.h"
 #include "internal/checks.h"
 #include "internal/file_pool.h"
 #include "internal/tar_index.h"
@@ -20,7 +21,7 @@ namespace {
 constexpr std::size_t kMaxProblemsKept = 20;
 // Label files hold a number or a name: anything larger is not one.
 constexpr std::uint64_t kMaxLabelBytes = 1 << 16;
-constexpr const char* kIndexKey = "tar-shard 1";
+constexpr const char* kIndexKey = "tar-shard 2";
 
 // A WebDataset group: the members sharing one key.
 struct Group {
@@ -85,66 +86,27 @@ void add_problem(TarShardIndex& index, std::string problem) {
   ++index.problem_count;
 }
 
-class Scanner {
+// Groups members into samples as they are listed, whatever reads them.
+class SampleCollector {
  public:
-  explicit Scanner(const std::string& path) : path_(path), fd_(open_regular_file(path)) {
-    size_ = file_stamp(path).size;
-    read_ = [this](std::uint64_t offset, std::uint8_t* out, std::size_t n) {
-      return pread_fully(fd_.get(), path_, offset, out, n);
-    };
-    refuse_compressed();
-  }
+  explicit SampleCollector(std::string path) : path_(std::move(path)) {}
 
-  TarShardIndex scan() {
-    std::vector<Group> groups;
-    std::uint64_t offset = 0;
-    try {
-      while (!at_tar_end(read_, offset, size_)) {
-        std::uint64_t next = 0;
-        const TarMember member = read_tar_member(read_, offset, size_, path_, &next);
-        offset = next;
-        if (member.regular) add_member(member, groups);
-      }
-    } catch (const FormatError& e) {
-      add_problem(index_, std::string(e.what()) +
-                              (offset > 0 ? " (the rest of the shard is unreadable)" : ""));
-    }
-    finish(groups);
-    return std::move(index_);
-  }
-
- private:
-  void refuse_compressed() const {
-    std::uint8_t magic[6] = {};
-    const std::size_t n = read_(0, magic, sizeof magic);
-    const char* kind = nullptr;
-    if (n >= 2 && magic[0] == 0x1f && magic[1] == 0x8b) kind = "gzip";
-    if (n >= 3 && std::memcmp(magic, "BZh", 3) == 0) kind = "bzip2";
-    if (n >= 6 && std::memcmp(magic,
-                              "\xfd"
-                              "7zXZ\0",
-                              6) == 0)
-      kind = "xz";
-    if (n >= 4 && std::memcmp(magic, "\x28\xb5\x2f\xfd", 4) == 0) kind = "zstd";
-    if (kind) {
-      throw Unsupported(path_ + ": a " + std::string(kind) +
-                        "-compressed shard: shards are read in place, so they must be plain "
-                        "tar (decompress it first)");
-    }
-  }
-
-  void add_member(const TarMember& member, std::vector<Group>& groups) {
+  // `read_label` returns a label member's text (called only for label files).
+  template <typename ReadLabel>
+  void add(const TarMember& member, ReadLabel&& read_label) {
+    if (!member.regular) return;
     const std::size_t slash = member.name.rfind('/');
     if (is_hidden(member.name.substr(slash == std::string::npos ? 0 : slash + 1))) return;
     auto [key, ext] = split_key(member.name);
-    if (groups.empty() || groups.back().key != key) groups.push_back(Group{key, {}, {}, {}, {}});
-    Group& group = groups.back();
+    if (groups_.empty() || groups_.back().key != key) groups_.push_back(Group{key, {}, {}, {}, {}});
+    Group& group = groups_.back();
     if (has_image_extension(member.name) && !group.image) {
       group.image = member;
     } else if (is_label_extension(ext) && !group.label && group.problem.empty()) {
       group.label_member = member.name;
       try {
-        group.label = parse_label(ext, label_text(member));
+        if (member.size > kMaxLabelBytes) throw FormatError("label file too large");
+        group.label = parse_label(ext, read_label());
       } catch (const FormatError& e) {
         group.problem = path_ + ":" + member.name + ": " + e.what();
       }
@@ -153,66 +115,142 @@ class Scanner {
     }
   }
 
-  std::string label_text(const TarMember& member) const {
-    if (member.size > kMaxLabelBytes) throw FormatError("label file too large");
-    std::string text(static_cast<std::size_t>(member.size), '\0');
-    if (read_(member.data, reinterpret_cast<std::uint8_t*>(text.data()), text.size()) !=
-        text.size()) {
-      throw FormatError("truncated label file");
-    }
-    return text;
+  // The rest of the shard cannot be read: `why`.
+  void damaged(const std::string& why, bool after_members) {
+    add_problem(index_, why + (after_members ? " (the rest of the shard is unreadable)" : ""));
   }
 
-  void finish(const std::vector<Group>& groups) {
-    const bool keyed = std::any_of(groups.begin(), groups.end(),
-                                   [](const Group& g) { return g.label || !g.problem.empty(); });
-    std::map<std::string, std::uint32_t> ids;
-    for (const Group& g : groups) {
-      if (!g.image) {
-        if (g.label || !g.problem.empty()) ++index_.non_image;  // a label without its image
-        continue;
-      }
-      if (!g.problem.empty()) {
-        add_problem(index_, g.problem);
-        continue;
-      }
-      if (keyed && !g.label) {
-        add_problem(index_, path_ + ":" + g.image->name + ": no label file (" + g.key + ".cls or " +
-                                g.key + ".json) beside the image");
-        continue;
-      }
-      if (g.image->size > UINT32_MAX) {
-        add_problem(index_, path_ + ":" + g.image->name + ": image member over 4 GiB");
-        continue;
-      }
-      const std::string& name = g.image->name;
-      const std::size_t slash = name.rfind('/');
-      const std::string label =
-          keyed ? *g.label : (slash == std::string::npos ? "" : name.substr(0, slash));
-      const auto id = ids.emplace(label, static_cast<std::uint32_t>(ids.size())).first->second;
-      index_.samples.push_back({name, g.image->data, g.image->size, id});
-    }
-    index_.labels.resize(ids.size());
-    for (const auto& [label, id] : ids) index_.labels[id] = label;
-    if (!index_.samples.empty()) {
-      index_.layout = keyed ? ShardLayout::kKeyed : ShardLayout::kClassFolders;
-    }
-  }
+  TarShardIndex finish(bool streamed);
 
+ private:
   std::string path_;
-  Fd fd_;
-  std::uint64_t size_ = 0;
-  ReadAt read_;
+  std::vector<Group> groups_;
   TarShardIndex index_;
 };
 
+TarShardIndex SampleCollector::finish(bool streamed) {
+  const bool keyed = std::any_of(groups_.begin(), groups_.end(),
+                                 [](const Group& g) { return g.label || !g.problem.empty(); });
+  std::map<std::string, std::uint32_t> ids;
+  for (const Group& g : groups_) {
+    if (!g.image) {
+      if (g.label || !g.problem.empty()) ++index_.non_image;  // a label without its image
+      continue;
+    }
+    if (!g.problem.empty()) {
+      add_problem(index_, g.problem);
+      continue;
+    }
+    if (keyed && !g.label) {
+      add_problem(index_, path_ + ":" + g.image->name + ": no label file (" + g.key + ".cls or " +
+                              g.key + ".json) beside the image");
+      continue;
+    }
+    if (g.image->size > UINT32_MAX) {
+      add_problem(index_, path_ + ":" + g.image->name + ": image member over 4 GiB");
+      continue;
+    }
+    const std::string& name = g.image->name;
+    const std::size_t slash = name.rfind('/');
+    const std::string label =
+        keyed ? *g.label : (slash == std::string::npos ? "" : name.substr(0, slash));
+    const auto id = ids.emplace(label, static_cast<std::uint32_t>(ids.size())).first->second;
+    index_.samples.push_back({name, g.image->data, g.image->size, id});
+  }
+  index_.labels.resize(ids.size());
+  for (const auto& [label, id] : ids) index_.labels[id] = label;
+  if (!index_.samples.empty()) {
+    index_.layout = keyed ? ShardLayout::kKeyed : ShardLayout::kClassFolders;
+  }
+  index_.streamed = streamed;
+  return std::move(index_);
+}
+
+// A plain tar: headers read in place, label files with positioned reads.
+TarShardIndex scan_plain(const std::string& path) {
+  const Fd fd = open_regular_file(path);
+  const std::uint64_t size = file_stamp(path).size;
+  const ReadAt read = [&](std::uint64_t offset, std::uint8_t* out, std::size_t n) {
+    return pread_fully(fd.get(), path, offset, out, n);
+  };
+  SampleCollector collector(path);
+  std::uint64_t offset = 0;
+  try {
+    while (!at_tar_end(read, offset, size)) {
+      std::uint64_t next = 0;
+      const TarMember member = read_tar_member(read, offset, size, path, &next);
+      offset = next;
+      collector.add(member, [&] {
+        std::string text(static_cast<std::size_t>(member.size), '\0');
+        if (read(member.data, reinterpret_cast<std::uint8_t*>(text.data()), text.size()) !=
+            text.size()) {
+          throw FormatError("truncated label file");
+        }
+        return text;
+      });
+    }
+  } catch (const FormatError& e) {
+    collector.damaged(e.what(), offset > 0);
+  }
+  return collector.finish(false);
+}
+
+// A compressed tar: read front to back, every member found by its ordinal. A
+// member is added once the stream has passed its end: skipping its data is
+// what shows it whole.
+TarShardIndex scan_streamed(const std::string& path) {
+  struct Pending {
+    TarMember member;
+    std::string label;  // a label file's text, read while the stream was on it
+    std::string error;
+  };
+  std::optional<ArchiveStream> stream;
+  SampleCollector collector(path);
+  std::optional<Pending> pending;
+  const auto flush = [&] {
+    if (!pending) return;
+    collector.add(pending->member, [&] {
+      if (!pending->error.empty()) throw FormatError(pending->error);
+      return pending->label;
+    });
+    pending.reset();
+  };
+  TarMember member;
+  bool any = false;
+  try {
+    stream.emplace(path);
+    while (stream->next(&member)) {
+      flush();
+      any = true;
+      pending = Pending{member, {}, {}};
+      if (member.regular && is_label_extension(split_key(member.name).second) &&
+          member.size <= kMaxLabelBytes) {
+        std::vector<std::uint8_t> bytes;
+        try {
+          stream->read(bytes, kMaxLabelBytes);
+          pending->label.assign(bytes.begin(), bytes.end());
+        } catch (const FormatError&) {
+          pending->error = "truncated or corrupt label file";
+        }
+      }
+    }
+    flush();
+  } catch (const FormatError& e) {
+    collector.damaged(e.what(), any);
+  }
+  return collector.finish(true);
+}
+
 }  // namespace
 
-TarShardIndex scan_tar_shard(const std::string& path) { return Scanner(path).scan(); }
+TarShardIndex scan_tar_shard(const std::string& path) {
+  return compression_of(path).empty() ? scan_plain(path) : scan_streamed(path);
+}
 
 std::vector<std::uint8_t> encode(const TarShardIndex& index) {
   IndexWriter w;
   w.u8(static_cast<std::uint8_t>(index.layout));
+  w.u8(index.streamed ? 1 : 0);
   w.u64(index.labels.size());
   for (const std::string& label : index.labels) w.text(label);
   w.u64(index.samples.size());
@@ -235,6 +273,9 @@ TarShardIndex decode_tar_shard_index(const std::vector<std::uint8_t>& payload) {
   const std::uint8_t layout = r.u8();
   if (layout > 2) throw FormatError("index: unknown layout");
   index.layout = static_cast<ShardLayout>(layout);
+  const std::uint8_t streamed = r.u8();
+  if (streamed > 1) throw FormatError("index: unknown kind");
+  index.streamed = streamed == 1;
   // Each entry takes at least 8 bytes: a count beyond the payload is damage, not a reason
   // to reserve memory.
   const auto count = [&](std::uint64_t n) {
@@ -271,7 +312,9 @@ TarShardIndex tar_shard_index(const std::string& path, const std::string& index_
       try {
         TarShardIndex index = decode_tar_shard_index(*payload);
         // Offsets come from a file anyone could have written: check them against the shard.
+        // (A streamed shard's members are found by ordinal, and their names checked on reading.)
         const bool inside =
+            index.streamed ||
             std::all_of(index.samples.begin(), index.samples.end(), [&](const ShardSample& s) {
               return s.data <= stamp.size && s.size <= stamp.size - s.data;
             });

@@ -1,5 +1,6 @@
-// Datasets larger than memory: uncompressed tar shards, indexed once and read
-// in place with positioned reads, never loaded whole.
+// Datasets larger than memory: tar shards, indexed once and never loaded
+// whole. Plain tars are read in place with positioned reads; compressed ones
+// (gzip, bzip2, xz, zstd) stream front to back.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +29,10 @@ struct ShardOptions {
   bool skip_corrupt = false;
   int threads = 0;   // shards indexed at once; 0: one per core
   int max_open = 0;  // shard files open at once; 0: a quarter of the descriptor limit, <= 256
+  // Compressed shards: bytes of images kept after a stream passed them, for
+  // the reads the loader's shuffle buffer asks for next. It should hold about
+  // shuffle_buffer images; one dropped costs a read of its shard from the start.
+  std::uint64_t stream_memory = std::uint64_t{512} << 20;
 };
 
 struct ShardStats {
@@ -49,10 +54,16 @@ struct ShardStats {
 //   the leading folders every image of the dataset shares (as open_image_archive).
 // Samples keep the shards' order and each shard's member order, so a loader
 // reading shard by shard reads each file front to back (see
-// LoaderOptions::shuffle_buffer). Throws NotFound for missing shards;
-// FormatError naming shard and member for a damaged shard, an image without
-// its label or a label that does not parse (unless skip_corrupt); Unsupported
-// for a compressed shard (decompress it first).
+// LoaderOptions::shuffle_buffer). A compressed shard is read by moving a
+// stream forward: reading its samples in order is fast, random access
+// decompresses the shard again each time it steps back. Throws NotFound for
+// missing shards; FormatError naming shard and member for a damaged shard, an
+// image without its label or a label that does not parse (unless
+// skip_corrupt); Unsupported for a compressed shard in a build without libarchive.
+// The file names a folder of shards is searched for: ".tar", and compressed
+// tars (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst").
+const std::vector<std::string>& tar_shard_extensions();
+
 std::shared_ptr<Dataset> open_shards(const std::string& pattern, const ShardOptions& options = {},
                                      ShardStats* stats = nullptr);
 

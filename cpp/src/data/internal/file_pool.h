@@ -47,6 +47,10 @@ class FilePool {
   mutable std::unordered_map<std::size_t, Open> open_;
 };
 
+// How many files a reader keeps open: `max_open`, or for max_open <= 0 a
+// quarter of the process's descriptor limit, at most 256.
+std::size_t max_open_files(int max_open);
+
 // Opens `path` read-only, refusing anything but a regular file (a FIFO or a
 // device could block forever). NotFound / InvalidArgument / Error naming it.
 Fd open_regular_file(const std::string& path);

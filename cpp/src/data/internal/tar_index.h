@@ -20,6 +20,7 @@ struct TarMember {
   std::uint64_t data = 0;    // offset of its data
   std::uint64_t size = 0;    // data bytes
   bool regular = false;      // a regular file (folders, links and devices are not)
+  bool directory = false;
 };
 
 // One member: the entry whose first header block is at `offset`.

@@ -14,13 +14,14 @@ enum class ShardLayout : std::uint8_t { kEmpty = 0, kClassFolders = 1, kKeyed = 
 
 struct ShardSample {
   std::string name;        // the image member's path in the shard
-  std::uint64_t data = 0;  // offset of its bytes
+  std::uint64_t data = 0;  // offset of its bytes; in a streamed shard, its member ordinal
   std::uint64_t size = 0;
   std::uint32_t label = 0;  // into TarShardIndex::labels
 };
 
 struct TarShardIndex {
   ShardLayout layout = ShardLayout::kEmpty;
+  bool streamed = false;  // compressed: read front to back, not in place
   // Class folders: each image's folder path; keyed: each label's text.
   std::vector<std::string> labels;
   std::vector<ShardSample> samples;
@@ -30,9 +31,11 @@ struct TarShardIndex {
   std::int64_t problem_count = 0;
 };
 
-// Scans the tar shard at `path` (uncompressed). Problems with single samples
-// and a damaged tail are recorded, not thrown: skip_corrupt is the opener's choice.
-// Throws NotFound, or Unsupported for a compressed shard.
+// Scans the tar shard at `path`: a plain tar by its headers in place, a
+// compressed one (gzip, bzip2, xz, zstd) front to back. Problems with single
+// samples and a damaged tail are recorded, not thrown: skip_corrupt is the
+// opener's choice. Throws NotFound, or Unsupported for a compressed shard
+// when tlcore was built without libarchive.
 TarShardIndex scan_tar_shard(const std::string& path);
 
 std::vector<std::uint8_t> encode(const TarShardIndex& index);
