@@ -138,9 +138,23 @@ TEST(Decode, ReducedJpegKeepsShorterSideAtLeastMinSide) {
             1.0);
 }
 
-TEST(Decode, MinSideLeavesOtherFormatsAtFullSize) {
-  const cv::Mat m = decode(encode(".png", test_image(64, 32)), 3, 8);
-  expect_layout(m, 32, 64, 3);
+// Without DCT scaling, other formats are reduced after decoding by the factor a
+// JPEG would take (here 1/4: 1/8 would leave a side under 8): each pixel the
+// mean of its 4 x 4 block, as Pillow's reduce().
+TEST(Decode, MinSideReducesOtherFormatsByBlockMeans) {
+  const cv::Mat bgr = test_image(64, 32);
+  const cv::Mat m = decode(encode(".png", bgr), 3, 8);
+  expect_layout(m, 8, 16, 3);
+  for (int y = 0; y < 8; ++y) {
+    for (int x = 0; x < 16; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        int sum = 0;
+        for (int k = 0; k < 16; ++k) sum += bgr.at<cv::Vec3b>(4 * y + k / 4, 4 * x + k % 4)[2 - c];
+        EXPECT_NEAR(m.at<cv::Vec3b>(y, x)[c], sum / 16.0, 1.0) << y << "," << x << "," << c;
+      }
+    }
+  }
+  expect_layout(decode(encode(".png", bgr), 3, 9), 16, 32, 3);  // 1/4 would leave 8 < 9
 }
 
 TEST(Decode, GrayPng) {

@@ -200,6 +200,25 @@ def test_real_photos_match_torchvision_and_pil(shared_dir):
         assert mean_diff(small, reference) < 1.0, path.name
 
 
+@pytest.mark.parametrize("mode,channels", [("L", 1), ("RGB", 3), ("RGBA", 4)])
+def test_png_decoding_reduces_like_pillow(mode, channels):
+    """Formats without DCT scaling are reduced after decoding, by the factor a JPEG would
+    be: Pillow's Image.reduce (a box filter) is the oracle, and the colour work is done on
+    the small image (a grey picture at the pixel limit is never expanded to RGB whole)."""
+    rng = np.random.default_rng(7)
+    # Smooth content (the box filter's rounding is the only difference), 1600 x 1200.
+    small = rng.integers(0, 256, (15, 20, channels), dtype=np.uint8)
+    pixels = np.asarray(Image.fromarray(small.squeeze()).resize((1600, 1200), Image.BILINEAR))
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode).save(buf, "PNG")
+    for min_side, factor in [(150, 8), (151, 4), (300, 4), (600, 2), (601, 1), (0, 1)]:
+        out = _core.decode_image(buf.getvalue(), channels=3, min_side=min_side)
+        # Alpha is dropped, as in a full-size decode: the colours are reduced as they are.
+        reference = Image.fromarray(pixels, mode).convert("RGB").reduce(factor)
+        assert out.shape == (1200 // factor, 1600 // factor, 3), min_side
+        assert np.abs(out.astype(int) - np.asarray(reference, int)).max() <= 1, min_side
+
+
 # ------------------------------------------------------------------ real data sets
 
 

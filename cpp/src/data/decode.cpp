@@ -153,6 +153,46 @@ cv::Mat decode_jpeg(const std::uint8_t* data, std::size_t size, const DecodeOpti
   return gray;
 }
 
+// What JPEG's DCT scaling does for the other formats, after the fact: a box
+// reduction by 2, 4 or 8 (the same choice as choose_scale), before any colour
+// work, so a picture at the pixel limit is expanded to RGB and resampled small.
+cv::Mat reduced(const cv::Mat& image, int min_side) {
+  const tjscalingfactor scale = choose_scale(image.cols, image.rows, min_side);
+  if (scale.denom == 1) return image;
+  cv::Mat out;
+  cv::resize(image, out, cv::Size(TJSCALED(image.cols, scale), TJSCALED(image.rows, scale)), 0, 0,
+             cv::INTER_AREA);
+  return out;
+}
+
+// The colour conversions below write over the decoded pixels: a picture at the
+// pixel limit is over 100 MB, and a second buffer would double what it costs.
+cv::Mat bgr_to_rgb_in_place(cv::Mat& bgr) {
+  for (int y = 0; y < bgr.rows; ++y) {
+    std::uint8_t* p = bgr.ptr<std::uint8_t>(y);
+    for (int x = 0; x < bgr.cols; ++x, p += 3) std::swap(p[0], p[2]);
+  }
+  return bgr;
+}
+
+// RGB packed into the front of the BGRA buffer (each pixel moves to a lower
+// address, so a forward pass never overwrites what it has still to read).
+cv::Mat bgra_to_rgb_in_place(cv::Mat& bgra) {
+  const int rows = bgra.rows, cols = bgra.cols;
+  std::uint8_t* dst = bgra.data;
+  for (int y = 0; y < rows; ++y) {
+    const std::uint8_t* src = bgra.ptr<std::uint8_t>(y);
+    for (int x = 0; x < cols; ++x, src += 4, dst += 3) {
+      const std::uint8_t b = src[0], g = src[1], r = src[2];
+      dst[0] = r;
+      dst[1] = g;
+      dst[2] = b;
+    }
+  }
+  // A view of the packed front, sharing (and keeping alive) the decoded buffer.
+  return cv::Mat(bgra.reshape(1, 1)).colRange(0, rows * cols * 3).reshape(3, rows);
+}
+
 // PNG, BMP and WEBP: any depth, 1 to 4 channels. Nothing else reaches OpenCV, whose
 // other readers (TIFF, DICOM, JPEG 2000, GDAL's...) skip the pixel limit or abort the
 // process on hostile bytes.
@@ -186,6 +226,7 @@ cv::Mat decode_other(const std::uint8_t* data, std::size_t size, const DecodeOpt
     throw FormatError(source + ": unsupported sample depth (only 8- and 16-bit images)");
   }
 
+  decoded = reduced(decoded, options.min_side);
   const bool gray_out = options.channels == 1;
   cv::Mat out;
   switch (decoded.channels()) {
@@ -199,15 +240,17 @@ cv::Mat decode_other(const std::uint8_t* data, std::size_t size, const DecodeOpt
       cv::cvtColor(out, decoded, cv::COLOR_GRAY2RGB);
       return decoded;
     case 3:
-      cv::cvtColor(decoded, out, gray_out ? cv::COLOR_BGR2GRAY : cv::COLOR_BGR2RGB);
-      return out;
+      if (gray_out) break;
+      return bgr_to_rgb_in_place(decoded);
     case 4:
-      cv::cvtColor(decoded, out, gray_out ? cv::COLOR_BGRA2GRAY : cv::COLOR_BGRA2RGB);
-      return out;
+      if (gray_out) break;
+      return bgra_to_rgb_in_place(decoded);
     default:
       throw FormatError(source + ": unsupported channel count " +
                         std::to_string(decoded.channels()));
   }
+  cv::cvtColor(decoded, out, decoded.channels() == 3 ? cv::COLOR_BGR2GRAY : cv::COLOR_BGRA2GRAY);
+  return out;
 }
 
 }  // namespace

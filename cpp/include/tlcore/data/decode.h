@@ -16,9 +16,9 @@ struct DecodeOptions {
   // 3: RGB (HxWx3), 1: grayscale (HxWx1). Alpha is dropped, 16-bit scaled to 8-bit,
   // palette and CMYK converted.
   int channels = 3;
-  // When > 0, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
-  // scaling, far cheaper than decoding then shrinking) as long as its shorter
-  // side stays >= min_side.
+  // When > 0, an image may come out at 1/2, 1/4 or 1/8 scale while its shorter side
+  // stays >= min_side: a JPEG by libjpeg's DCT scaling (far cheaper than decoding then
+  // shrinking), other formats by a box reduction straight after decoding (as Pillow's reduce).
   int min_side = 0;
   // When > 0, images with more pixels are refused from their header, before any
   // pixel memory is allocated (a 50 kB PNG can claim 100,000 x 100,000 pixels).
