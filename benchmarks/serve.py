@@ -72,7 +72,8 @@ def free_port() -> int:
 
 
 class Server:
-    """One uvicorn process; ready once ``ready_path`` answers 200."""
+    """One server process (``argv`` after the interpreter: ``-m uvicorn ...`` or ``-m tlcore.cli serve ...``),
+    told its host, port and log level; ready once ``ready_path`` answers 200."""
 
     def __init__(self, argv: List[str], env: Dict[str, str], ready_path: str, log_path: Path,
                  port: Optional[int] = None) -> None:
@@ -81,13 +82,12 @@ class Server:
         self.log_path = log_path
         with open(log_path, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", *argv, "--host", "127.0.0.1", "--port", str(self.port),
-                 "--log-level", "warning", "--no-access-log"],
+                [sys.executable, *argv, "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
                 cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
         while True:
             if self.process.poll() is not None:
-                sys.exit(f"server {argv[-1]} exited:\n{log_path.read_text()[-3000:]}")
+                sys.exit(f"server {' '.join(argv)} exited:\n{log_path.read_text()[-3000:]}")
             try:
                 if httpx.get(self.url + ready_path, timeout=5).status_code == 200:
                     return
@@ -95,7 +95,7 @@ class Server:
                 pass
             if time.monotonic() > deadline:
                 self.close()
-                sys.exit(f"server {argv[-1]} not ready after 300 s:\n{log_path.read_text()[-3000:]}")
+                sys.exit(f"server {' '.join(argv)} not ready after 300 s:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.25)
 
     def cpu_seconds(self) -> Optional[float]:
@@ -190,7 +190,7 @@ def run_tlcore(args: argparse.Namespace, models: Path, image: bytes, expected: s
                log_path: Path) -> Dict[str, object]:
     """tlcore's service (api.app) over ``models`` in ``precision``, under the benchmark's load."""
     log.info("tlcore: api.app in %s with max_batch %d, max_delay_ms %g", precision, args.max_batch, args.max_delay_ms)
-    service = Server(["api.app:app"], {"TLCORE_MODELS": str(models), "TLCORE_MAX_BATCH": str(args.max_batch),
+    service = Server(["-m", "uvicorn", "api.app:app", "--no-access-log"], {"TLCORE_MODELS": str(models), "TLCORE_MAX_BATCH": str(args.max_batch),
                                        "TLCORE_MAX_DELAY_MS": str(args.max_delay_ms), "TLCORE_PRECISION": precision},
                      "/health", log_path)
     try:
@@ -247,7 +247,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         expected = save_imagenet_model(weights, models / "imagenet.tlc")
 
         log.info("naive: torchvision mobilenet_v2, one forward pass per request")
-        naive = Server(["--app-dir", "benchmarks", "naive_service:app"], {"NAIVE_WEIGHTS": str(weights)},
+        naive = Server(["-m", "uvicorn", "--app-dir", "benchmarks", "naive_service:app", "--no-access-log"], {"NAIVE_WEIGHTS": str(weights)},
                        "/docs", Path(tmp) / "naive.log")
         try:
             results["naive"] = summarize(run_load(naive.url, image, expected, args.clients, args.warmup, args.duration,

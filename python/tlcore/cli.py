@@ -598,6 +598,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    """argparse type: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds above 0")
+    return value
+
+
 def _probability(text: str) -> float:
     """argparse type: a number from 0 to 1."""
     try:
@@ -727,10 +738,13 @@ def _serve(args: argparse.Namespace) -> int:
     create_app = _create_app()
     import uvicorn
 
+    from tlcore.api.header_deadline import header_deadline
+
     app = create_app(args.models, default_model=args.default_model, max_upload_mb=args.max_upload_mb,
                      max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
                      max_pixels=args.max_pixels, threshold=args.threshold, precision=args.precision)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                http=header_deadline(args.header_timeout))
     return 0
 
 
@@ -863,6 +877,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     serve.add_argument("--threshold", type=_probability, default=None,
                        help="'unknown' below this confidence, for every model (default: each model's own)")
     _add_precision_option(serve, default=None)
+    serve.add_argument("--header-timeout", type=_positive_seconds, default=10.0,
+                       help="seconds a request's headers may take to arrive: slower gets 408 (default 10)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(run=_serve)
 

@@ -164,13 +164,15 @@ def server(models_dir, tmp_path_factory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def strict_server(models_dir, photos, tmp_path_factory) -> Iterator[Server]:
-    """`tlcore serve` with tight limits: 64 KB uploads, 300k pixels, no batching, a queue of one."""
+    """`tlcore serve` with tight limits: 64 KB uploads, 300k pixels, no batching, a queue of one,
+    request headers due within 2 s."""
     folder = tmp_path_factory.mktemp("strict_models")
     name = "imagenet.tlc" if photos is not None else "fashion.tlc"
     shutil.copy(models_dir / name, folder / name)
     s = Server([sys.executable, "-X", "faulthandler", "-m", "tlcore.cli", "serve", "--models", str(folder),
                 "--host", "127.0.0.1", "--max-upload-mb", "0.0625", "--max-pixels", "300000", "--max-batch", "1",
-                "--max-queue", "1", "--max-delay-ms", "0"], tmp_path_factory.mktemp("strict") / "serve.log")
+                "--max-queue", "1", "--max-delay-ms", "0", "--header-timeout", "2"],
+               tmp_path_factory.mktemp("strict") / "serve.log")
     yield s
     s.close()
 
@@ -483,6 +485,59 @@ def test_headers_over_16_kib_are_431(server):
     r = server.client.get("/health", headers={"x-padding": "a" * 20_000})
     assert r.status_code == 431 and "over the limit of 16384 bytes" in r.json()["detail"]
     assert server.alive()
+
+
+def _read_until_closed(s: socket.socket, limit_s: float) -> Tuple[bytes, float]:
+    """What the server sends until it closes the connection, and when it closed (monotonic)."""
+    reply, deadline = b"", time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([s], [], [], 0.1)
+        if ready:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    return reply, time.monotonic()
+
+
+def test_trickling_headers_get_408_and_the_connection_closed(strict_server):
+    """Slowloris: a head sent a line every 0.2 s is never whole; `tlcore serve --header-timeout 2`
+    answers 408 and closes about 2 s after the connection opened (uvicorn alone never does)."""
+    with socket.create_connection(("127.0.0.1", strict_server.port), timeout=10) as s:
+        opened = time.monotonic()
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        reply = b""
+        for i in range(30):  # 6 s of trickle at most
+            ready, _, _ = select.select([s], [], [], 0.2)
+            if ready:
+                break
+            try:
+                s.sendall(b"X-Slow-%d: z\r\n" % i)
+            except OSError:
+                break
+        reply, closed = _read_until_closed(s, 5)
+    assert reply.startswith(b"HTTP/1.1 408 ") and b"request headers too slow" in reply, reply[:200]
+    assert 1.8 < closed - opened < 4.5
+    assert strict_server.alive()
+
+
+def test_kept_alive_connections_still_serve_whole_requests(strict_server):
+    """The deadline covers heads only: two requests on one connection, 1 s apart, both answered."""
+    with socket.create_connection(("127.0.0.1", strict_server.port), timeout=10) as s:
+        for _ in range(2):
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(65536)
+            assert head.startswith(b"HTTP/1.1 200 "), head[:200]
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            body = head.split(b"\r\n\r\n", 1)[1]
+            while len(body) < length:
+                body += s.recv(65536)
+            time.sleep(1.0)
+        # Idle past the deadline: closed quietly, without an unasked-for 408.
+        reply, _ = _read_until_closed(s, 4)
+        assert reply == b""
 
 
 def test_a_trickling_body_gets_408():
