@@ -775,8 +775,8 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", default=None,
                         help="a preset (imagenet-train, cifar-train) or Keras-style augmentations on the eval "
                              "resize: flip, rotate=F (angle within ±F x 360 degrees), zoom=F (scale in "
-                             "[1-F, 1+F]), contrast=F (factor in [1-F, 1+F]); e.g. flip,rotate=0.2,zoom=0.2,"
-                             "contrast=0.1")
+                             "[1-F, 1+F]), contrast=F (factor in [1-F, 1+F]), translate=F (shift up to "
+                             "F x the side); e.g. flip,rotate=0.2,zoom=0.2,contrast=0.1")
     parser.add_argument("--head", default="linear", choices=list(_HEADS),
                         help="linear, dropout (dropout then linear) or mlp (hidden layers from --hidden)")
     parser.add_argument("--dropout", type=float, default=0.2, help="the head's dropout (dropout and mlp heads)")

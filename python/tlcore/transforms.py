@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 # Keras' preprocessing layers by name, with the value a bare name means.
-AUGMENTATIONS: Dict[str, float] = {"flip": 0.5, "rotate": 0.1, "zoom": 0.1, "contrast": 0.1}
+AUGMENTATIONS: Dict[str, float] = {"flip": 0.5, "rotate": 0.1, "zoom": 0.1, "contrast": 0.1, "translate": 0.1}
 
 
 def _parse(text: str) -> List[Tuple[str, float]]:
@@ -96,6 +96,8 @@ def augmentation(text: str, base: Pipeline) -> Pipeline:
     - ``zoom=f``: RandomZoom(f), one scale uniform in [1 - f, 1 + f] for both axes.
     - ``contrast=f``: RandomContrast(f), a factor uniform in [1 - f, 1 + f]. The pixels are
       blended with the image's grey mean, as torchvision does; Keras uses each channel's mean.
+    - ``translate=f``: RandomTranslation(f, f, fill_mode="constant"), a shift of up to
+      f × the side along each axis, in whole pixels, the uncovered border black.
 
     Usage: ``augmentation("flip,rotate=0.2,zoom=0.2,contrast=0.1", Pipeline.preset("imagenet-eval", 224))``
     """
@@ -108,6 +110,11 @@ def augmentation(text: str, base: Pipeline) -> Pipeline:
             ops.append(RandomRotation(amount * 360.0))
         elif name == "zoom":
             ops.append(RandomZoom(amount))
+        elif name == "translate":
+            height, width = base.size if isinstance(base.size, tuple) else (base.size, base.size)
+            if height != width:
+                raise ValueError(f"augmentation 'translate': needs a square image size, got {height}x{width}")
+            ops.append(PadRandomCrop(height, round(amount * height)))
         else:
             ops.append(ColorJitter(contrast=amount))
     return Pipeline(ops, base.size, base.mean, base.std, base.channels)

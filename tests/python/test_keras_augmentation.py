@@ -1,7 +1,8 @@
 """`--augment` / ImageData(train_transform="flip,rotate=0.2,...") against the definitions of
 Keras' preprocessing layers, on a real photo: RandomFlip("horizontal"), RandomRotation(f)
-(an angle within ±f x 2π), RandomZoom(f) (a scale in [1-f, 1+f]) and RandomContrast(f)
-(a factor in [1-f, 1+f]; tlcore blends with the grey mean, as torchvision does)."""
+(an angle within ±f x 2π), RandomZoom(f) (a scale in [1-f, 1+f]), RandomContrast(f)
+(a factor in [1-f, 1+f]; tlcore blends with the grey mean, as torchvision does) and
+RandomTranslation(f, f, fill_mode="constant") (a shift of up to f x the side)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -87,6 +88,27 @@ def test_flip_mirrors_half_of_the_draws(photo, base):
     mirrored = [np.array_equal(pipeline(photo, seed=3, epoch=0, index=i), resized[:, ::-1]) for i in range(200)]
     kept = [np.array_equal(pipeline(photo, seed=3, epoch=0, index=i), resized) for i in range(200)]
     assert all(m != k for m, k in zip(mirrored, kept)) and 70 < sum(mirrored) < 130
+
+
+def test_translate_shifts_by_whole_pixels_within_the_factor(photo, base):
+    """Each draw is the resized image moved by (dy, dx), |d| <= 0.03 x 96 px (3), the border
+    black; every shift in the range comes up."""
+    pipeline = T.augmentation("translate=0.03", base)
+    resized = base(photo)
+    seen = set()
+    for i in range(300):
+        got = pipeline(photo, seed=2, epoch=0, index=i)
+        matches = []
+        for dy in range(-3, 4):
+            for dx in range(-3, 4):
+                moved = np.zeros_like(resized)
+                moved[max(dy, 0):SIZE + min(dy, 0), max(dx, 0):SIZE + min(dx, 0)] = \
+                    resized[max(-dy, 0):SIZE + min(-dy, 0), max(-dx, 0):SIZE + min(-dx, 0)]
+                if np.array_equal(got, moved):
+                    matches.append((dy, dx))
+        assert len(matches) == 1, i
+        seen.add(matches[0])
+    assert seen == {(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)}
 
 
 def test_the_workshop_chain_keeps_the_eval_size_and_normalisation(base):
