@@ -51,13 +51,15 @@ py::dict preprocess_dict(const models::Preprocess& p) {
 }  // namespace
 
 void bind_models(py::module_& m) {
-  py::class_<models::Int8Calibration>(m, "Int8Calibration",
-                                     "What int8 inference needs: activation scales, chosen on calibration images.")
+  py::class_<models::Int8Calibration>(
+      m, "Int8Calibration",
+      "What int8 inference needs: activation scales, chosen on calibration images.")
       .def(py::init<>())
       .def_readwrite("scales", &models::Int8Calibration::scales)
       .def_readwrite("zero_points", &models::Int8Calibration::zero_points)
       .def_readwrite("image_size", &models::Int8Calibration::image_size)
       .def_readwrite("agreement", &models::Int8Calibration::agreement)
+      .def_readwrite("output_offset", &models::Int8Calibration::output_offset)
       .def_property_readonly("empty", &models::Int8Calibration::empty);
 
   py::class_<ModelImpl, std::shared_ptr<ModelImpl>>(m, "Model")
@@ -176,9 +178,10 @@ void bind_models(py::module_& m) {
       .def("__call__", &models::InferenceModel::forward, py::arg("x"), Release())
       .def_property_readonly("image_size", &models::InferenceModel::image_size)
       .def_property_readonly("compiled", &models::InferenceModel::compiled)
-      .def_property_readonly("precision", [](const models::InferenceModel& self) {
-        return std::string(models::precision_name(self.precision()));
-      })
+      .def_property_readonly("precision",
+                             [](const models::InferenceModel& self) {
+                               return std::string(models::precision_name(self.precision()));
+                             })
       .def_property_readonly(
           "chunk", &models::InferenceModel::chunk,
           "Images per run of the graph (larger batches run in chunks; 0: no limit).");

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -117,6 +118,37 @@ def test_a_spec_with_bad_int8_entries_is_a_format_error():
     spec = _spec(model)
     text = spec.to_json().replace('"int8":null', '"int8":{"image_size":64,"scales":[0.1,-1],"zero_points":[0,0]}')
     with pytest.raises(ValueError, match="out of range"):
+        _core.ModelSpec.from_json(text, "bad.tlc")
+
+
+@needs_vnni
+def test_the_output_offset_is_the_mean_gap_to_fp32_on_the_calibration_images(shared_dir):
+    """Bias correction at the output: int8 returns its logits plus the mean of fp32's minus
+    its own logits on the calibration batches, the definition computed here from both."""
+    model = tlcore.Classifier.pretrained("mobilenet_v2",
+                                         shared_dir / "weights" / "mobilenet_v2-imagenet-dequantized.pth").model
+    pipeline = _core.Pipeline.preset("imagenet-eval", 96, 3)
+    flowers = tlcore.open_dataset(shared_dir / "data" / "flowers" / "train")
+    batches = [x for x, _ in tlcore.DataLoader(_core.Subset(flowers, list(range(0, 400, 10))), pipeline,
+                                                batch_size=16, shuffle=False)]
+    int8 = _core.calibrate_int8(model, 96, batches)
+    assert len(int8.output_offset) == 1000
+    bare = _core.Int8Calibration()
+    bare.scales, bare.zero_points, bare.image_size = int8.scales, int8.zero_points, int8.image_size
+    fp32 = model.compile_for_inference(96, precision="fp32")
+    quantized, without = (model.compile_for_inference(96, precision="int8", int8=c) for c in (int8, bare))
+    x = torch.cat(batches)
+    gap = (fp32(x) - without(x)).double().mean(0)
+    np.testing.assert_allclose(int8.output_offset, gap.numpy(), atol=1e-4)
+    np.testing.assert_allclose((quantized(x) - without(x)).numpy(), np.broadcast_to(int8.output_offset, (len(x), 1000)),
+                               atol=1e-4)
+
+
+def test_an_output_offset_that_does_not_match_the_classes_is_a_format_error():
+    spec = _spec(tlcore.create_model("resnet18", 3))
+    text = spec.to_json().replace('"int8":null', '"int8":{"image_size":64,"scales":[0.1],"zero_points":[0],'
+                                                 '"output_offset":[0.5,0.5]}')
+    with pytest.raises(ValueError, match=r"bad\.tlc: int8 calibration: 2 output offsets for 3 classes"):
         _core.ModelSpec.from_json(text, "bad.tlc")
 
 

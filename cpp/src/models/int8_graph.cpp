@@ -22,7 +22,8 @@ namespace tlcore::models::detail {
 namespace {
 
 constexpr int64_t kBins = 2048;
-constexpr int64_t kQuantLevels = 255;  // quint8 activations, full range (VNNI needs no reduce_range)
+constexpr int64_t kQuantLevels =
+    255;  // quint8 activations, full range (VNNI needs no reduce_range)
 
 // phase 0 records the range, phase 1 a histogram over it, phase 2 (the saved model)
 // nothing: calculate_qparams returns the chosen scale and zero point.
@@ -163,6 +164,15 @@ void drop_identity_clamps(std::vector<Observed>& observers, const Int8Calibratio
   }
 }
 
+// The graph returns its output plus `offset` (one value per output column).
+void add_to_output(torch::jit::Module& module, const std::vector<double>& offset) {
+  auto graph = module.get_method("forward").graph();
+  torch::jit::WithInsertPoint here(graph->return_node());
+  auto* constant = graph->insertConstant(torch::tensor(offset, torch::kFloat));
+  auto* sum = graph->insert(c10::aten::add, {graph->outputs()[0], constant});
+  graph->return_node()->replaceInput(0, sum);
+}
+
 void set_phase(std::vector<Observed>& observers, int64_t phase) {
   for (auto& o : observers) o.observer.setattr("phase", phase);
 }
@@ -234,9 +244,10 @@ std::pair<double, int64_t> choose_qparams(const std::vector<double>& counts, dou
   }
   lo = std::min(lo, 0.0);
   hi = std::max(hi, 0.0);
-  const double scale = std::max((hi - lo) / kQuantLevels, double(std::numeric_limits<float>::epsilon()));
-  const auto zero_point = std::clamp<int64_t>(static_cast<int64_t>(std::nearbyint(-lo / scale)), 0,
-                                              kQuantLevels);
+  const double scale =
+      std::max((hi - lo) / kQuantLevels, double(std::numeric_limits<float>::epsilon()));
+  const auto zero_point =
+      std::clamp<int64_t>(static_cast<int64_t>(std::nearbyint(-lo / scale)), 0, kQuantLevels);
   return {scale, zero_point};
 }
 
@@ -258,7 +269,8 @@ void spell_out_size_lists(torch::jit::Graph& graph) {
       torch::jit::WithInsertPoint here(node);
       if (list->node()->kind() == c10::prim::ListConstruct && list->node()->inputs().size() == 1) {
         auto* one = list->node()->input(0);
-        node->replaceInput(i, graph.insertNode(graph.createList(c10::IntType::get(), {one, one}))->output());
+        node->replaceInput(
+            i, graph.insertNode(graph.createList(c10::IntType::get(), {one, one}))->output());
         continue;
       }
       const auto value = torch::jit::toIValue(list);
@@ -277,7 +289,8 @@ torch::jit::Module observe_for_int8(const torch::jit::Module& traced) {
   // Freezing leaves aten::_convolution, which the fusion patterns (conv + relu) do not match.
   torch::jit::graph_rewrite_helper::replaceConvolutionWithAtenConv(graph);
   spell_out_size_lists(*graph);
-  torch::jit::QConfigDict qconfig{{"", torch::jit::QConfig{activation_observer(), weight_observer()}}};
+  torch::jit::QConfigDict qconfig{
+      {"", torch::jit::QConfig{activation_observer(), weight_observer()}}};
   return torch::jit::InsertObservers(frozen, "forward", qconfig, /*inplace=*/true);
 }
 
@@ -300,8 +313,9 @@ Int8Calibration calibrate_observed(torch::jit::Module& observed,
     const auto histogram = o.attr("histogram").toTensor().to(torch::kDouble).contiguous();
     std::vector<double> counts(histogram.data_ptr<double>(),
                                histogram.data_ptr<double>() + histogram.numel());
-    const auto [scale, zero_point] = choose_qparams(counts, o.attr("min_val").toTensor().item<double>(),
-                                                    o.attr("max_val").toTensor().item<double>());
+    const auto [scale, zero_point] =
+        choose_qparams(counts, o.attr("min_val").toTensor().item<double>(),
+                       o.attr("max_val").toTensor().item<double>());
     calibration.scales.push_back(scale);
     calibration.zero_points.push_back(zero_point);
   }
@@ -330,7 +344,30 @@ torch::jit::Module convert_to_int8(torch::jit::Module observed, const Int8Calibr
     at::globalContext().setQEngine(at::QEngine::ONEDNN);
   auto quantized = torch::jit::InsertQuantDeQuant(observed, "forward", /*inplace=*/true,
                                                   /*debug=*/false, torch::jit::QuantType::STATIC);
-  return torch::jit::Finalize(quantized, torch::jit::QuantType::STATIC, {});
+  auto finalized = torch::jit::Finalize(quantized, torch::jit::QuantType::STATIC, {});
+  if (!calibration.output_offset.empty()) add_to_output(finalized, calibration.output_offset);
+  return finalized;
+}
+
+std::vector<double> mean_output_gap(torch::jit::Module reference, torch::jit::Module quantized,
+                                    const std::vector<torch::Tensor>& batches) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor sum;
+  int64_t count = 0;
+  for (const auto& batch : batches) {
+    auto x = batch.to(torch::kFloat).contiguous();
+    const int64_t n = x.size(0);
+    // oneDNN's quantized depthwise kernels must not first run on one image (see inference.cpp).
+    if (n == 1) x = torch::cat({x, x});
+    const auto gap = (reference.forward({x}).toTensor() - quantized.forward({x}).toTensor())
+                         .narrow(0, 0, n)
+                         .to(torch::kDouble)
+                         .sum(0);
+    sum = sum.defined() ? sum + gap : gap;
+    count += n;
+  }
+  sum = (sum / static_cast<double>(count)).contiguous();
+  return {sum.data_ptr<double>(), sum.data_ptr<double>() + sum.numel()};
 }
 
 }  // namespace tlcore::models::detail

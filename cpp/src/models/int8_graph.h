@@ -23,9 +23,13 @@ Int8Calibration calibrate_observed(torch::jit::Module& observed,
                                    const std::vector<torch::Tensor>& batches, int64_t image_size);
 
 // The quantized graph: `observed` with `calibration`'s activation parameters, its
-// weights quantized from their own range. FormatError when the calibration was made
-// for another graph.
+// weights quantized from their own range, its output_offset added to what it returns.
+// FormatError when the calibration was made for another graph.
 torch::jit::Module convert_to_int8(torch::jit::Module observed, const Int8Calibration& calibration,
                                    const torch::Tensor& example);
+
+// The mean of `reference`'s minus `quantized`'s outputs over `batches`, per output.
+std::vector<double> mean_output_gap(torch::jit::Module reference, torch::jit::Module quantized,
+                                    const std::vector<torch::Tensor>& batches);
 
 }  // namespace tlcore::models::detail

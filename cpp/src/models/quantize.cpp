@@ -24,7 +24,12 @@ Int8Calibration calibrate_int8(const std::shared_ptr<ModelImpl>& model, int64_t 
     auto traced = detail::trace_for_inference(*model, image_size, InferenceOutput::kLogits, 0);
     auto observed = detail::observe_for_int8(traced.module);
     torch::NoGradGuard no_grad;
-    return detail::calibrate_observed(observed, batches, image_size);
+    auto calibration = detail::calibrate_observed(observed, batches, image_size);
+    // What quantization shifts on average, the same images measure and the output takes back.
+    const auto quantized = detail::convert_to_int8(detail::observe_for_int8(traced.module),
+                                                   calibration, traced.example);
+    calibration.output_offset = detail::mean_output_gap(traced.module, quantized, batches);
+    return calibration;
   } catch (const c10::Error& e) {
     throw Error(model->arch() + ": int8 calibration failed: " + e.what_without_backtrace());
   }

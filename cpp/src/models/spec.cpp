@@ -1,5 +1,7 @@
 #include "tlcore/models/spec.h"
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "tlcore/augment/serialize.h"
@@ -57,10 +59,12 @@ Provenance provenance_from(const json& j) {
 
 json int8_json(const Int8Calibration& c) {
   if (c.empty()) return nullptr;
-  return {{"image_size", c.image_size},
-          {"scales", c.scales},
-          {"zero_points", c.zero_points},
-          {"agreement", c.agreement}};
+  json j{{"image_size", c.image_size},
+         {"scales", c.scales},
+         {"zero_points", c.zero_points},
+         {"agreement", c.agreement}};
+  if (!c.output_offset.empty()) j["output_offset"] = c.output_offset;
+  return j;
 }
 
 Int8Calibration int8_from(const json& j, const std::string& source) {
@@ -70,6 +74,10 @@ Int8Calibration int8_from(const json& j, const std::string& source) {
   c.scales = j.at("scales").get<std::vector<double>>();
   c.zero_points = j.at("zero_points").get<std::vector<int64_t>>();
   c.agreement = j.value("agreement", -1.0);
+  c.output_offset = j.value("output_offset", std::vector<double>{});
+  for (const double v : c.output_offset)
+    if (!std::isfinite(v))
+      throw FormatError(source + ": int8 calibration: an output offset is not a finite number");
   if (c.scales.size() != c.zero_points.size())
     throw FormatError(source + ": int8 calibration: " + std::to_string(c.scales.size()) +
                       " scales but " + std::to_string(c.zero_points.size()) + " zero points");
@@ -127,6 +135,10 @@ ModelSpec spec_from_json(const json& j, const std::string& source) {
     s.temperature = j.value("temperature", 1.0);
     if (!(s.temperature > 0)) throw FormatError(source + ": temperature must be positive");
     s.int8 = int8_from(j.value("int8", json()), source);
+    if (!s.int8.output_offset.empty() && s.int8.output_offset.size() != s.classes.size())
+      throw FormatError(source +
+                        ": int8 calibration: " + std::to_string(s.int8.output_offset.size()) +
+                        " output offsets for " + std::to_string(s.classes.size()) + " classes");
     s.provenance = provenance_from(j.value("provenance", json::object()));
     s.recipe = j.value("recipe", json::array()).dump();
     s.history = j.value("history", json::array()).dump();

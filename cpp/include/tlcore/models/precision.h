@@ -41,6 +41,9 @@ struct Int8Calibration {
   // Top-1 agreement of int8 with fp32 on images the calibration did not use (-1: not
   // measured); "auto" takes int8 only at kMinAgreement or above.
   double agreement = -1;
+  // Added to int8's outputs (the logits): the mean of fp32's minus int8's outputs on the
+  // calibration images, a bias correction where the quantization errors end. Empty: none.
+  std::vector<double> output_offset;
   bool empty() const { return scales.empty(); }
 };
 
@@ -49,8 +52,9 @@ inline constexpr double kMinAgreement = 0.99;
 // What a model asked to run in `requested` ("fp32", "bf16", "int8" or "auto") runs in
 // on this CPU: a precision without its instructions falls back to fp32 (bf16 and int8
 // would be emulated, slower than fp32), and int8 needs a calibrated model. "auto" is
-// int8 when calibrated (with an agreement of at least kMinAgreement) and supported, else bf16 when supported, else fp32. `note`
-// receives one line saying why a fallback happened (empty when none did).
+// int8 when calibrated (with an agreement of at least kMinAgreement) and supported, else bf16 when
+// supported, else fp32. `note` receives one line saying why a fallback happened (empty when none
+// did).
 Precision resolve_precision(const std::string& requested, const Int8Calibration& int8,
                             std::string* note, const CpuFeatures& features = cpu_features());
 
