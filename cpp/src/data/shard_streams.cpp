@@ -27,11 +27,6 @@ ShardStreams::ShardStreams(std::vector<std::string> paths, std::uint64_t memory,
 
 ShardStreams::~ShardStreams() = default;
 
-std::int64_t ShardStreams::restarts() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return restarts_;
-}
-
 std::shared_ptr<ShardStreams::Stream> ShardStreams::acquire(std::uint32_t shard) {
   std::lock_guard<std::mutex> lock(mutex_);
   std::shared_ptr<Stream>& slot = streams_[shard];
@@ -91,10 +86,6 @@ std::vector<std::uint8_t> ShardStreams::read(std::uint32_t shard, std::uint64_t 
   if (take(key, name, &bytes)) return bytes;
   const std::string& path = paths_[shard];
   if (!stream->archive || stream->next > ordinal) {
-    if (stream->archive) {
-      std::lock_guard<std::mutex> count(mutex_);
-      ++restarts_;
-    }
     stream->archive.reset();
     try {
       stream->archive = std::make_unique<ArchiveStream>(path, kBlockSize);
@@ -108,8 +99,9 @@ std::vector<std::uint8_t> ShardStreams::read(std::uint32_t shard, std::uint64_t 
     for (;;) {
       if (!stream->archive->next(&member)) {
         throw FormatError(path + ":" + name +
-                          ": not in the shard any more (it changed after it "
-                          "was indexed)");
+                          ": the shard changed after it was indexed (it ends "
+                          "before member " +
+                          std::to_string(ordinal) + ")");
       }
       const std::uint64_t at = stream->next++;
       if (at == ordinal) break;

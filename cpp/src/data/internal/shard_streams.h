@@ -28,9 +28,6 @@ class ShardStreams {
   std::vector<std::uint8_t> read(std::uint32_t shard, std::uint64_t ordinal,
                                  const std::string& name, std::uint64_t size);
 
-  // Times a shard was read again from its start, for tests and benchmarks.
-  std::int64_t restarts() const;
-
  private:
   struct Stream;
   struct Kept {
@@ -47,13 +44,12 @@ class ShardStreams {
   std::vector<std::string> paths_;
   std::uint64_t memory_;
   std::size_t max_open_;
-  mutable std::mutex mutex_;  // guards everything below (each stream has its own)
+  std::mutex mutex_;  // guards everything below (each stream has its own)
   std::map<std::uint32_t, std::shared_ptr<Stream>> streams_;
   std::map<Key, Kept> kept_;
   std::map<std::uint64_t, Key> by_age_;  // oldest first, for eviction
   std::uint64_t kept_bytes_ = 0;
   std::uint64_t clock_ = 0;
-  std::int64_t restarts_ = 0;
 };
 
 }  // namespace tlcore::internal
