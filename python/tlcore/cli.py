@@ -30,7 +30,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 log = logging.getLogger("tlcore")
 
@@ -598,26 +598,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_seconds(text: str) -> float:
-    """argparse type: a number of seconds above 0."""
+def _float_in(text: str, ok: Callable[[float], bool], expected: str) -> float:
+    """``text`` as a number for which ``ok`` holds (NaN never does), else argparse's error."""
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0.0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds above 0")
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type: a number of seconds above 0."""
+    return _float_in(text, lambda v: 0.0 < v < float("inf"), "a number of seconds above 0")
 
 
 def _probability(text: str) -> float:
     """argparse type: a number from 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number from 0 to 1")
-    return value
+    return _float_in(text, lambda v: 0.0 <= v <= 1.0, "a number from 0 to 1")
 
 
 def _add_precision_option(parser: argparse.ArgumentParser, default: Optional[str] = "fp32") -> None:

@@ -349,25 +349,4 @@ torch::jit::Module convert_to_int8(torch::jit::Module observed, const Int8Calibr
   return finalized;
 }
 
-std::vector<double> mean_output_gap(torch::jit::Module reference, torch::jit::Module quantized,
-                                    const std::vector<torch::Tensor>& batches) {
-  torch::NoGradGuard no_grad;
-  torch::Tensor sum;
-  int64_t count = 0;
-  for (const auto& batch : batches) {
-    auto x = batch.to(torch::kFloat).contiguous();
-    const int64_t n = x.size(0);
-    // oneDNN's quantized depthwise kernels must not first run on one image (see inference.cpp).
-    if (n == 1) x = torch::cat({x, x});
-    const auto gap = (reference.forward({x}).toTensor() - quantized.forward({x}).toTensor())
-                         .narrow(0, 0, n)
-                         .to(torch::kDouble)
-                         .sum(0);
-    sum = sum.defined() ? sum + gap : gap;
-    count += n;
-  }
-  sum = (sum / static_cast<double>(count)).contiguous();
-  return {sum.data_ptr<double>(), sum.data_ptr<double>() + sum.numel()};
-}
-
 }  // namespace tlcore::models::detail

@@ -28,8 +28,4 @@ Int8Calibration calibrate_observed(torch::jit::Module& observed,
 torch::jit::Module convert_to_int8(torch::jit::Module observed, const Int8Calibration& calibration,
                                    const torch::Tensor& example);
 
-// The mean of `reference`'s minus `quantized`'s outputs over `batches`, per output.
-std::vector<double> mean_output_gap(torch::jit::Module reference, torch::jit::Module quantized,
-                                    const std::vector<torch::Tensor>& batches);
-
 }  // namespace tlcore::models::detail
