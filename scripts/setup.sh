@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ccache pkg-config git
   libtorch-dev python3-torch python3-torchvision libopenblas0-pthread
-  libopencv-dev libturbojpeg0-dev libarchive-dev zlib1g-dev libgloo-dev nlohmann-json3-dev
+  libopencv-dev libturbojpeg0-dev libarchive-dev libwebp-dev zlib1g-dev libgloo-dev nlohmann-json3-dev
   libprotobuf-dev protobuf-compiler
   pybind11-dev python3-pybind11 python3-dev python3-venv python3-pip python3-setuptools python3-wheel
   clang libclang-rt-dev

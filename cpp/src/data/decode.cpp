@@ -1,6 +1,9 @@
 #include "tlcore/data/decode.h"
 
 #include <turbojpeg.h>
+#ifdef TLCORE_HAVE_LIBWEBP
+#include <webp/decode.h>
+#endif
 
 #include <algorithm>
 #include <cctype>
@@ -153,6 +156,25 @@ cv::Mat decode_jpeg(const std::uint8_t* data, std::size_t size, const DecodeOpti
   return gray;
 }
 
+// OpenCV picks a decoder by testing each one's signature in turn. Its WebP reader takes
+// only a header libwebp accepts; for any other "RIFF....WEBP" bytes OpenCV goes on to
+// its later readers, and its DICOM reader (GDCM, for "DICM" at byte 128) aborts the
+// process on hostile bytes. So WebP gets OpenCV's own test first (WebPGetFeatures on
+// the first 32 bytes), and without libwebp it is refused.
+void check_webp_header(const std::uint8_t* data, std::size_t size, const char* format,
+                       const std::string& source) {
+  if (std::strcmp(format, "WEBP") != 0) return;
+#ifdef TLCORE_HAVE_LIBWEBP
+  constexpr std::size_t kHeader = 32;  // OpenCV's WEBP_HEADER_SIZE
+  WebPBitstreamFeatures features;
+  if (size < kHeader || WebPGetFeatures(data, kHeader, &features) != VP8_STATUS_OK) {
+    throw FormatError(source + ": truncated or corrupt WEBP header");
+  }
+#else
+  throw Unsupported(source + ": WEBP data, but this tlcore was built without libwebp");
+#endif
+}
+
 // What JPEG's DCT scaling does for the other formats, after the fact: a box
 // reduction by 2, 4 or 8 (the same choice as choose_scale), before any colour
 // work, so a picture at the pixel limit is expanded to RGB and resampled small.
@@ -204,6 +226,7 @@ cv::Mat decode_other(const std::uint8_t* data, std::size_t size, const DecodeOpt
     throw FormatError(source + ": image data too large (" + std::to_string(size) + " bytes)");
   }
 #ifdef TLCORE_HAVE_IMGCODECS
+  check_webp_header(data, size, format, source);
   const cv::Mat encoded(1, static_cast<int>(size), CV_8UC1, const_cast<std::uint8_t*>(data));
   cv::Mat decoded;
   try {
