@@ -53,6 +53,25 @@ def test_bf16_agrees_with_fp32_on_real_photos(imagenet, photos):
     assert (bf16 - fp32).abs().max() < BF16_PROBABILITY_TOLERANCE
 
 
+@needs_bf16
+def test_bf16_computes_the_classifier_in_fp32():
+    """Logits near 1000 in bf16 would come in steps of 4 and tie; the classifier runs in fp32,
+    so they keep the differences fp32 gives them, up to bf16's error in the embedding."""
+    torch.manual_seed(0)
+    model = tlcore.create_model("resnet18", 3)
+    state = model.state_dict()
+    state["fc.bias"] = torch.full_like(state["fc.bias"], 1000.0)
+    model.load_state_dict(state)
+    x = torch.randn(4, 3, 64, 64)
+    engines = {p: model.compile_for_inference(64, precision=p) for p in ("fp32", "bf16")}
+    assert engines["bf16"].precision == "bf16"  # not a silent fall back to fp32
+    fp32, bf16 = (engine(x) for engine in engines.values())
+    spread = (fp32 - 1000).abs().max()
+    assert spread > 0.05
+    assert (bf16 - fp32).abs().max() < 0.1 * spread
+    assert torch.equal(bf16.argmax(1), fp32.argmax(1))
+
+
 @needs_vnni
 def test_int8_agrees_with_fp32_on_real_photos(imagenet, photos):
     fp32 = _probabilities(imagenet, "fp32", photos)

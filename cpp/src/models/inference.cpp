@@ -5,6 +5,8 @@
 #include <torch/script.h>
 
 #include <algorithm>
+#include <optional>
+#include <unordered_set>
 #include <sstream>
 #include <vector>
 
@@ -55,15 +57,56 @@ torch::Tensor warm_up_batch(const torch::Tensor& example) {
   return example.expand({2, -1, -1, -1}).contiguous();
 }
 
+// The linear layer whose output the graph returns (the classifier) and which of its
+// inputs is the activation: aten::linear, or aten::addmm(bias, x, weight.t()) where
+// tracing decomposed it.
+struct Classifier {
+  torch::jit::Node* node = nullptr;
+  size_t activation = 0;
+};
+
+std::optional<Classifier> returned_classifier(const std::shared_ptr<torch::jit::Graph>& graph) {
+  auto* node = graph->outputs()[0]->node();
+  if (node->kind() == c10::aten::linear) return Classifier{node, 0};
+  if (node->kind() == c10::aten::addmm) return Classifier{node, 1};
+  return std::nullopt;
+}
+
+// The constants only the classifier reads (its weight, perhaps through a transpose, and bias).
+std::unordered_set<const torch::jit::Node*> classifier_constants(const Classifier& c) {
+  std::unordered_set<const torch::jit::Node*> kept;
+  for (size_t i = 0; i < c.node->inputs().size(); ++i) {
+    if (i == c.activation) continue;
+    const torch::jit::Node* node = c.node->input(i)->node();
+    if (node->kind() == c10::aten::t && node->output()->uses().size() == 1)
+      node = node->input(0)->node();
+    if (node->kind() == c10::prim::Constant && node->output()->uses().size() == 1)
+      kept.insert(node);
+  }
+  return kept;
+}
+
 // The frozen float graph with every floating constant (the weights, BatchNorm
-// already folded in float32) in bf16, 4-d ones channels-last.
+// already folded in float32) in bf16, 4-d ones channels-last. The classifier stays
+// float32: bf16 logits keep 8 bits, so logits near 10 move by up to 0.03 and close
+// classes swap or tie; in float32 it costs a cast of the embedding.
 torch::jit::Module to_bf16(const torch::jit::Module& traced) {
   auto frozen = torch::jit::freeze(traced);
   auto graph = frozen.get_method("forward").graph();
+  const auto classifier = returned_classifier(graph);
+  const auto kept = classifier ? classifier_constants(*classifier)
+                               : std::unordered_set<const torch::jit::Node*>{};
   std::vector<torch::jit::Node*> constants;
   for (auto* node : graph->nodes())
-    if (node->kind() == c10::prim::Constant && node->output()->type()->cast<c10::TensorType>())
+    if (node->kind() == c10::prim::Constant && node->output()->type()->cast<c10::TensorType>() &&
+        !kept.count(node))
       constants.push_back(node);
+  if (classifier) {
+    auto* node = classifier->node;
+    torch::jit::WithInsertPoint here(node);
+    const auto i = classifier->activation;
+    node->replaceInput(i, graph->insert(c10::aten::to, {node->input(i), at::kFloat}));
+  }
   for (auto* node : constants) {
     const auto value = torch::jit::toIValue(node->output())->toTensor();
     if (!value.is_floating_point()) continue;
