@@ -78,6 +78,7 @@ void bind_train(py::module_& m) {
       .def_readwrite("restore_best", &FitOptions::restore_best)
       .def_readwrite("cache_features", &FitOptions::cache_features)
       .def_readwrite("cache_flip", &FitOptions::cache_flip)
+      .def_readwrite("cache_shift", &FitOptions::cache_shift)
       .def_readwrite("compile_frozen", &FitOptions::compile_frozen)
       .def_readwrite("channels_last", &FitOptions::channels_last)
       .def_readwrite("device", &FitOptions::device)

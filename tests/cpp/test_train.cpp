@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "../../cpp/src/train/batchnorm_sync.h"
+#include "../../cpp/src/train/feature_cache.h"
 #include "../../cpp/src/train/mixed_precision.h"
 #include "../../cpp/src/train/time_limit.h"
 #include "data_fixtures.h"
@@ -250,9 +251,29 @@ TEST(Fit, RejectsContradictoryOptions) {
             "early stopping needs validation data");
   EXPECT_EQ(fit_error([](FitOptions& o) { o.cache_flip = true; }),
             "cache_flip needs cache_features");
+  EXPECT_EQ(fit_error([](FitOptions& o) { o.cache_shift = 1; }),
+            "cache_shift needs cache_features");
+  EXPECT_EQ(fit_error([](FitOptions& o) { o.cache_shift = -1; }), "cache_shift must be >= 0");
   EXPECT_EQ(fit_error([](FitOptions& o) { o.cache_features = true; }),
             "cache_features needs the backbone, or its leading blocks, frozen; "
             "'features.1.1.bias' is trainable and no leading block is frozen");
+}
+
+TEST(FeatureCache, ShiftedMapsMoveEachSampleAndFillWithZeros) {
+  const auto maps = torch::arange(2 * 3 * 4 * 5, torch::kFloat).reshape({2, 3, 4, 5}) + 1;
+  const std::vector<std::array<std::int64_t, 2>> offsets{{1, -2}, {-2, 0}};
+  const auto moved = detail::shifted_maps(maps, offsets, 2);
+  ASSERT_EQ(moved.sizes(), maps.sizes());
+  // The definition: out[n, c, y, x] = maps[n, c, y - dy, x - dx], zero outside the map.
+  for (std::int64_t n = 0; n < 2; ++n)
+    for (std::int64_t c = 0; c < 3; ++c)
+      for (std::int64_t y = 0; y < 4; ++y)
+        for (std::int64_t x = 0; x < 5; ++x) {
+          const auto sy = y - offsets[n][0], sx = x - offsets[n][1];
+          const bool inside = sy >= 0 && sy < 4 && sx >= 0 && sx < 5;
+          const float want = inside ? maps[n][c][sy][sx].item<float>() : 0.0f;
+          EXPECT_EQ(moved[n][c][y][x].item<float>(), want) << n << c << y << x;
+        }
 }
 
 TEST(TimeLimit, EpochsThatFitThePaceSoFar) {

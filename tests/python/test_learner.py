@@ -211,6 +211,24 @@ def test_cached_mirrors_train_like_a_random_flip(fashion):
         run(False, plain, cache_flip=True)
 
 
+def test_cached_shifts_move_feature_maps_only(fashion):
+    """cache_shift changes training on cached maps; a cache of embeddings has no map to move."""
+    def run(unfreeze, **fit_options):
+        subset = _core.Subset(fashion, _core.per_class_subset(fashion.labels(), 4, 0))
+        data = tlcore.ImageData(subset, val_split=0.25, seed=0, image_size=32, batch_size=16, channels=3)
+        learner = tlcore.Learner("resnet18", data, verbose=False, seed=3)
+        if unfreeze:
+            learner.model.unfreeze_last(unfreeze)
+        learner.fit(2, lr=1e-2, optimizer="sgd", seed=1, cache_features=True, restore_best=False,
+                    **fit_options)
+        return learner.model.state_dict()
+
+    plain, shifted = run(2), run(2, cache_shift=1)
+    assert (plain["fc.weight"] - shifted["fc.weight"]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="cache_shift needs cached feature maps"):
+        run(0, cache_shift=1)
+
+
 def test_feature_cache_needs_a_frozen_leading_part(fashion):
     data = small_data(fashion, 2)
     learner = tlcore.Learner("simple_cnn", data, verbose=False)

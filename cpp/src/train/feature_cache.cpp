@@ -151,6 +151,20 @@ CachedRows compute_rows(models::ModelImpl& model, Loader& loader, std::int64_t e
   return c;
 }
 
+torch::Tensor shifted_maps(const torch::Tensor& maps,
+                           const std::vector<std::array<std::int64_t, 2>>& offsets,
+                           std::int64_t reach) {
+  const std::int64_t h = maps.size(2), w = maps.size(3);
+  const auto padded = torch::constant_pad_nd(maps, {reach, reach, reach, reach});
+  std::vector<torch::Tensor> moved;
+  moved.reserve(offsets.size());
+  for (std::size_t n = 0; n < offsets.size(); ++n) {
+    const auto [dy, dx] = offsets[n];
+    moved.push_back(padded[std::int64_t(n)].narrow(1, reach - dy, h).narrow(2, reach - dx, w));
+  }
+  return torch::stack(moved);
+}
+
 FeatureCache::FeatureCache(models::Model model, std::shared_ptr<Loader> train,
                            std::shared_ptr<Loader> val, std::shared_ptr<ProcessGroup> group,
                            const FitOptions& o, const Amp& amp, std::int64_t blocks)
@@ -158,9 +172,14 @@ FeatureCache::FeatureCache(models::Model model, std::shared_ptr<Loader> train,
       train_(std::move(train)),
       channels_last_(o.channels_last),
       flip_(o.cache_flip),
+      shift_(o.cache_shift),
       amp_(amp),
       blocks_(blocks),
       device_(model_device(*model_)) {
+  if (shift_ > 0 && blocks_ == 0)
+    throw InvalidArgument(
+        "cache_shift needs cached feature maps, and only the head trains: its cache holds "
+        "embeddings; unfreeze a block, or set cache_shift=0");
   train_rows_ = rows_for(*train_, o.epoch_offset, flip_, group.get(), o, "train");
   if (val) {
     const bool sharded = val->options().world_size > 1;
@@ -219,15 +238,15 @@ std::optional<TrainingBatch> FeatureCache::next() {
     const std::size_t end = std::min(order_.size(), position_ + batch_size);
     std::vector<std::int64_t> rows;
     std::vector<std::uint8_t> mirror;
+    std::vector<std::array<std::int64_t, 2>> offsets;
     for (std::size_t k = position_; k < end; ++k) {
       const std::int64_t r = train_rows_.row_of[std::size_t(order_[k])];
       if (r < 0) continue;  // a corrupt sample the loader skipped
       rows.push_back(r);
-      // The draw the loader's RandomHorizontalFlip(0.5) makes for this (seed, epoch, index).
-      if (flip_)
-        mirror.push_back(
-            Rng(train_->options().seed, std::uint64_t(epoch_), std::uint64_t(order_[k]))
-                .bernoulli(0.5));
+      Rng rng(train_->options().seed, std::uint64_t(epoch_), std::uint64_t(order_[k]));
+      // First, the draw the loader's RandomHorizontalFlip(0.5) makes for this sample.
+      if (flip_) mirror.push_back(rng.bernoulli(0.5));
+      if (shift_ > 0) offsets.push_back({rng.integer(-shift_, shift_), rng.integer(-shift_, shift_)});
     }
     position_ = end;
     if (rows.empty()) continue;
@@ -241,6 +260,7 @@ std::optional<TrainingBatch> FeatureCache::next() {
           torch::from_blob(mirror.data(), shape, torch::kBool).to(stored_on, false, true);
       x = torch::where(m, train_rows_.flipped.index_select(0, idx), x);
     }
+    if (shift_ > 0) x = shifted_maps(x, offsets, shift_);
     return TrainingBatch{to_compute(x), train_rows_.labels.index_select(0, idx).to(device_)};
   }
   return std::nullopt;

@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -52,6 +53,13 @@ CachedRows compute_rows(models::ModelImpl& model, Loader& loader, std::int64_t e
                         bool channels_last, const Amp& amp, ProcessGroup* group,
                         std::int64_t blocks, bool flip, const RowStorage& storage);
 
+// Each map of `maps` (N, C, H, W) moved by its (dy, dx) of `offsets`, cells
+// uncovered filled with zeros: out[n, :, y, x] = maps[n, :, y - dy, x - dx].
+// |dy|, |dx| <= `reach`.
+torch::Tensor shifted_maps(const torch::Tensor& maps,
+                           const std::vector<std::array<std::int64_t, 2>>& offsets,
+                           std::int64_t reach);
+
 class FeatureCache : public TrainingData {
  public:
   // Computes the training rows (loader epoch o.epoch_offset) and, when `val` is
@@ -80,6 +88,7 @@ class FeatureCache : public TrainingData {
   models::Model model_;
   std::shared_ptr<Loader> train_;
   bool channels_last_, flip_;
+  std::int64_t shift_;
   Amp amp_;
   std::int64_t blocks_;
   torch::Device device_;

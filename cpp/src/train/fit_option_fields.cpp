@@ -90,6 +90,10 @@ std::vector<Entry> make_entries() {
       entry<bool>("cache_flip", "bool",
                   "with cache_features: cache mirrored images too (an exact random flip)",
                   [](O& o) -> bool& { return o.cache_flip; }),
+      entry<std::int64_t>("cache_shift", "int",
+                          "with cache_features: move each cached training map by up to this many "
+                          "cells each way, zero fill (a random translation; 0: off)",
+                          [](O& o) -> std::int64_t& { return o.cache_shift; }),
       entry<std::string>("cache_dtype", "str",
                          "with cache_features: auto, float32, bfloat16 or float16 rows",
                          [](O& o) -> std::string& { return o.cache_dtype; }),

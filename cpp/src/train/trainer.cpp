@@ -43,6 +43,9 @@ void check_options(const FitOptions& o, std::int64_t num_classes, bool has_val, 
   detail::check_class_weights(o.class_weights, num_classes);
   if (o.patience > 0 && !has_val) throw InvalidArgument("early stopping needs validation data");
   if (o.cache_flip && !o.cache_features) throw InvalidArgument("cache_flip needs cache_features");
+  if (o.cache_shift < 0) throw InvalidArgument("cache_shift must be >= 0");
+  if (o.cache_shift > 0 && !o.cache_features)
+    throw InvalidArgument("cache_shift needs cache_features");
   if (o.patience > 0 || (o.restore_best && has_val))
     detail::monitored_metric(EpochStats{}, o.monitor);
 }

@@ -60,6 +60,11 @@ struct FitOptions {
   // the loader draws a RandomHorizontalFlip(0.5) placed after deterministic ops.
   // The one augmentation a cache can keep exact, at twice the caching pass.
   bool cache_flip = false;
+  // With cache_features and a cached feature map: move each training sample's map
+  // by up to this many cells each way (zero fill), drawn per (seed, epoch, index):
+  // a random translation the cache can apply cheaply, after the frozen blocks. One
+  // cell of a stride-16 map is 16 input pixels. 0: off.
+  std::int64_t cache_shift = 0;
   // With cache_features: how the rows are stored: "auto" (bf16 under amp="bf16",
   // else float32), "float32", "bfloat16" or "float16" (half the memory; the tail
   // still computes in float32 without amp).
