@@ -162,7 +162,7 @@ def _train(args: argparse.Namespace) -> int:
     data_name, data = _open_data(args)
     log.info("%s: %r", data_name, data)
     args.weights = args.weights or None  # --weights "" (e.g. over a config's): random init
-    learner = tlcore.Learner(args.backbone, data, weights=args.weights, device=args.device, amp=args.amp,
+    learner = tlcore.Learner(args.backbone, data, weights=args.weights, device=args.device, amp=args.amp or "off",
                              checkpoint_dir=Path(args.out) / "checkpoints" if args.resume else None,
                              **_head_options(args))
     log.info("%s: %d parameters", args.backbone, learner.model.parameter_count)
@@ -192,7 +192,8 @@ def _train_budget(args: argparse.Namespace) -> int:
     test = args.test or (tlcore.fashion_mnist(train=False) if fashion else None)
     channels = 1 if fashion and args.backbone in ("simple_cnn", "mlp") else 3
     result = tlcore.train_budget(source, args.budget, arch=args.backbone, weights=args.weights, test=test,
-                                 val_split=args.val_split, seed=args.seed, keep=args.keep, channels=channels)
+                                 val_split=args.val_split, seed=args.seed, keep=args.keep, channels=channels,
+                                 amp=args.amp or "auto")
     learner, plan = result.learner, result.plan
     stem = f"{args.backbone}__{learner.data.name or FASHION}__img{plan.image_size}__budget{plan.budget_s:.0f}s"
     model_path = learner.save(Path(args.out) / f"{stem}.tlc")
@@ -217,7 +218,7 @@ def _compare(args: argparse.Namespace) -> int:
         data_name, data = _open_data(args)
         weights = _weights_for(backbone, args.weights)
         learner = tlcore.Learner(backbone, data, weights=weights, verbose=False, seed=args.seed,
-                                 device=args.device, amp=args.amp, **_head_options(args))
+                                 device=args.device, amp=args.amp or "off", **_head_options(args))
         start = time.perf_counter()
         _run_recipe(learner, args)
         train_s = time.perf_counter() - start
@@ -765,8 +766,9 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="use at most this many training images")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
-                        help="mixed precision (fp16 on CUDA only)")
+    parser.add_argument("--amp", default=None, choices=["off", "bf16", "fp16"],
+                        help="mixed precision (fp16 on CUDA only); default off, or with --budget bf16 "
+                             "where the hardware has it")
     parser.add_argument("--valid", default=None,
                         help="a separate labelled folder/archive to validate on (instead of --val-split)")
     parser.add_argument("--test", default=None,

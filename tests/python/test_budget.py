@@ -120,3 +120,17 @@ def test_train_budget_from_the_command_line(tmp_path: Path, capsys):
     assert clf.temperature != 1.0 and 0 < clf.threshold < 1
     report = next(out.glob("*_report.md")).read_text()
     assert "never used for any choice" in report and "**Unknown**" in report
+
+
+def test_the_planner_tries_fp32_before_bf16_and_a_wider_cnn_before_the_default(monkeypatch):
+    wide = budget._WIDE_CNN
+    assert budget._candidates("off", "mobilenet_v2", True) == [("off", None)]  # asked for: used
+    assert budget._candidates("bf16", "simple_cnn", False) == [("bf16", wide), ("bf16", None)]
+    assert budget._candidates("off", "mlp", False) == [("off", None)]
+    monkeypatch.setenv("TLCORE_CPU_FEATURES", "avx512_bf16 avx512_vnni")
+    assert budget._candidates("auto", "mobilenet_v2", True) == [("off", None), ("bf16", None)]
+    assert budget._candidates("auto", "simple_cnn", False) == [("bf16", wide), ("bf16", None)]
+    monkeypatch.setenv("TLCORE_CPU_FEATURES", "none")
+    if tlcore._core.resolve_device("auto") == "cpu":
+        assert budget._candidates("auto", "mobilenet_v2", True) == [("off", None)]
+        assert budget._candidates("auto", "simple_cnn", False) == [("off", wide), ("off", None)]
