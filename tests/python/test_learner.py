@@ -217,8 +217,7 @@ def test_cached_shifts_move_feature_maps_only(fashion):
         subset = _core.Subset(fashion, _core.per_class_subset(fashion.labels(), 4, 0))
         data = tlcore.ImageData(subset, val_split=0.25, seed=0, image_size=32, batch_size=16, channels=3)
         learner = tlcore.Learner("resnet18", data, verbose=False, seed=3)
-        if unfreeze:
-            learner.model.unfreeze_last(unfreeze)
+        learner.model.unfreeze_last(unfreeze)  # 0: only the head trains
         learner.fit(2, lr=1e-2, optimizer="sgd", seed=1, cache_features=True, restore_best=False,
                     **fit_options)
         return learner.model.state_dict()
