@@ -226,6 +226,9 @@ class Machine {
         case 0x93: {  // STACK_GLOBAL
           auto name = pop();
           auto module = pop();
+          // Names come from the memo too: a global made of itself doubles at each step.
+          if (module->s.size() + name->s.size() > kMaxGlobalName)
+            fail("a global name longer than " + std::to_string(kMaxGlobalName) + " bytes");
           auto g = make(PyObject::Kind::kGlobal);
           g->s = module->s + "." + name->s;
           push(g);
@@ -473,6 +476,8 @@ class Machine {
   }
 
   static constexpr size_t kMaxDepth = 1000;
+  // Far above any module and class name a checkpoint needs ("torch._utils._rebuild_tensor_v2").
+  static constexpr size_t kMaxGlobalName = 4096;
   std::unordered_map<const PyObject*, const PyObject*> parent_;
   std::unordered_map<const PyObject*, size_t> height_;
   std::vector<PyRef> stack_;
