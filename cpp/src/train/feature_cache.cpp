@@ -243,6 +243,7 @@ std::optional<TrainingBatch> FeatureCache::next() {
       const std::int64_t r = train_rows_.row_of[std::size_t(order_[k])];
       if (r < 0) continue;  // a corrupt sample the loader skipped
       rows.push_back(r);
+      if (!flip_ && shift_ == 0) continue;
       Rng rng(train_->options().seed, std::uint64_t(epoch_), std::uint64_t(order_[k]));
       // First, the draw the loader's RandomHorizontalFlip(0.5) makes for this sample.
       if (flip_) mirror.push_back(rng.bernoulli(0.5));
