@@ -66,9 +66,9 @@ def auroc(positive: torch.Tensor, negative: torch.Tensor) -> float:
 
 def compare(score, val, test, cifar: torch.Tensor, photos: torch.Tensor) -> dict:
     (val_logits, val_labels), (test_logits, test_labels) = val, test
-    val_score, test_score = score(val_logits), score(test_logits)
+    val_score, test_score, cifar_score, photo_score = (score(x) for x in (val_logits, test_logits, cifar, photos))
     correct = val_logits.argmax(1) == val_labels
-    row = {"auroc_vs_cifar10": round(auroc(val_score[correct], score(cifar)), 4)}
+    row = {"auroc_vs_cifar10": round(auroc(val_score[correct], cifar_score), 4)}
     for keep in KEEPS:
         threshold = float(torch.quantile(val_score[correct].double(), 1 - keep))
         answered = test_score >= threshold
@@ -76,8 +76,8 @@ def compare(score, val, test, cifar: torch.Tensor, photos: torch.Tensor) -> dict
         row[f"keep_{keep}"] = {
             "test_answered": round(float(answered.double().mean()), 4),
             "test_accuracy_answered": round(float(right.sum() / max(1, int(answered.sum()))), 4),
-            "cifar10_unknown": round(float((score(cifar) < threshold).double().mean()), 4),
-            "photos_unknown": f"{int((score(photos) < threshold).sum())}/{len(photos)}"}
+            "cifar10_unknown": round(float((cifar_score < threshold).double().mean()), 4),
+            "photos_unknown": f"{int((photo_score < threshold).sum())}/{len(photos)}"}
     return row
 
 

@@ -97,7 +97,7 @@ class Plan:
     @property
     def max_epochs(self) -> int:
         """The epochs training may grow to when it runs faster than the probe predicted."""
-        return _MAX_EPOCHS if self.cached else _SCRATCH_MAX_EPOCHS
+        return _epoch_cap(self.cached)
 
     def fit_options(self) -> Dict[str, object]:
         """The options of ``Learner.fit`` this plan trains with."""
@@ -289,7 +289,7 @@ def _plan(arch: str, weights: Optional[PathLike], split_data, native: int, budge
     n_test = n_val if separate_test else len(probe_data.test)
     # Validation and test, each with and without flip TTA (three forward passes an image).
     n_final = 3 * (n_val + n_test)
-    cap = _MAX_EPOCHS if pretrained else _SCRATCH_MAX_EPOCHS
+    cap = _epoch_cap(pretrained)
     # The first candidate that buys enough is taken, else the last.
     for amp, widths in candidates:
         timing = _probe(arch, weights, probe_data, seed, amp, widths)
@@ -335,6 +335,11 @@ def _options(timing: Dict[str, float], sizes: Sequence[int], left: float, cap: i
     return options
 
 
+def _epoch_cap(pretrained: bool) -> int:
+    """The most epochs a plan trains: a pretrained model (its tail on cached maps) fits its images sooner."""
+    return _MAX_EPOCHS if pretrained else _SCRATCH_MAX_EPOCHS
+
+
 def _good_epochs(n_train: int) -> int:
     """Enough epochs: 10 for small sets; a large set gets as many steps from fewer."""
     return max(_MIN_EPOCHS, min(_GOOD_EPOCHS, math.ceil(_GOOD_SAMPLES / max(n_train, 1))))
@@ -347,7 +352,7 @@ def _choose(options: Sequence[tuple], pretrained: bool, n_train: int):
         if epochs >= good:
             why = [f"{size} px is the largest size tried that fits {good}+ epochs"
                    + (f" (enough for {n_train:,} training images)" if good < _GOOD_EPOCHS else "")]
-            cap = _MAX_EPOCHS if pretrained else _SCRATCH_MAX_EPOCHS
+            cap = _epoch_cap(pretrained)
             if epochs >= cap:
                 why.append(f"epochs capped at {cap}: the model fits its training images by then; "
                            "the rest of the budget is left unused")
