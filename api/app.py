@@ -27,8 +27,9 @@ file is refused; its predictions then answer 503.
 ``uvicorn tlcore.api.app:app`` (or ``api.app:app``) reads its settings from the environment:
 TLCORE_MODELS (the models folder, required), TLCORE_DEFAULT_MODEL, TLCORE_MAX_UPLOAD_MB (10),
 TLCORE_MAX_BATCH (16), TLCORE_MAX_DELAY_MS (5), TLCORE_MAX_QUEUE (256), TLCORE_MAX_PIXELS
-(40000000), TLCORE_THRESHOLD (each model's own "unknown" threshold), TLCORE_PRECISION (fp32;
-bf16, int8 or auto: see tlcore.precision).
+(40000000), TLCORE_THRESHOLD and TLCORE_MIN_ENERGY (either replaces each model's own "unknown"
+rule, as ``tlcore.Predictor``'s arguments do), TLCORE_PRECISION (fp32; bf16, int8 or auto: see
+tlcore.precision).
 """
 from __future__ import annotations
 
@@ -82,7 +83,8 @@ class Label(BaseModel):
 
 
 class Prediction(BaseModel):
-    prediction: str = Field(description='top label, or "unknown" below the model\'s threshold')
+    prediction: str = Field(description='top label, or "unknown" by the model\'s rule: confidence under '
+                                        'its threshold or energy under its min_energy')
     confidence: float = Field(description="probability of the top label")
     top_k: List[Label]
     model: str
@@ -108,7 +110,8 @@ class ModelInfo(BaseModel):
     classes: List[str]
     num_classes: int
     input_size: int
-    threshold: float
+    threshold: float = Field(description='"unknown" below this confidence (0: never)')
+    min_energy: Optional[float] = Field(description='"unknown" below this energy (null: never)')
     default: bool
 
 
@@ -241,7 +244,7 @@ async def predict_batch(request: Request,
 
 @router.get("/models", response_model=ModelList)
 def list_models(request: Request) -> Dict[str, object]:
-    """Every served model (name, architecture, classes, input size, "unknown" threshold), and
+    """Every served model (name, architecture, classes, input size, "unknown" rule), and
     every model file that was rejected, with why."""
     models: ModelRegistry = request.app.state.models
     return {"models": [{**m.info(), "default": name == models.default} for name, m in models.models.items()],
@@ -293,7 +296,7 @@ def create_app(models_dir: Union[str, os.PathLike, None] = None, *, default_mode
                max_upload_mb: Optional[float] = None, max_batch: Optional[int] = None,
                max_delay_ms: Optional[float] = None, max_queue: Optional[int] = None,
                max_pixels: Optional[int] = None, threshold: Optional[float] = None,
-               precision: Optional[str] = None, env: Mapping[str, str] = os.environ) -> FastAPI:
+               min_energy: Optional[float] = None, precision: Optional[str] = None, env: Mapping[str, str] = os.environ) -> FastAPI:
     """The service for the models in ``models_dir``; loads them when the server starts.
 
     An argument left None comes from the environment (TLCORE_MODELS, TLCORE_MAX_BATCH, ...:
@@ -315,6 +318,7 @@ def create_app(models_dir: Union[str, os.PathLike, None] = None, *, default_mode
             max_queue=_setting(max_queue, env, "MAX_QUEUE", int, defaults.max_queue),
             max_pixels=_setting(max_pixels, env, "MAX_PIXELS", int, defaults.max_pixels),
             threshold=_setting(threshold, env, "THRESHOLD", float, None),
+            min_energy=_setting(min_energy, env, "MIN_ENERGY", float, None),
             precision=_setting(precision, env, "PRECISION", str, defaults.precision)))
     if settings.batch.precision not in tlcore.precision.PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(tlcore.precision.PRECISIONS)}, "

@@ -29,8 +29,10 @@ class BatchOptions:
     max_delay_ms: float = 5.0
     max_queue: int = 256
     max_pixels: int = 40_000_000
-    # The "unknown" threshold for every model; None keeps each model's own.
+    # The "unknown" rule for every model (tlcore.Predictor's threshold and min_energy); both
+    # None keep each model's own.
     threshold: Optional[float] = None
+    min_energy: Optional[float] = None
     # "fp32", "bf16", "int8" (calibrated models) or "auto": tlcore.precision.
     precision: str = "fp32"
 
@@ -124,7 +126,8 @@ class ServedModel:
     def info(self) -> Dict[str, object]:
         p = self.predictor
         return {"name": p.name, "arch": p.arch, "classes": list(p.classes), "num_classes": len(p.classes),
-                "input_size": p.input_size, "threshold": p.threshold, "precision": p.precision}
+                "input_size": p.input_size, "threshold": p.threshold, "min_energy": p.min_energy,
+                "precision": p.precision}
 
     async def predict(self, image: bytes, top_k: int, source: str) -> Dict[str, object]:
         """Waits in a worker thread for the batch that carries ``image`` (so requests batch up).

@@ -6,11 +6,11 @@ One command per dataset, as a user runs it (``tlcore.train_budget``, the library
 - fashion: Debian's Fashion-MNIST, the simple CNN from scratch, 10 minutes; its official test
   set is the untouched split (``test=``).
 Without a separate test set, half of the stratified validation split (seed 42) is held out:
-epochs, TTA, temperature and threshold are chosen on the other half, never on it.
+epochs, TTA, temperature and the "unknown" rule are chosen on the other half, never on it.
 
 Prints one JSON line per dataset: budget, wall time, accuracy on the untouched split with and
-without flip TTA, calibration (ECE before/after temperature scaling, threshold, the share of
-the split called unknown) and the plan. For flowers also how many of ../shared/data/photos
+without flip TTA, calibration (ECE before/after temperature scaling, the energy floor, the share
+of the split called unknown) and the plan. For flowers also how many of ../shared/data/photos
 (none of them a flower) the saved model calls "unknown".
 
 Usage: .venv/bin/python benchmarks/budget.py [--data flowers cifar10 fashion] [--budget 10m]
@@ -36,23 +36,24 @@ def _photos_unknown(model_path: Path, photos: Path) -> dict:
     clf = tlcore.load(model_path)
     answers = [clf.predict(str(p)) for p in sorted(photos.glob("*.jpg"))]
     return {"photos": len(answers), "photos_unknown": sum(a["unknown"] for a in answers),
-            "photo_answers": [f"{a['prediction']} {a['confidence']:.2f}" for a in answers]}
+            "photo_answers": [f"{a['prediction']} {a['confidence']:.2f} energy {a['energy']:.2f}" for a in answers]}
 
 
 def _keep_table(result, model_path: Path, photos: Path) -> list:
-    """For other ``keep`` targets: the threshold validation gives, the share of the untouched
+    """For other ``keep`` targets: the energy floor validation gives, the share of the untouched
     split still answered, and the photos (no flowers among them) called unknown."""
-    learner = result.learner
-    val_probs, val_labels, _ = learner.predictions("val")
-    test_probs, test_labels, _ = learner.predictions("test")
-    photo_conf = tlcore.load(model_path).predict_proba([str(p) for p in sorted(photos.glob("*.jpg"))]).max(1).values
+    learner, calibration = result.learner, tlcore.calibration
+    (val_logits, val_labels, _), (test_logits, test_labels, _) = learner.logits("val"), learner.logits("test")
+    val_probs, val_energy = calibration.scores(val_logits, learner.temperature)
+    test_probs, test_energy = calibration.scores(test_logits, learner.temperature)
+    _, photo_energy = tlcore.load(model_path).predict_scores([str(p) for p in sorted(photos.glob("*.jpg"))])
     rows = []
     for keep in (0.9, 0.95, 0.98, 0.99):
-        t = tlcore.calibration.unknown_threshold(val_probs, val_labels, keep)
-        scores = tlcore.calibration.unknown_scores(test_probs, test_labels, t)
-        rows.append({"keep": keep, "threshold": round(t, 4), "test_answered": round(1 - scores["unknown_share"], 4),
+        floor = calibration.keep_floor(val_energy, val_probs.argmax(1) == val_labels, keep)
+        scores = calibration.unknown_scores(test_probs, test_energy, test_labels, 0.0, floor)
+        rows.append({"keep": keep, "min_energy": round(floor, 4), "test_answered": round(1 - scores["unknown_share"], 4),
                      "test_accuracy_answered": round(scores["accuracy_answered"], 4),
-                     "photos_unknown": int((photo_conf < t).sum())})
+                     "photos_unknown": int((photo_energy < floor).sum())})
     return rows
 
 

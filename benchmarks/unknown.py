@@ -70,7 +70,7 @@ def compare(score, val, test, cifar: torch.Tensor, photos: torch.Tensor) -> dict
     correct = val_logits.argmax(1) == val_labels
     row = {"auroc_vs_cifar10": round(auroc(val_score[correct], cifar_score), 4)}
     for keep in KEEPS:
-        threshold = float(torch.quantile(val_score[correct].double(), 1 - keep))
+        threshold = tlcore.calibration.keep_floor(val_score, correct, keep)
         answered = test_score >= threshold
         right = (test_logits.argmax(1) == test_labels) & answered
         row[f"keep_{keep}"] = {

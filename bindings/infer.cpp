@@ -7,6 +7,13 @@
 namespace py = pybind11;
 
 namespace tlcore::bindings {
+namespace {
+
+std::pair<at::Tensor, at::Tensor> as_tuple(Scores s) {
+  return {std::move(s.probabilities), std::move(s.energy)};
+}
+
+}  // namespace
 
 void bind_infer(py::module_& m) {
   py::class_<PredictorOptions>(m, "PredictorOptions")
@@ -28,17 +35,18 @@ void bind_infer(py::module_& m) {
           [](Predictor& self, const py::bytes& data, const std::string& source) {
             const auto view = static_cast<std::string_view>(data);
             py::gil_scoped_release release;
-            return self.predict(reinterpret_cast<const std::uint8_t*>(view.data()), view.size(),
-                                source);
+            return as_tuple(self.predict(reinterpret_cast<const std::uint8_t*>(view.data()),
+                                         view.size(), source));
           },
           py::arg("data"), py::arg("source") = "image",
-          "Class probabilities for an encoded image; blocks (GIL released) until its batch ran.")
+          "(class probabilities, energy) of an encoded image; blocks (GIL released) until its "
+          "batch ran.")
       .def(
           "predict_array",
           [](Predictor& self, const py::array& image, const std::string& source) {
             const cv::Mat mat = to_mat(image);
             py::gil_scoped_release release;
-            return self.predict(mat, source);
+            return as_tuple(self.predict(mat, source));
           },
           py::arg("image"), py::arg("source") = "image")
       .def(
@@ -60,10 +68,11 @@ void bind_infer(py::module_& m) {
               }
             }
             py::gil_scoped_release release;
-            return self.predict_many(inputs);
+            return as_tuple(self.predict_many(inputs));
           },
           py::arg("images"), py::arg("sources") = std::vector<std::string>{},
-          "N x classes probabilities for encoded bytes or uint8 arrays, batched together.")
+          "(N x classes probabilities, N energies) of encoded bytes or uint8 arrays, batched "
+          "together.")
       .def("stats",
            [](const Predictor& self) {
              const auto s = self.stats();

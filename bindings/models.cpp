@@ -202,6 +202,9 @@ void bind_models(py::module_& m) {
       py::arg("requested"), py::arg("int8") = models::Int8Calibration(),
       "(precision, note): what `requested` runs in on this CPU, and why it fell back if it did.");
   m.def("cpu_features", [] { return models::cpu_features_text(models::cpu_features()); });
+  m.attr("INT8_WITHOUT_AMX") = models::kInt8WithoutAmx;
+  m.def("run_int8_without_amx", &models::run_int8_without_amx,
+        "Keeps oneDNN off AMX in this process where the CPU has it; whether int8 can run now.");
   m.def(
       "create_model",
       [](const std::string& arch, int64_t num_classes, int64_t in_channels, int64_t input_size,

@@ -4,6 +4,7 @@
 #include "bindings.h"
 #include "tlcore/error.h"
 #include "tlcore/infer/prediction.h"
+#include "tlcore/infer/predictor.h"
 #include "tlcore/models/model_file.h"
 #include "tlcore/models/spec.h"
 
@@ -67,6 +68,7 @@ void bind_spec(py::module_& m) {
           [](const ModelSpec& s) { return std::const_pointer_cast<Pipeline>(s.pipeline); },
           [](ModelSpec& s, std::shared_ptr<Pipeline> p) { s.pipeline = std::move(p); })
       .def_readwrite("threshold", &ModelSpec::threshold)
+      .def_readwrite("min_energy", &ModelSpec::min_energy)
       .def_readwrite("temperature", &ModelSpec::temperature)
       .def_readwrite("int8", &ModelSpec::int8)
       .def_readwrite("provenance", &ModelSpec::provenance)
@@ -102,19 +104,45 @@ void bind_spec(py::module_& m) {
   py::class_<Prediction>(m, "Prediction")
       .def_readonly("label", &Prediction::label)
       .def_readonly("confidence", &Prediction::confidence)
+      .def_readonly("energy", &Prediction::energy)
       .def_readonly("unknown", &Prediction::unknown)
       .def_readonly("top_k", &Prediction::top_k);
   m.def(
       "decide",
-      [](const at::Tensor& probabilities, const std::vector<std::string>& classes, int64_t top_k,
-         double threshold) {
+      [](const at::Tensor& probabilities, double energy, const std::vector<std::string>& classes,
+         int64_t top_k, double threshold, std::optional<double> min_energy) {
         const auto p = probabilities.to(at::kFloat).contiguous();
         if (p.dim() != 1 || p.numel() != static_cast<int64_t>(classes.size()))
           throw InvalidArgument("decide: expected one probability per class");
-        return decide(p.data_ptr<float>(), classes, top_k, threshold);
+        return decide(p.data_ptr<float>(), energy, classes, top_k, {threshold, min_energy});
       },
-      py::arg("probabilities"), py::arg("classes"), py::arg("top_k"), py::arg("threshold"),
-      "Top-k labels and the 'unknown' rule for one image's probabilities.");
+      py::arg("probabilities"), py::arg("energy"), py::arg("classes"), py::arg("top_k"),
+      py::arg("threshold"), py::arg("min_energy"),
+      "Top-k labels and the 'unknown' rule for one image's probabilities and energy.");
+  m.def(
+      "is_unknown",
+      [](const at::Tensor& confidence, const at::Tensor& energy, double threshold,
+         std::optional<double> min_energy) {
+        const auto c = confidence.to(at::kDouble).contiguous();
+        const auto e = energy.to(at::kDouble).contiguous();
+        if (c.dim() != 1 || !c.sizes().equals(e.sizes()))
+          throw InvalidArgument("is_unknown: expected one confidence and one energy per image");
+        auto out = at::empty({c.size(0)}, at::kBool);
+        for (int64_t i = 0; i < c.size(0); ++i)
+          out.data_ptr<bool>()[i] =
+              is_unknown(c.data_ptr<double>()[i], e.data_ptr<double>()[i], {threshold, min_energy});
+        return out;
+      },
+      py::arg("confidence"), py::arg("energy"), py::arg("threshold"), py::arg("min_energy"),
+      "The 'unknown' rule over many images: a bool per image.");
+  m.def(
+      "scores",
+      [](const at::Tensor& logits, double temperature) {
+        auto s = scores_of(logits, temperature);
+        return std::make_pair(s.probabilities, s.energy);
+      },
+      py::arg("logits"), py::arg("temperature"),
+      "(probabilities, energies) of raw logits: softmax(logits / temperature) and logsumexp.");
 }
 
 }  // namespace tlcore::bindings

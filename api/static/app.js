@@ -3,7 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 let stream = null;
-const thresholds = {};  // model name -> its "unknown" threshold, from GET /models
+const rules = {};  // model name -> its "unknown" rule ({threshold, min_energy}), from GET /models
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -15,7 +15,7 @@ async function loadModels() {
     const response = await fetch("/models");
     if (!response.ok) throw new Error(`GET /models answered ${response.status}`);
     const { models, rejected } = await response.json();
-    for (const m of models) thresholds[m.name] = m.threshold;
+    for (const m of models) rules[m.name] = { threshold: m.threshold, minEnergy: m.min_energy };
     const select = $("model");
     select.replaceChildren(...models.map(
       (m) => new Option(`${m.name} (${m.num_classes} classes)`, m.name, m.default, m.default)));
@@ -27,16 +27,23 @@ async function loadModels() {
   }
 }
 
+// "unknown" says why: the best guess fell under the model's threshold, or the photo is
+// unlike the images the model learned from (its energy fell under the model's floor).
+function whyUnknown(result) {
+  const rule = rules[result.model] ?? { threshold: 0, minEnergy: null };
+  if (result.confidence < rule.threshold)
+    return `under this model's ${(100 * rule.threshold).toFixed(1)}% threshold`;
+  return "unlike the images this model learned from";
+}
+
 function showBars(result) {
   const title = $("prediction");
   title.textContent = result.prediction;
   const unknown = result.prediction === "unknown";
   title.parentElement.classList.toggle("unknown", unknown);
   const asPercent = (p) => `${(100 * p).toFixed(1)}%`;
-  // "unknown" says why: the best guess fell under the model's threshold.
   $("confidence").textContent = unknown
-    ? `best guess ${result.top_k[0].label} ${asPercent(result.confidence)}, under this model's ` +
-      `${asPercent(thresholds[result.model] ?? 0)} threshold`
+    ? `best guess ${result.top_k[0].label} ${asPercent(result.confidence)}, ${whyUnknown(result)}`
     : asPercent(result.confidence);
   $("bars").replaceChildren(...result.top_k.map(({ label, probability }) => {
     const item = document.createElement("li");

@@ -1,7 +1,7 @@
 // tlcore-predict MODEL IMAGE...: labels and confidences in C++ alone (no Python),
 // from a saved model (.tlc, read without running pickled code) or one exported with
 // tlcore.export(..., format="torchscript"). One line per image: path, label
-// ("unknown" below the model's threshold), probability, tab-separated. A bad image
+// ("unknown" by the model's rule), probability, tab-separated. A bad image
 // is reported on stderr and the others still answered; the exit status is then 1.
 // TLCORE_PRECISION (fp32, bf16, int8 or auto) sets what a .tlc model computes in, as
 // for the service; a fallback to fp32 is one line on stderr.
@@ -27,11 +27,11 @@
 
 namespace {
 
-using Probabilities = std::function<at::Tensor(const std::string& image_path)>;
+using Scoring = std::function<tlcore::Scores(const std::string& image_path)>;
 
 struct Runner {
   tlcore::models::ModelSpec spec;
-  Probabilities probabilities;
+  Scoring scores;
 };
 
 // TorchScript archives hold constants.pkl; torch.save files (a .tlc) do not.
@@ -64,15 +64,14 @@ Runner torchscript_runner(const std::string& path) {
   Runner r{exported_spec(extra["tlcore.json"], path), nullptr};
   const auto pipeline = r.spec.pipeline;
   const double temperature = r.spec.temperature;
-  r.probabilities = [module, pipeline, temperature](const std::string& image_path) {
+  r.scores = [module, pipeline, temperature](const std::string& image_path) {
     c10::InferenceMode guard;
     tlcore::Rng rng(0);
     const auto& p = *pipeline;
     const auto image = p.augment(tlcore::read_image(image_path, p.decode_options()), rng);
     auto x = torch::empty({1, p.channels(), p.out_height(), p.out_width()});
     p.normalize_into(image, x.data_ptr<float>());
-    const auto logits = module->forward({x}).toTensor().to(torch::kFloat);
-    return torch::softmax(logits / temperature, 1)[0];
+    return tlcore::scores_of(module->forward({x}).toTensor()[0], temperature);
   };
   return r;
 }
@@ -87,7 +86,7 @@ Runner model_file_runner(const std::string& path) {
   if (!predictor->precision_note().empty())
     std::cerr << "tlcore-predict: " << path << ": " << predictor->precision_note() << '\n';
   Runner r{loaded.spec, nullptr};
-  r.probabilities = [predictor](const std::string& image_path) {
+  r.scores = [predictor](const std::string& image_path) {
     std::ifstream file(image_path, std::ios::binary);
     if (!file) throw tlcore::NotFound(image_path + ": no such image file");
     const std::string bytes((std::istreambuf_iterator<char>(file)), {});
@@ -109,6 +108,9 @@ int main(int argc, char** argv) {
   }
   Runner runner;
   try {
+    const char* precision = std::getenv("TLCORE_PRECISION");
+    if (precision != nullptr && std::string(precision) == "int8")
+      tlcore::models::run_int8_without_amx();  // before any model runs
     tlcore::set_num_threads(0);
     runner = is_torchscript(argv[1]) ? torchscript_runner(argv[1]) : model_file_runner(argv[1]);
   } catch (const std::exception& e) {
@@ -118,9 +120,11 @@ int main(int argc, char** argv) {
   int status = 0;
   for (int i = 2; i < argc; ++i) {
     try {
-      const auto probs = runner.probabilities(argv[i]).contiguous();
+      const auto scores = runner.scores(argv[i]);
+      const auto probs = scores.probabilities.contiguous();
       const auto p =
-          tlcore::decide(probs.data_ptr<float>(), runner.spec.classes, 1, runner.spec.threshold);
+          tlcore::decide(probs.data_ptr<float>(), scores.energy.item<double>(), runner.spec.classes,
+                         1, {runner.spec.threshold, runner.spec.min_energy});
       std::cout << argv[i] << '\t' << p.label << '\t' << p.confidence << '\n';
     } catch (const std::exception& e) {
       std::cerr << "tlcore-predict: " << e.what() << '\n';

@@ -4,7 +4,7 @@ tlcore times a short probe of the real work (feature caching and training steps 
 hundred images), plans the image size, the epochs and the blocks to fine-tune so that the
 whole run (probe, caching, training, the final evaluation) fits the budget, and prints the
 plan with its reasons before it starts. Epochs are chosen on part of the validation split,
-TTA, the temperature and the "unknown" threshold on the same part, and the figure reported
+TTA, the temperature and the "unknown" rule on the same part, and the figure reported
 is on images no choice saw: ``test`` (a separate set) or the rest of the validation split.
 
 Usage::
@@ -168,7 +168,8 @@ class BudgetResult:
             f"test accuracy {self.test.accuracy:.4f}, with flip TTA {self.test_tta.accuracy:.4f} "
             f"(validation chose {'TTA' if self.tta else 'no TTA'})",
             f"calibration: temperature {c['temperature']:.3f}; test ECE {c['test_ece_before']:.4f} -> "
-            f"{c['test_ece_after']:.4f}; unknown threshold {c['threshold']:.3f} (keeps {c['keep']:.0%} of "
+            f"{c['test_ece_after']:.4f}; unknown when {calibration.describe_rule(c['threshold'], c['min_energy'])} "
+            f"(keeps {c['keep']:.0%} of "
             f"correct validation images): {self.test.extra.get('unknown_share', 0):.1%} of test images "
             f"unknown, {self.test.extra.get('accuracy_answered', float('nan')):.4f} accurate on the rest",
             *[f"{k}: {v}" for k, v in self.splits.items()]])
@@ -177,13 +178,13 @@ class BudgetResult:
 def train_budget(source: Union[PathLike, "_core.Dataset"], budget: Union[str, float],
                  arch: str = "mobilenet_v2", weights: Optional[PathLike] = None,
                  test: Union[PathLike, "_core.Dataset", None] = None, valid: Union[PathLike, "_core.Dataset", None] = None,
-                 val_split: float = 0.2, seed: int = 42, keep: float = 0.95,
+                 val_split: float = 0.2, seed: int = 42, keep: float = calibration.DEFAULT_KEEP,
                  channels: int = 3, amp: str = "auto", verbose: bool = True) -> BudgetResult:
     """Plans and trains the best model ``budget`` buys on this machine; see the module docstring.
 
     ``test`` is a separate labelled set evaluated once at the end; without it, half of the
     validation split is held out for the final figure. ``keep`` is the share of correctly
-    classified validation images the "unknown" threshold keeps. ``amp`` "auto" fine-tunes a
+    classified validation images the "unknown" rule keeps. ``amp`` "auto" fine-tunes a
     pretrained model in bf16 where the hardware has it and fp32 cannot buy the best plan (the
     final figures are in fp32, as ``predict`` runs by default); "off" or "bf16" choose.
 
@@ -425,20 +426,22 @@ def _caching_seconds(learner: Learner, data: ImageData, frozen: int, amp: str) -
 
 
 def _select_and_report(learner: Learner, plan: Plan, start: float, keep: float) -> BudgetResult:
-    """TTA, temperature and threshold chosen on validation; then the test set, once."""
+    """TTA, temperature and the "unknown" rule chosen on validation; then the test set, once."""
     val_logits, val_labels, _ = learner.logits("val")
     val_tta, _, _ = learner.logits("val", tta=True)
     plain, flipped = (_accuracy(x, val_labels) for x in (val_logits, val_tta))
     tta = flipped > plain
     cal = calibration.calibrate(val_logits, val_labels, keep)
     learner.temperature, learner.threshold = cal["temperature"], cal["threshold"]
+    learner.min_energy = cal["min_energy"]
     logits, labels, _ = learner.logits("test")
     tta_logits, _, _ = learner.logits("test", tta=True)
     t, classes = learner.temperature, learner.data.classes
     test = Report.from_predictions(labels.tolist(), torch.softmax(logits / t, 1), classes)
     test_tta = Report.from_predictions(labels.tolist(), torch.softmax(tta_logits / t, 1), classes)
     # "unknown" as served: one view, calibrated.
-    test.extra.update(calibration.unknown_scores(torch.softmax(logits / t, 1), labels, learner.threshold))
+    test.extra.update(calibration.unknown_scores(*calibration.scores(logits, t), labels,
+                                                 learner.threshold, learner.min_energy))
     cal.update(keep=keep, val_accuracy=plain, val_accuracy_tta=flipped,
                test_ece_before=calibration.expected_calibration_error(torch.softmax(logits, 1), labels),
                test_ece_after=calibration.expected_calibration_error(torch.softmax(logits / t, 1), labels))

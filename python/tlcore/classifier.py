@@ -3,7 +3,7 @@
 Usage::
 
     clf = tlcore.load("flowers.tlc")
-    clf.predict("rose.jpg")                      # {"prediction", "confidence", "unknown", "top_k"}
+    clf.predict("rose.jpg")                # {"prediction", "confidence", "energy", "unknown", "top_k"}
     clf.evaluate("flowers/test").accuracy
 """
 from __future__ import annotations
@@ -70,12 +70,27 @@ class Classifier:
 
     @property
     def threshold(self) -> float:
-        """Below this top probability a prediction is "unknown"."""
+        """Below this calibrated top probability a prediction is "unknown" (0: never)."""
         return self.spec.threshold
 
     @threshold.setter
     def threshold(self, value: float) -> None:
         self.spec.threshold = float(value)
+
+    @property
+    def min_energy(self) -> Optional[float]:
+        """Below this energy (logsumexp of the raw logits) a prediction is "unknown" (None: never)."""
+        return self.spec.min_energy
+
+    @min_energy.setter
+    def min_energy(self, value: Optional[float]) -> None:
+        self.spec.min_energy = None if value is None else float(value)
+
+    def unknown_rule(self, threshold: Optional[float] = None,
+                     min_energy: Optional[float] = None) -> Tuple[float, Optional[float]]:
+        """``(threshold, min_energy)``: the model's own rule, or, when either is given, the rule
+        of just what is given (``threshold=0.5`` alone: no energy floor)."""
+        return unknown_rule((self.threshold, self.min_energy), threshold, min_energy)
 
     @classmethod
     def pretrained(cls, arch: str, weights: PathLike = "imagenet",
@@ -116,35 +131,46 @@ class Classifier:
 
         ``tta``: the mean of the probabilities of each image and of its mirror image.
         """
+        return self.predict_scores(images, tta)[0]
+
+    def predict_scores(self, images: Sequence[Image], tta: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(probabilities, energies)``, a row and an energy per image, in one batched call.
+
+        ``tta``: the probabilities are the mean over each image and its mirror image; the
+        energy stays the image's own, as served.
+        """
         if self._engine is None:
             self._engine = self.engine()
         if not tta:
-            return probabilities(self._engine, images)
+            return scores(self._engine, images)
         decoded = [self._decoded(image) for image in images]
         mirrored = [np.ascontiguousarray(image[:, ::-1]) for image in decoded]
-        both = probabilities(self._engine, decoded + mirrored)
-        return (both[:len(decoded)] + both[len(decoded):]) / 2
+        probs, energy = scores(self._engine, decoded + mirrored)
+        return (probs[:len(decoded)] + probs[len(decoded):]) / 2, energy[:len(decoded)]
 
     def predict(self, image: Image, top_k: int = 5, threshold: Optional[float] = None,
-                tta: bool = False) -> Dict[str, object]:
-        """``{"prediction", "confidence", "unknown", "top_k": [{"label", "probability"}, ...]}``."""
-        return self.predict_many([image], top_k, threshold, tta)[0]
+                tta: bool = False, min_energy: Optional[float] = None) -> Dict[str, object]:
+        """``{"prediction", "confidence", "energy", "unknown", "top_k": [{"label", "probability"}, ...]}``.
+
+        ``threshold``/``min_energy`` replace the model's "unknown" rule (``unknown_rule``).
+        """
+        return self.predict_many([image], top_k, threshold, tta, min_energy)[0]
 
     def predict_many(self, images: Sequence[Image], top_k: int = 5, threshold: Optional[float] = None,
-                     tta: bool = False) -> List[Dict[str, object]]:
+                     tta: bool = False, min_energy: Optional[float] = None) -> List[Dict[str, object]]:
         """``predict`` for each image, in one batched call."""
-        probs = self.predict_proba(images, tta)
-        limit = self.threshold if threshold is None else threshold
-        return [decide(row, self.spec.classes, top_k, limit) for row in probs]
+        probs, energy = self.predict_scores(images, tta)
+        rule = self.unknown_rule(threshold, min_energy)
+        return [decide(row, float(e), self.spec.classes, top_k, rule) for row, e in zip(probs, energy)]
 
     def evaluate(self, data: Union[PathLike, "_core.Dataset"], batch_size: int = 64,
                  tta: bool = False, skip_corrupt: bool = False,
-                 threshold: Optional[float] = None) -> Report:
+                 threshold: Optional[float] = None, min_energy: Optional[float] = None) -> Report:
         """Accuracy, per-class metrics and the confusion matrix on a labelled folder/archive.
 
-        The data may hold a subset of the model's classes; they are matched by name. With a
-        threshold (``threshold``, else the model's), ``report.extra`` holds the share of
-        images called "unknown" and the accuracy on the others.
+        The data may hold a subset of the model's classes; they are matched by name. With an
+        "unknown" rule (``unknown_rule``), ``report.extra`` holds the share of images called
+        "unknown" and the accuracy on the others, as served: one view, even with ``tta``.
         ``skip_corrupt``: undecodable images are left out instead of raising, and
         ``report.extra["skipped_corrupt"]`` lists their sources.
         """
@@ -154,14 +180,19 @@ class Classifier:
             raise ValueError(f"{data}: classes {unknown} are not among the model's {self.classes}")
         loader = DataLoader(ds, self.pipeline, batch_size=batch_size, shuffle=False, skip_corrupt=skip_corrupt)
         precision = resolve(self.precision, self.spec.int8)
-        logits, labels, indices, _ = _core.predict(self.model, loader._loader, True, tta,
-                                                   precision=precision, int8=self.spec.int8)
+
+        def logits_of(flip: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return _core.predict(self.model, loader._loader, True, flip, precision=precision,
+                                 int8=self.spec.int8)[:3]
+
+        logits, labels, indices = logits_of(tta)
         to_model = torch.tensor([self.classes.index(name) for name in ds.classes])
         probs = torch.softmax(logits / self.temperature, 1)
         report = Report.from_predictions(to_model[labels].tolist(), probs, self.classes)
-        limit = self.threshold if threshold is None else threshold
-        if limit > 0:
-            report.extra.update(calibration.unknown_scores(probs, to_model[labels], limit))
+        rule = self.unknown_rule(threshold, min_energy)
+        if rule != (0.0, None):
+            served = calibration.scores(logits_of(False)[0] if tta else logits, self.temperature)
+            report.extra.update(calibration.unknown_scores(*served, to_model[labels], *rule))
         if skip_corrupt:
             kept = set(indices.tolist())
             report.extra["skipped_corrupt"] = [ds.source(i) for i in range(len(ds)) if i not in kept]
@@ -178,8 +209,9 @@ class Classifier:
         return f"Classifier({self.arch!r}, classes={len(self.classes)}, source={self.source!r})"
 
 
-def probabilities(engine: "_core.Predictor", images: Sequence[Image]) -> torch.Tensor:
-    """Class probabilities of ``images`` (paths, encoded bytes or uint8 arrays) from a C++ Predictor."""
+def scores(engine: "_core.Predictor", images: Sequence[Image]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(probabilities, energies)`` of ``images`` (paths, encoded bytes or uint8 arrays) from a
+    C++ Predictor."""
     inputs = [_engine_input(image) for image in images]
     return engine.predict_many([i for i, _ in inputs], [s for _, s in inputs])
 
@@ -195,10 +227,20 @@ def _engine_input(image: Image) -> Tuple[Union[bytes, np.ndarray], str]:
     return path.read_bytes(), str(path)
 
 
-def decide(probs: torch.Tensor, classes: Sequence[str], top_k: int, threshold: float) -> Dict[str, object]:
-    """One image's answer by the C++ rule: top-k labels, and "unknown" below ``threshold``."""
-    p = _core.decide(probs, list(classes), top_k, threshold)
-    return {"prediction": p.label, "confidence": p.confidence, "unknown": p.unknown,
+def unknown_rule(model_rule: Tuple[float, Optional[float]], threshold: Optional[float] = None,
+                 min_energy: Optional[float] = None) -> Tuple[float, Optional[float]]:
+    """``(threshold, min_energy)``: ``model_rule`` unless either is given, then just what is given."""
+    if threshold is None and min_energy is None:
+        return model_rule
+    return (0.0 if threshold is None else float(threshold)), (None if min_energy is None else float(min_energy))
+
+
+def decide(probs: torch.Tensor, energy: float, classes: Sequence[str], top_k: int,
+           rule: Tuple[float, Optional[float]]) -> Dict[str, object]:
+    """One image's answer by the C++ rule: top-k labels, and "unknown" by ``rule``
+    (``(threshold, min_energy)``, see ``Classifier.unknown_rule``)."""
+    p = _core.decide(probs, energy, list(classes), top_k, *rule)
+    return {"prediction": p.label, "confidence": p.confidence, "energy": p.energy, "unknown": p.unknown,
             "top_k": [{"label": label, "probability": prob} for label, prob in p.top_k]}
 
 

@@ -26,6 +26,7 @@ import contextlib
 import glob
 import json
 import logging
+import math
 import os
 import sys
 import traceback
@@ -186,13 +187,15 @@ def _train(args: argparse.Namespace) -> int:
 def _train_budget(args: argparse.Namespace) -> int:
     """--budget: tlcore plans the recipe; the report is on images no choice saw."""
     import tlcore
+    from tlcore.calibration import DEFAULT_KEEP
 
     fashion = args.data == FASHION
     source = tlcore.fashion_mnist(train=True) if fashion else args.data
     test = args.test or (tlcore.fashion_mnist(train=False) if fashion else None)
     channels = 1 if fashion and args.backbone in ("simple_cnn", "mlp") else 3
     result = tlcore.train_budget(source, args.budget, arch=args.backbone, weights=args.weights, test=test,
-                                 val_split=args.val_split, seed=args.seed, keep=args.keep, channels=channels,
+                                 val_split=args.val_split, seed=args.seed,
+                                 keep=DEFAULT_KEEP if args.keep is None else args.keep, channels=channels,
                                  amp=args.amp or "auto")
     learner, plan = result.learner, result.plan
     stem = f"{args.backbone}__{learner.data.name or FASHION}__img{plan.image_size}__budget{plan.budget_s:.0f}s"
@@ -348,7 +351,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     clf.precision = args.precision
     with _naming(args.data):
         report = clf.evaluate(args.data, batch_size=args.batch_size, tta=args.tta, skip_corrupt=args.skip_corrupt,
-                              threshold=args.threshold)
+                              threshold=args.threshold, min_energy=args.min_energy)
     skipped = report.extra.get("skipped_corrupt", [])
     for source in skipped:
         print(f"tlcore: warning: {source}: skipped, not a readable image", file=sys.stderr)
@@ -402,7 +405,7 @@ def _image_paths(inputs: Sequence[str]) -> Tuple[List[Path], List[str]]:
 def _answers(clf: "tlcore.Classifier", paths: Sequence[Path],
              args: argparse.Namespace) -> List[Union[Dict[str, object], str]]:
     """One answer per image, in one batched call; a bad image's entry is its one-line problem."""
-    options = dict(top_k=args.top_k or 5, threshold=args.threshold, tta=args.tta)
+    options = dict(top_k=args.top_k or 5, threshold=args.threshold, min_energy=args.min_energy, tta=args.tta)
     try:
         return clf.predict_many(paths, **options)
     except (OSError, ValueError):
@@ -509,7 +512,7 @@ def _model_card(path: str, spec: Dict[str, object], parameters: int) -> List[str
         f"input         {pipeline['height']}x{pipeline['width']}, {pipeline['channels']} channel(s)",
         "preprocessing (evaluation, in order)",
         *[f"  {i}. {op}" for i, op in enumerate(ops, 1)],
-        f"threshold     {spec['threshold']:g} (a prediction less confident than this is \"unknown\")",
+        f"unknown       {_unknown_rule(spec)}",
         f"temperature   {spec['temperature']:g}",
         f"int8          {_int8_line(spec.get('int8'))}",
         f"metrics       {_fields('', spec['metrics']) or 'none recorded'}",
@@ -620,6 +623,28 @@ def _probability(text: str) -> float:
     return _float_in(text, lambda v: 0.0 <= v <= 1.0, "a number from 0 to 1")
 
 
+def _finite(text: str) -> float:
+    """argparse type: a finite number."""
+    return _float_in(text, math.isfinite, "a finite number")
+
+
+def _add_unknown_options(parser: argparse.ArgumentParser, scope: str) -> None:
+    """--threshold and --min-energy: either replaces the model's "unknown" rule."""
+    parser.add_argument("--threshold", type=_probability, default=None,
+                        help=f"call 'unknown' a prediction less confident than this{scope}; with --min-energy "
+                             "or alone, replaces the model's own rule (see 'tlcore info')")
+    parser.add_argument("--min-energy", type=_finite, default=None,
+                        help=f"call 'unknown' an image whose energy (logsumexp of the logits) is below this{scope}; "
+                             "calibration sets such a floor")
+
+
+def _unknown_rule(spec: Dict[str, object]) -> str:
+    from .calibration import describe_rule
+
+    rule = describe_rule(spec["threshold"], spec.get("min_energy"))
+    return "never (no rule: calibration sets one)" if rule == "never" else f"when {rule}"
+
+
 def _add_precision_option(parser: argparse.ArgumentParser, default: Optional[str] = "fp32") -> None:
     from .precision import PRECISIONS
 
@@ -636,9 +661,7 @@ def _add_evaluate_parser(sub: "argparse._SubParsersAction") -> None:
     evaluate.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
     evaluate.add_argument("--skip-corrupt", action="store_true",
                           help="leave out images that cannot be decoded (each named on stderr) instead of stopping")
-    evaluate.add_argument("--threshold", type=_probability, default=None,
-                          help="report the share called 'unknown' below this confidence and the accuracy "
-                               "on the rest (default: the model's threshold)")
+    _add_unknown_options(evaluate, " (the report gives the share called 'unknown' and the accuracy on the rest)")
     _add_precision_option(evaluate)
     evaluate.add_argument("--out", default=None)
     evaluate.set_defaults(run=_evaluate)
@@ -653,11 +676,10 @@ def _add_inspect_parsers(sub: "argparse._SubParsersAction") -> None:
     predict.add_argument("images", nargs="+",
                          help="image files, folders (searched recursively) or globs such as 'photos/**/*.jpg'")
     predict.add_argument("--json", action="store_true", help="one JSON object per line: image, prediction, "
-                                                             "confidence, unknown, top_k")
+                                                             "confidence, energy, unknown, top_k")
     predict.add_argument("--top-k", type=_positive_int, default=None,
                          help="labels per image: a column of the table (default none), --json's top_k (default 5)")
-    predict.add_argument("--threshold", type=_probability, default=None,
-                         help="answer \"unknown\" below this confidence (default: the model's own)")
+    _add_unknown_options(predict, "")
     predict.add_argument("--tta", action="store_true", help="average with the mirrored image")
     _add_precision_option(predict)
     predict.set_defaults(run=_predict)
@@ -742,7 +764,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     app = create_app(args.models, default_model=args.default_model, max_upload_mb=args.max_upload_mb,
                      max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
-                     max_pixels=args.max_pixels, threshold=args.threshold, precision=args.precision)
+                     max_pixels=args.max_pixels, threshold=args.threshold, min_energy=args.min_energy,
+                     precision=args.precision)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 http=header_deadline(args.header_timeout))
     return 0
@@ -806,9 +829,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     train.add_argument("--budget", default=None,
                        help="e.g. 10m, 30m, 2h: tlcore plans size, epochs and fine-tuning to fit this time "
                             "(the epoch and learning-rate flags are then ignored)")
-    train.add_argument("--keep", type=float, default=0.95,
+    train.add_argument("--keep", type=float, default=None,
                        help="with --budget: the share of correctly classified validation images the "
-                            "'unknown' threshold keeps")
+                            "'unknown' rule keeps (default 0.98)")
     train.add_argument("--out", default="runs")
     train.add_argument("--nproc", type=int, default=1,
                        help="data-parallel ranks on this machine (torch.distributed: Gloo, NCCL on CUDA); each "
@@ -875,8 +898,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                        help="requests waiting per model before 503 (default 256)")
     serve.add_argument("--max-pixels", type=int, default=None,
                        help="largest image accepted, in pixels, read from its header (default 40000000)")
-    serve.add_argument("--threshold", type=_probability, default=None,
-                       help="'unknown' below this confidence, for every model (default: each model's own)")
+    _add_unknown_options(serve, ", for every model")
     _add_precision_option(serve, default=None)
     serve.add_argument("--header-timeout", type=_positive_seconds, default=10.0,
                        help="seconds a request's headers may take to arrive: slower gets 408 (default 10)")
@@ -889,7 +911,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     args.argv, args.parser = argv, parser
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "quantize" or _asks_for_int8(args):
+        from tlcore.precision import run_int8_without_amx
+
+        run_int8_without_amx()  # before any model runs
     return _run(args)
+
+
+def _asks_for_int8(args: argparse.Namespace) -> bool:
+    precision = getattr(args, "precision", None)
+    if args.command == "serve" and precision is None:
+        precision = os.environ.get("TLCORE_PRECISION")
+    return precision == "int8"
 
 
 if __name__ == "__main__":

@@ -37,10 +37,11 @@ EXPORT_FORMAT = "tlcore-export/2"
 
 def metadata(classifier: Classifier) -> Dict[str, object]:
     """What a runtime needs beside the graph: the model's spec (classes, the eval pipeline op by
-    op with its mean/std, threshold, temperature) and what goes in and out."""
+    op with its mean/std, "unknown" rule, temperature) and what goes in and out."""
     return {"format": EXPORT_FORMAT, "spec": json.loads(classifier.spec.to_json()),
             "input": "N x C x H x W float32: spec.pipeline's ops, then (x / 255 - mean) / std",
-            "output": "logits (divide by spec.temperature before the softmax)"}
+            "output": "logits (divide by spec.temperature before the softmax); \"unknown\" when the top "
+                      "probability < spec.threshold or logsumexp(logits) < spec.min_energy (when set)"}
 
 
 def _traceable(classifier: Classifier) -> Tuple[_Traceable, torch.Tensor]:

@@ -241,7 +241,8 @@ class Learner:
         self.history: List[Dict[str, object]] = []
         # Each fit call's options, saved with the model as its training recipe.
         self.recipe: List[Dict[str, object]] = []
-        self.threshold, self.temperature = 0.0, 1.0
+        # The "unknown" rule (Classifier.unknown_rule) and the temperature, set by calibrate.
+        self.threshold, self.min_energy, self.temperature = 0.0, None, 1.0
         # Figures worth keeping in the model card (e.g. the budget run's test accuracy).
         self.metrics: Dict[str, object] = {}
         self._loader_epochs = 0
@@ -360,31 +361,35 @@ class Learner:
         logits, labels, indices = self.logits(split, tta)
         return torch.softmax(logits / self.temperature, 1), labels, indices
 
-    def calibrate(self, split: str = "val", keep: float = 0.95) -> Dict[str, float]:
-        """Fits the temperature and the "unknown" threshold on ``split``; both are saved.
+    def calibrate(self, split: str = "val", keep: float = calibration.DEFAULT_KEEP) -> Dict[str, Optional[float]]:
+        """Fits the temperature and the "unknown" rule on ``split``; both are saved.
 
-        The temperature minimises the negative log-likelihood (Guo et al. 2017); the
-        threshold keeps ``keep`` of the correctly classified images above it. Returns the
-        expected calibration error before and after, the temperature and the threshold.
+        The temperature minimises the negative log-likelihood (Guo et al. 2017); the rule is
+        an energy floor (``min_energy``) that keeps ``keep`` of the correctly classified
+        images. Returns the expected calibration error before and after, the temperature
+        and the rule.
 
-        Usage: ``learner.calibrate("val", keep=0.95)``
+        Usage: ``learner.calibrate("val", keep=0.98)``
         """
         logits, labels, _ = self.logits(split)
         result = calibration.calibrate(logits, labels, keep)
         self.temperature, self.threshold = result["temperature"], result["threshold"]
+        self.min_energy = result["min_energy"]
         return result
 
     def evaluate(self, split: str = "val", tta: bool = False) -> Report:
         """Accuracy, top-k, per-class precision/recall/F1 and the confusion matrix on ``split``.
 
-        With a threshold set, ``report.extra`` also holds the share of images called
+        With an "unknown" rule set, ``report.extra`` also holds the share of images called
         "unknown" and the accuracy on the others.
         """
-        probs, labels, _ = self.predictions(split, tta)
+        logits, labels, _ = self.logits(split, tta)
+        probs = torch.softmax(logits / self.temperature, 1)
         report = Report.from_predictions(labels.tolist(), probs, self.data.classes)
         report.extra["expected_calibration_error"] = calibration.expected_calibration_error(probs, labels)
-        if self.threshold > 0:
-            report.extra.update(calibration.unknown_scores(probs, labels, self.threshold))
+        if self.threshold > 0 or self.min_energy is not None:  # as served: one view
+            served = calibration.scores(self.logits(split)[0] if tta else logits, self.temperature)
+            report.extra.update(calibration.unknown_scores(*served, labels, self.threshold, self.min_energy))
         train_acc = [h["train_accuracy"] for h in self.history]
         if split == "val" and train_acc:
             train_probs, train_labels, _ = self.predictions("train")
@@ -398,6 +403,7 @@ class Learner:
         spec = model_file.make_spec(self.arch, self.data.classes, self.head, self.data.eval_pipeline,
                      self.model_options)
         spec.weights, spec.threshold, spec.temperature = self.weights, self.threshold, self.temperature
+        spec.min_energy = self.min_energy
         spec.recipe, spec.history = json.dumps(self.recipe), json.dumps(self.history)
         spec.metrics = json.dumps(self.metrics)
         size = len(self.data.train) + (len(self.data.val) if self.data.val is not None else 0)

@@ -2,7 +2,10 @@
 
 bf16 needs the CPU's bf16 instructions (avx512_bf16 or amx_bf16); int8 needs VNNI and a
 model calibrated once on a few hundred of its training images. A precision the CPU
-cannot run fast falls back to fp32 with one log line.
+cannot run fast falls back to fp32 with one log line. On a CPU with AMX, int8 also needs
+oneDNN kept off AMX for the whole process (torch 1.13's oneDNN corrupts memory in some AMX
+int8 convolutions): ``run_int8_without_amx()`` first thing, as `tlcore quantize` and
+``--precision int8`` do; otherwise int8 falls back to bf16 with one log line.
 
 Usage::
 
@@ -44,6 +47,16 @@ def resolve(requested: str, int8: Optional["_core.Int8Calibration"] = None) -> s
 def cpu_features() -> str:
     """The reduced-precision instructions this CPU has, e.g. "avx512_bf16 avx512_vnni", or "none"."""
     return _core.cpu_features()
+
+
+def run_int8_without_amx() -> bool:
+    """Keeps oneDNN off AMX in this process where the CPU has AMX (``ONEDNN_MAX_CPU_ISA``, unless
+    the environment already sets it), so that int8 can run; bf16 then runs without AMX, slower.
+    Call it before any model runs: oneDNN reads the setting once. Returns whether int8 can run.
+
+    Usage: ``tlcore.precision.run_int8_without_amx()`` at the top of an int8 serving script
+    """
+    return _core.run_int8_without_amx()
 
 
 def calibrate_int8(model: "_core.Model", data: Union[PathLike, "_core.Dataset"], pipeline: "_core.Pipeline",

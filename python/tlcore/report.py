@@ -75,8 +75,8 @@ class Report:
         if "images" in self.extra:
             lines.append(f"**Images** {self.extra['images']}")
         if "unknown_share" in self.extra:
-            lines.append(f"**Unknown** {self.extra['unknown_share']:.1%} of the images at threshold "
-                         f"{self.extra['threshold']:.3f}; accuracy on the rest "
+            lines.append(f"**Unknown** {self.extra['unknown_share']:.1%} of the images "
+                         f"({self.extra['unknown_rule']}); accuracy on the rest "
                          f"{self.extra['accuracy_answered']:.4f}")
         lines += [f"**Top-{k} accuracy** {v:.4f}" for k, v in self.top_k.items() if k != 1]
         if self.overfitting_gap is not None:

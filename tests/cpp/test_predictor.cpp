@@ -1,8 +1,8 @@
 // The Predictor against the model it serves: its probabilities are the softmax of
 // the model's own forward pass over the spec's pipeline (divided by the spec's
-// temperature), whether images come one by one, concurrently or as one list;
-// concurrent requests share batches; a full queue and a bad image are refused
-// with the documented errors.
+// temperature) and its energy the logsumexp of the raw logits, whether images come one by one,
+// concurrently or as one list; concurrent requests share batches; a full queue and a bad image are
+// refused with the documented errors.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -38,15 +38,15 @@ cv::Mat image(int seed) {
   return m;
 }
 
-// Oracle: the eager model on the pipeline's output, softmax of logits / temperature.
-torch::Tensor expected(models::Model& model, const models::ModelSpec& s, const cv::Mat& input) {
+// Oracle: the eager model's logits on the pipeline's output.
+torch::Tensor eager_logits(models::Model& model, const models::ModelSpec& s, const cv::Mat& input) {
   Rng rng(0);
   const auto& p = *s.pipeline;
   auto x = torch::empty({1, 3, p.out_height(), p.out_width()});
   p.normalize_into(p.augment(input, rng), x.data_ptr<float>());
   torch::NoGradGuard no_grad;
   model->eval();
-  return torch::softmax(model->forward(x) / s.temperature, 1)[0];
+  return model->forward(x)[0];
 }
 
 PredictorOptions cpu(std::int64_t max_batch = 8, double max_delay_ms = 0) {
@@ -57,7 +57,7 @@ PredictorOptions cpu(std::int64_t max_batch = 8, double max_delay_ms = 0) {
   return o;
 }
 
-TEST(Predictor, ProbabilitiesAreTheModelsSoftmaxWithTemperature) {
+TEST(Predictor, ScoresAreTheModelsSoftmaxWithTemperatureAndLogSumExp) {
   torch::manual_seed(0);
   for (double temperature : {1.0, 2.5}) {
     auto s = spec(temperature);
@@ -65,8 +65,12 @@ TEST(Predictor, ProbabilitiesAreTheModelsSoftmaxWithTemperature) {
     Predictor predictor(model.ptr(), s, cpu());
     for (int seed = 0; seed < 3; ++seed) {
       const auto got = predictor.predict(image(seed), "image");
-      EXPECT_TRUE(torch::allclose(got, expected(model, s, image(seed)), 1e-4, 1e-5))
+      const auto logits = eager_logits(model, s, image(seed));
+      EXPECT_TRUE(
+          torch::allclose(got.probabilities, torch::softmax(logits / temperature, 0), 1e-4, 1e-5))
           << "temperature " << temperature << " image " << seed;
+      // The energy ignores the temperature: it is the raw logits' logsumexp.
+      EXPECT_NEAR(got.energy.item<double>(), torch::logsumexp(logits, 0).item<double>(), 1e-4);
     }
   }
 }
@@ -82,14 +86,18 @@ TEST(Predictor, ManyAtOnceEqualsOneByOneAndEncodedEqualsDecoded) {
     cv::Mat bgr;
     cv::cvtColor(image(i), bgr, cv::COLOR_RGB2BGR);
     cv::imencode(".png", bgr, png[static_cast<size_t>(i)]);
-    inputs[static_cast<size_t>(i)] = {png[static_cast<size_t>(i)].data(),
-                                      png[static_cast<size_t>(i)].size(), {}, "img"};
+    inputs[static_cast<size_t>(i)] = {
+        png[static_cast<size_t>(i)].data(), png[static_cast<size_t>(i)].size(), {}, "img"};
   }
   const auto many = predictor.predict_many(inputs);
-  ASSERT_EQ(many.sizes(), (std::vector<int64_t>{10, 4}));
-  for (int i = 0; i < 10; ++i)
-    EXPECT_TRUE(torch::allclose(many[i], predictor.predict(image(i), "decoded"), 1e-5, 1e-6));
-  EXPECT_EQ(predictor.predict_many({}).size(0), 0);
+  ASSERT_EQ(many.probabilities.sizes(), (std::vector<int64_t>{10, 4}));
+  ASSERT_EQ(many.energy.sizes(), (std::vector<int64_t>{10}));
+  for (int i = 0; i < 10; ++i) {
+    const auto one = predictor.predict(image(i), "decoded");
+    EXPECT_TRUE(torch::allclose(many.probabilities[i], one.probabilities, 1e-5, 1e-6));
+    EXPECT_NEAR(many.energy[i].item<double>(), one.energy.item<double>(), 1e-5);
+  }
+  EXPECT_EQ(predictor.predict_many({}).probabilities.size(0), 0);
 }
 
 TEST(Predictor, ConcurrentRequestsShareBatches) {

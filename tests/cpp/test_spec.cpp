@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 
@@ -91,7 +92,7 @@ TEST(PipelineJson, BadSpecsNameTheSourceAndProblem) {
 TEST(Decide, RanksTiesAndThresholdByDefinition) {
   const std::vector<std::string> classes{"a", "b", "c", "d"};
   const float probs[] = {0.1f, 0.4f, 0.1f, 0.4f};
-  const auto p = decide(probs, classes, 3, 0.0);
+  const auto p = decide(probs, 3.0, classes, 3, {});
   ASSERT_EQ(p.top_k.size(), 3u);
   EXPECT_EQ(p.top_k[0].first, "b");  // tie with "d": the lower index first
   EXPECT_EQ(p.top_k[1].first, "d");
@@ -99,14 +100,34 @@ TEST(Decide, RanksTiesAndThresholdByDefinition) {
   EXPECT_EQ(p.label, "b");
   EXPECT_FALSE(p.unknown);
   EXPECT_FLOAT_EQ(static_cast<float>(p.confidence), 0.4f);
+  EXPECT_DOUBLE_EQ(p.energy, 3.0);
   // Below the threshold: unknown, the ranking still reported.
-  const auto q = decide(probs, classes, 10, 0.5);
+  const auto q = decide(probs, 3.0, classes, 10, {0.5, std::nullopt});
   EXPECT_TRUE(q.unknown);
   EXPECT_EQ(q.label, kUnknownLabel);
   EXPECT_EQ(q.top_k.size(), 4u);
   // At the threshold exactly: known (the rule is "below").
-  EXPECT_FALSE(decide(probs, classes, 0, 0.4f).unknown);
-  EXPECT_EQ(decide(probs, classes, 0, 0.0).top_k.size(), 1u);
+  EXPECT_FALSE(decide(probs, 3.0, classes, 0, {0.4f, std::nullopt}).unknown);
+  EXPECT_EQ(decide(probs, 3.0, classes, 0, {}).top_k.size(), 1u);
+}
+
+TEST(Decide, EnergyBelowItsFloorIsUnknownWhateverTheConfidence) {
+  const std::vector<std::string> classes{"a", "b"};
+  const float probs[] = {0.99f, 0.01f};
+  EXPECT_TRUE(decide(probs, 2.0, classes, 1, {0.0, 2.5}).unknown);
+  EXPECT_FALSE(decide(probs, 2.5, classes, 1, {0.0, 2.5}).unknown);  // at the floor: known
+  EXPECT_FALSE(decide(probs, -1e9, classes, 1, {0.0, std::nullopt}).unknown);  // no floor
+  // Either floor failing is enough.
+  EXPECT_TRUE(decide(probs, 9.0, classes, 1, {0.995, 2.5}).unknown);
+}
+
+TEST(Decide, EnergyIsLogSumExpWithoutOverflow) {
+  const float small[] = {0.5f, -1.0f, 2.0f};
+  EXPECT_NEAR(energy(small, 3), std::log(std::exp(0.5) + std::exp(-1.0) + std::exp(2.0)), 1e-9);
+  // exp(1000) overflows a double; logsumexp(1000, 1000) = 1000 + log 2.
+  const float large[] = {1000.0f, 1000.0f};
+  EXPECT_NEAR(energy(large, 2), 1000.0 + std::log(2.0), 1e-9);
+  EXPECT_THROW(energy(large, 0), InvalidArgument);
 }
 
 models::ModelSpec mlp_spec() {
@@ -118,6 +139,7 @@ models::ModelSpec mlp_spec() {
   s.options.in_channels(1).input_size(28);
   s.pipeline = std::make_shared<const Pipeline>(Pipeline::preset("cifar-eval", 28, 1));
   s.threshold = 0.25;
+  s.min_energy = 4.5;
   s.temperature = 1.5;
   s.provenance = {"0.1.0", "2026-11-27T00:00:00+00:00", "fashion", 60};
   s.recipe = R"([{"phase":"head","epochs":2}])";
@@ -133,7 +155,16 @@ TEST(ModelSpec, JsonRoundTripKeepsEveryField) {
   EXPECT_EQ(t.head.hidden, (std::vector<int64_t>{16, 8}));
   EXPECT_EQ(t.options.input_size(), 28);
   EXPECT_DOUBLE_EQ(t.temperature, 1.5);
+  EXPECT_EQ(t.min_energy, std::optional<double>(4.5));
   EXPECT_EQ(t.provenance.data_source, "fashion");
+  // Files written before the energy rule have no floor: the threshold alone decides.
+  auto old = j;
+  old.erase("min_energy");
+  EXPECT_FALSE(models::spec_from_json(old, "old.tlc").min_energy);
+  old["min_energy"] = nullptr;
+  EXPECT_FALSE(models::spec_from_json(old, "old.tlc").min_energy);
+  old["min_energy"] = "high";
+  EXPECT_THROW(models::spec_from_json(old, "old.tlc"), FormatError);
 }
 
 TEST(ModelSpec, BuildsTheArchitectureAndHead) {

@@ -214,6 +214,7 @@ def test_models_lists_every_loadable_model(server, models_dir):
     fashion = models["fashion"]
     assert fashion["classes"] == tlcore.data.FASHION_MNIST_CLASSES and fashion["num_classes"] == 10
     assert fashion["arch"] == "simple_cnn" and fashion["input_size"] == 28 and fashion["threshold"] == 0.0
+    assert fashion["min_energy"] is None  # an uncalibrated model: nothing is "unknown"
     if "imagenet" in models:
         assert models["imagenet"]["classes"] == IMAGENET_CLASSES and models["imagenet"]["input_size"] == 224
     assert [m["name"] for m in models.values() if m["default"]] == ["fashion"]  # first by name
@@ -267,6 +268,19 @@ def test_trained_model_agrees_with_the_classifier(server, models_dir, fashion_im
         assert np.allclose([t["probability"] for t in item["top_k"]], values.numpy(), atol=1e-3)
     predicted = [tlcore.data.FASHION_MNIST_CLASSES.index(item["prediction"]) for item in body["results"]]
     assert np.mean(np.array(predicted) == np.array(labels)) > 0.5  # chance is 0.1
+
+
+def test_a_served_energy_floor_replaces_each_models_rule(models_dir, fashion_images):
+    """TLCORE_MIN_ENERGY / --min-energy: every model gets that floor, and images under it are "unknown"."""
+    from tlcore.api.registry import BatchOptions, ModelRegistry
+
+    images, _ = fashion_images
+    energy = tlcore.load(models_dir / "fashion.tlc").predict_scores(images[:4])[1]
+    registry = ModelRegistry(models_dir, BatchOptions(min_energy=float(energy.max()) + 1))
+    registry.load()
+    served = registry.models["fashion"]
+    assert served.info()["min_energy"] == float(energy.max()) + 1 and served.info()["threshold"] == 0.0
+    assert all(a["prediction"] == "unknown" for a in served.predictor.predict_many(images[:4]))
 
 
 def test_default_model_answers_without_a_model_parameter(server, fashion_images):
@@ -738,7 +752,8 @@ def test_page_classifies_an_upload_in_headless_chromium(server, photos, browser,
 
 def test_fresh_page_shows_no_empty_card_and_unknown_says_why(server, browser, tmp_path):
     """Before any photo: no result card (it used to show with a broken image). An "unknown"
-    answer names the best guess and the model's threshold. Desktop and phone screenshots."""
+    answer names the best guess and why: under the model's threshold, or unlike its training
+    images (under its energy floor). Desktop and phone screenshots."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -752,13 +767,17 @@ def test_fresh_page_shows_no_empty_card_and_unknown_says_why(server, browser, tm
     assert not browser.execute_script("return document.documentElement.scrollWidth > window.innerWidth")
     save_screenshot(browser, tmp_path, "api_page_fresh_phone.png")
 
-    threshold = {m["name"]: m["threshold"] for m in server.client.get("/models").json()["models"]}["fashion"]
-    browser.execute_script("""document.getElementById('result').hidden = false;
+    show = """rules.fashion = {threshold: %s, minEnergy: 3.5};
+        document.getElementById('result').hidden = false;
         showBars({prediction: 'unknown', confidence: 0.41, model: 'fashion',
-                  top_k: [{label: 'Bag', probability: 0.41}, {label: 'Coat', probability: 0.3}]});""")
+                  top_k: [{label: 'Bag', probability: 0.41}, {label: 'Coat', probability: 0.3}]});"""
+    browser.execute_script(show % "0.5")
     text = browser.find_element(By.ID, "confidence").text
     assert browser.find_element(By.ID, "prediction").text == "unknown"
-    assert text == f"best guess Bag 41.0%, under this model's {100 * threshold:.1f}% threshold", text
+    assert text == "best guess Bag 41.0%, under this model's 50.0% threshold", text
+    browser.execute_script(show % "0")
+    text = browser.find_element(By.ID, "confidence").text
+    assert text == "best guess Bag 41.0%, unlike the images this model learned from", text
     save_screenshot(browser, tmp_path, "api_page_unknown_phone.png")
 
 

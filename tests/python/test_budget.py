@@ -101,8 +101,8 @@ def test_without_a_test_set_half_the_validation_split_is_held_out():
     test_sources = {data.test.source(i) for i in range(len(data.test))}
     train_sources = {data.train.source(i) for i in range(len(data.train))}
     assert not val_sources & test_sources and not train_sources & test_sources
-    # The threshold and temperature are the model's: saved and read back.
-    assert result.learner.temperature != 1.0 and result.learner.threshold > 0
+    # The "unknown" rule is an energy floor; it and the temperature are the model's.
+    assert result.learner.temperature != 1.0 and result.learner.min_energy is not None
 
 
 def test_train_budget_from_the_command_line(tmp_path: Path, capsys):
@@ -117,7 +117,7 @@ def test_train_budget_from_the_command_line(tmp_path: Path, capsys):
     assert "test accuracy" in printed and "held out of the validation split" in printed
     model = next(out.glob("*.tlc"))
     clf = tlcore.load(model)
-    assert clf.temperature != 1.0 and 0 < clf.threshold < 1
+    assert clf.temperature != 1.0 and clf.min_energy is not None and clf.threshold == 0
     report = next(out.glob("*_report.md")).read_text()
     assert "never used for any choice" in report and "**Unknown**" in report
 

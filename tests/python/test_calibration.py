@@ -72,31 +72,56 @@ def test_ece_of_a_perfectly_calibrated_model_is_small():
     assert calibration.expected_calibration_error(probs, labels) < 0.02
 
 
-def test_threshold_keeps_the_share_of_correct_images_it_promises():
+def test_floor_keeps_the_share_of_correct_images_it_promises():
     logits, labels = _overconfident(n=997)
     probs = torch.softmax(logits / 4, 1)
-    conf, pred = probs.max(1)
-    correct = conf[pred == labels]
-    for keep in (0.5, 0.9, 0.95, 1.0):
-        t = calibration.unknown_threshold(probs, labels, keep)
-        kept = float((correct >= t).double().mean())
-        assert kept >= keep
-        # The highest such threshold: any higher candidate keeps too few.
-        higher = correct[correct > t]
-        if higher.numel():
-            assert float((correct >= higher.min()).double().mean()) < keep
-    assert calibration.unknown_threshold(probs, labels, 1.0) == pytest.approx(float(correct.min()))
+    energy = torch.logsumexp(logits, 1)
+    is_correct = probs.argmax(1) == labels
+    for score in (probs.max(1).values, energy):
+        correct = score[is_correct]
+        for keep in (0.5, 0.9, 0.95, 0.98, 1.0):
+            t = calibration.keep_floor(score, is_correct, keep)
+            kept = float((correct >= t).double().mean())
+            assert kept >= keep
+            # The highest such floor: any higher candidate keeps too few.
+            higher = correct[correct > t]
+            if higher.numel():
+                assert float((correct >= higher.min()).double().mean()) < keep
+        assert calibration.keep_floor(score, is_correct, 1.0) == pytest.approx(float(correct.min()))
 
 
-def test_unknown_scores():
+def test_scores_are_the_tempered_softmax_and_the_logsumexp():
+    logits, _ = _overconfident(n=50)
+    probs, energy = calibration.scores(logits, 2.5)
+    torch.testing.assert_close(probs, torch.softmax(logits / 2.5, 1))
+    torch.testing.assert_close(energy, torch.logsumexp(logits, 1))  # the raw logits'
+
+
+def test_unknown_scores_follow_the_rule_by_definition():
     probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55]])
+    energy = torch.tensor([5.0, 1.0, 3.0, 4.0])
     labels = torch.tensor([0, 1, 1, 0])
-    s = calibration.unknown_scores(probs, labels, 0.65)
+    s = calibration.unknown_scores(probs, energy, labels, 0.65, None)
     assert s["unknown_share"] == pytest.approx(0.5)  # 0.6 and 0.55 fall below
     assert s["accuracy_answered"] == pytest.approx(1.0)  # 0.9 -> 0 and 0.7 -> 1 are right
-    assert math.isnan(calibration.unknown_scores(probs, labels, 1.0)["accuracy_answered"])
+    assert math.isnan(calibration.unknown_scores(probs, energy, labels, 1.0, None)["accuracy_answered"])
+    # The energy floor alone: below 3.5 is unknown (energies 1 and 3), whatever the confidence.
+    e = calibration.unknown_scores(probs, energy, labels, 0.0, 3.5)
+    assert e["unknown_share"] == pytest.approx(0.5) and e["accuracy_answered"] == pytest.approx(0.5)
+    assert e["unknown_rule"] == "energy < 3.500"
+    # Either floor is enough: 0.6 (conf), 0.55 (conf) and energy 3 fall.
+    assert calibration.unknown_scores(probs, energy, labels, 0.65, 3.5)["unknown_share"] == pytest.approx(0.75)
+    assert calibration.unknown_scores(probs, energy, labels, 0.0, None)["unknown_share"] == 0.0
+
+
+def test_calibrate_sets_an_energy_floor_keeping_its_share():
+    logits, labels = _overconfident(n=997)
+    result = calibration.calibrate(logits, labels, keep=0.9)
+    assert result["threshold"] == 0.0
+    energy = torch.logsumexp(logits, 1)[logits.argmax(1) == labels]
+    assert float((energy >= result["min_energy"]).double().mean()) >= 0.9
 
 
 def test_keep_out_of_range():
     with pytest.raises(ValueError, match="keep"):
-        calibration.unknown_threshold(torch.ones(2, 2) / 2, torch.zeros(2, dtype=torch.long), 0.0)
+        calibration.keep_floor(torch.ones(2), torch.ones(2, dtype=torch.bool), 0.0)

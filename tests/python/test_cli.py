@@ -143,9 +143,10 @@ def test_predict_answers_every_good_image_and_reports_the_bad_one(small_model, p
     clf = tlcore.load(small_model)  # the oracle: the library, one image at a time
     for line, path in zip(lines, good):
         expected = clf.predict(str(path))
-        assert set(line) == {"image", "prediction", "confidence", "unknown", "top_k"}
+        assert set(line) == {"image", "prediction", "confidence", "energy", "unknown", "top_k"}
         assert line["prediction"] == expected["prediction"] and line["unknown"] == expected["unknown"]
         assert line["confidence"] == pytest.approx(expected["confidence"], abs=1e-6)
+        assert line["energy"] == pytest.approx(expected["energy"], abs=1e-5)
         assert [t["label"] for t in line["top_k"]] == [t["label"] for t in expected["top_k"]]
 
 
@@ -180,6 +181,17 @@ def test_threshold_one_makes_every_answer_unknown(small_model, photos):
     table = run_cli("predict", "--threshold", "1", "--model", small_model, *images).stdout.splitlines()[1:]
     best = [a["top_k"][0]["label"] for a in answers]
     assert [row.split()[1:3] for row in table] == [["unknown", f"({label}?)"] for label in best]
+
+
+def test_min_energy_calls_unknown_exactly_the_images_below_it(small_model, photos):
+    images = good_images(photos)[:5]
+    plain = [json.loads(line) for line in run_cli("predict", "--json", "--model", small_model, *images).stdout.splitlines()]
+    energies = sorted(a["energy"] for a in plain)
+    floor = (energies[1] + energies[2]) / 2  # two images fall below it
+    result = run_cli("predict", "--json", "--min-energy", floor, "--model", small_model, *images)
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [a["unknown"] for a in answers] == [a["energy"] < floor for a in plain]
+    assert sum(a["unknown"] for a in answers) == 2
 
 
 def test_tta_averages_the_image_and_its_mirror(small_model, photos, tmp_path):
@@ -237,7 +249,8 @@ def test_evaluate_errors_name_the_file(small_model, fashion_folder, tmp_path):
                       "resnet5: not an architecture tlcore knows (`tlcore models` lists them)")
 
 
-@pytest.mark.parametrize("option", [["--threshold", "2"], ["--threshold", "x"], ["--top-k", "0"]])
+@pytest.mark.parametrize("option", [["--threshold", "2"], ["--threshold", "x"], ["--top-k", "0"],
+                                    ["--min-energy", "inf"], ["--min-energy", "nan"]])
 def test_bad_option_values_are_argparse_errors(option, small_model, photos):
     result = run_cli("predict", *option, "--model", small_model, photos)
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -308,6 +321,7 @@ def test_info_shows_classes_preprocessing_and_provenance(small_model):
     assert "architecture  simple_cnn" in text and "fit: epochs=1 lr=0.003" in text
     assert f"tlcore {tlcore.__version__}, created " in text and "100 images" in text
     assert "int8          not calibrated (`tlcore quantize MODEL --data DIR`)" in text.splitlines()
+    assert "unknown       never (no rule: calibration sets one)" in text.splitlines()
     # --json is the spec the file holds, read here by plain PyTorch.
     stored = json.loads(torch.load(small_model, weights_only=True)["spec"])
     assert json.loads(run_cli("info", "--json", small_model).stdout) == stored

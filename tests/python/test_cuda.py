@@ -122,20 +122,16 @@ def test_predictions_on_cuda_match_the_cpu(tmp_path):
 
 
 @cuda
-def test_predictor_batches_onto_the_gpu():
-    model = tlcore._core.create_model("resnet18", 10)
-    model.eval()
-    pipeline = tlcore.Pipeline.preset("imagenet-eval", 64, 3)
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 255, (80, 96, 3), dtype=np.uint8) for _ in range(8)]
-    on_cpu = tlcore._core.Predictor(model, pipeline, tlcore._core.PredictorOptions())
-    cpu_probs = [on_cpu.predict_array(im) for im in images]
-    options = tlcore._core.PredictorOptions()
-    options.device = "cuda"
-    on_gpu = tlcore._core.Predictor(model, pipeline, options)
-    assert on_gpu.device.startswith("cuda")
-    for im, ref in zip(images, cpu_probs):
-        assert torch.allclose(on_gpu.predict_array(im), ref, atol=1e-3)
+def test_predictor_batches_onto_the_gpu(tmp_path):
+    data = _data(per_class=2)
+    path = _learner(data, "cpu").save(tmp_path / "m.tlc")
+    images = [data.val.image(i, channels=1) for i in range(8)]
+    on_cpu = tlcore.Predictor(path, device="cpu").predict_many(images)
+    on_gpu = tlcore.Predictor(path, device="cuda").predict_many(images)
+    for gpu, cpu in zip(on_gpu, on_cpu):
+        assert gpu["prediction"] == cpu["prediction"]
+        assert gpu["confidence"] == pytest.approx(cpu["confidence"], abs=1e-3)
+        assert gpu["energy"] == pytest.approx(cpu["energy"], abs=1e-3)
 
 
 def _worker_env():

@@ -31,11 +31,15 @@ def png_bytes(array):
     return out.getvalue()
 
 
-def eager_probabilities(path, images):
+def eager_logits(path, images):
     clf = tlcore.load(path)
     batch = torch.stack([torch.from_numpy(clf.pipeline.normalize(clf.pipeline(i))) for i in images])
     with torch.no_grad():
-        return torch.softmax(clf.model.forward(batch), 1).numpy()
+        return clf.model.forward(batch)
+
+
+def eager_probabilities(path, images):
+    return torch.softmax(eager_logits(path, images), 1).numpy()
 
 
 def test_concurrent_requests_form_batches_and_match_eager(saved_model):
@@ -76,6 +80,26 @@ def test_predict_labels_threshold_and_top_k(saved_model):
     assert [t["label"] for t in out["top_k"]] == [predictor.classes[i] for i in np.argsort(-expected)[:3]]
     strict = tlcore.Predictor(path, threshold=1.01)
     assert strict.predict(images[0])["prediction"] == "unknown"
+
+
+def test_energy_is_the_logsumexp_and_its_floor_makes_unknown(saved_model):
+    path, images = saved_model
+    energy = torch.logsumexp(eager_logits(path, images[:4]), 1)
+    out = tlcore.Predictor(path).predict_many(images[:4])
+    assert [o["energy"] for o in out] == pytest.approx(energy.tolist(), abs=1e-4)
+    assert not any(o["unknown"] for o in out)  # the model has no rule
+    # A floor between the energies: exactly those below it are unknown, whatever their confidence.
+    served = torch.tensor([o["energy"] for o in out])
+    floor = float(served.sort().values[1:3].mean())  # two of the four below
+    floored = tlcore.Predictor(path, min_energy=floor).predict_many(images[:4])
+    assert [o["unknown"] for o in floored] == (served < floor).tolist()
+    assert sum(o["unknown"] for o in floored) == 2
+    # Given alone, a threshold replaces the model's whole rule, energy floor included.
+    clf = tlcore.load(path)
+    clf.min_energy = float(energy.max()) + 1
+    assert all(o["unknown"] for o in clf.predict_many(images[:4]))
+    assert not any(o["unknown"] for o in clf.predict_many(images[:4], threshold=0.0))
+    assert tlcore.Predictor(clf, threshold=0.0).min_energy is None
 
 
 def test_bad_images_are_errors_that_name_the_problem(saved_model, tmp_path):

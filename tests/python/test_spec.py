@@ -114,6 +114,9 @@ def test_model_file_is_plain_data_for_pytorch(fashion, tmp_path):
     assert spec["temperature"] == 1.0 and spec["provenance"]["tlcore_version"] == tlcore.__version__
     assert spec["provenance"]["data_size"] == len(learner.data.train)
     assert set(payload["state_dict"]) == set(learner.model.state_dict())
+    assert spec["min_energy"] is None  # not calibrated: no energy floor
+    learner.min_energy = 4.25
+    assert tlcore.load(learner.save(tmp_path / "floored.tlc")).min_energy == 4.25
 
 
 def test_spec_records_recipe_and_history(fashion, tmp_path):

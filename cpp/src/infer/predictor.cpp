@@ -15,6 +15,7 @@
 #include "tlcore/data/decode.h"
 #include "tlcore/device.h"
 #include "tlcore/error.h"
+#include "tlcore/infer/prediction.h"
 #include "tlcore/memory.h"
 #include "tlcore/models/inference.h"
 
@@ -24,8 +25,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct Request {
-  torch::Tensor input;  // C x H x W, normalised
-  std::promise<torch::Tensor> result;
+  torch::Tensor input;                 // C x H x W, normalised
+  std::promise<torch::Tensor> result;  // the raw logits
   Clock::time_point arrived;
 };
 
@@ -37,6 +38,17 @@ void check(const PredictorOptions& o) {
 }
 
 }  // namespace
+
+Scores scores_of(const at::Tensor& logits, double temperature) {
+  if (!(temperature > 0)) throw InvalidArgument("scores: temperature must be positive");
+  const auto rows = logits.to(torch::kFloat).contiguous().view({-1, logits.size(-1)});
+  auto energy = torch::empty({rows.size(0)});
+  auto* out = energy.data_ptr<float>();
+  for (int64_t i = 0; i < rows.size(0); ++i)
+    out[i] = static_cast<float>(tlcore::energy(rows[i].data_ptr<float>(), rows.size(1)));
+  return {torch::softmax(logits.to(torch::kFloat) / temperature, -1),
+          logits.dim() == 1 ? energy[0] : energy};
+}
 
 struct Predictor::Impl {
   std::shared_ptr<models::ModelImpl> model;
@@ -143,9 +155,8 @@ struct Predictor::Impl {
         auto stacked = torch::stack(inputs);
         if (device.is_cuda()) stacked = stacked.pin_memory();
         const auto logits = forward(stacked).to(torch::kFloat);
-        const auto probabilities = torch::softmax(logits / spec.temperature, 1);
         for (std::size_t i = 0; i < batch.size(); ++i)
-          batch[i]->result.set_value(probabilities[static_cast<std::int64_t>(i)].clone());
+          batch[i]->result.set_value(logits[static_cast<std::int64_t>(i)].clone());
       } catch (...) {
         for (auto& r : batch) r->result.set_exception(std::current_exception());
       }
@@ -194,18 +205,19 @@ Predictor::~Predictor() {
   impl_->worker.join();
 }
 
-at::Tensor Predictor::predict(const std::uint8_t* data, std::size_t size,
-                              const std::string& source) {
-  return impl_->answer(impl_->input_of({data, size, {}, source}));
+Scores Predictor::predict(const std::uint8_t* data, std::size_t size, const std::string& source) {
+  return scores_of(impl_->answer(impl_->input_of({data, size, {}, source})),
+                   impl_->spec.temperature);
 }
 
-at::Tensor Predictor::predict(const cv::Mat& image, const std::string& source) {
-  return impl_->answer(impl_->input_of({nullptr, 0, image, source}));
+Scores Predictor::predict(const cv::Mat& image, const std::string& source) {
+  return scores_of(impl_->answer(impl_->input_of({nullptr, 0, image, source})),
+                   impl_->spec.temperature);
 }
 
-at::Tensor Predictor::predict_many(const std::vector<PredictorInput>& inputs) {
+Scores Predictor::predict_many(const std::vector<PredictorInput>& inputs) {
   const auto classes = static_cast<int64_t>(impl_->spec.classes.size());
-  if (inputs.empty()) return torch::empty({0, classes});
+  if (inputs.empty()) return scores_of(torch::empty({0, classes}), impl_->spec.temperature);
   // Chunks that fill a few batches and stay within the queue, so that a long list
   // neither holds every decoded image at once nor overruns the queue.
   const auto chunk =
@@ -230,7 +242,7 @@ at::Tensor Predictor::predict_many(const std::vector<PredictorInput>& inputs) {
       if (failure) std::rethrow_exception(failure);
     for (auto& result : impl_->submit(std::move(prepared))) rows.push_back(result.get());
   }
-  return torch::stack(rows);
+  return scores_of(torch::stack(rows), impl_->spec.temperature);
 }
 
 PredictorStats Predictor::stats() const {

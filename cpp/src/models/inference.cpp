@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <optional>
-#include <unordered_set>
 #include <sstream>
+#include <unordered_set>
 #include <vector>
 
 #include "int8_graph.h"
@@ -140,6 +140,8 @@ std::shared_ptr<torch::jit::Module> compile(detail::TracedGraph& traced, Precisi
   const int64_t peak = traced.peak_activation_bytes / 4 * bytes_per_value(precision);
   chunk = peak > 0 ? std::max<int64_t>(1, kActivationBudget / peak) : 0;
   auto module = std::make_shared<torch::jit::Module>(optimized(traced, precision, int8));
+  if (const auto cpu = cpu_features(); precision == Precision::kInt8 && cpu.amx_int8)
+    throw Unsupported("int8 cannot run here: " + int8_unavailable(cpu));
   try {
     module->forward({graph_input(warm_up_batch(traced.example), precision)});
   } catch (const std::exception&) {
@@ -181,6 +183,8 @@ InferenceModel::InferenceModel(std::shared_ptr<ModelImpl> model, int64_t image_s
   } catch (const c10::Error& e) {
     throw Error(model_->arch() + ": could not compile for " + precision_name(precision_) +
                 " inference: " + e.what_without_backtrace());
+  } catch (const Unsupported& e) {
+    throw Unsupported(model_->arch() + ": " + e.what());
   }
   if (!compiled_) precision_ = Precision::kFloat32;
 }
@@ -205,14 +209,18 @@ torch::Tensor InferenceModel::forward(const torch::Tensor& x) const {
   const auto input = graph_input(x, precision_);
   const auto run = [&](const torch::Tensor& part) {
     if (precision_ == Precision::kInt8 && part.size(0) == 1)
-      return compiled_->forward({torch::cat({part, part})}).toTensor().narrow(0, 0, 1).to(torch::kFloat);
+      return compiled_->forward({torch::cat({part, part})})
+          .toTensor()
+          .narrow(0, 0, 1)
+          .to(torch::kFloat);
     return compiled_->forward({part}).toTensor().to(torch::kFloat);
   };
   if (chunk_ <= 0 || input.size(0) <= chunk_) return run(input);
   // Even parts: 32 images in chunks of 31 would run 31 + 1, the single image at batch-1 speed.
   const int64_t count = (input.size(0) + chunk_ - 1) / chunk_;
   std::vector<torch::Tensor> parts;
-  for (const auto& part : input.split((input.size(0) + count - 1) / count)) parts.push_back(run(part));
+  for (const auto& part : input.split((input.size(0) + count - 1) / count))
+    parts.push_back(run(part));
   return torch::cat(parts);
 }
 

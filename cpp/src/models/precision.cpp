@@ -4,6 +4,8 @@
 #include <cpuid.h>
 #endif
 
+#include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <string>
 
@@ -12,7 +14,7 @@
 namespace tlcore::models {
 namespace {
 
-// cpuid leaf 7: sub-leaf 0 EDX bit 22 AMX-BF16, ECX bit 11 AVX512-VNNI;
+// cpuid leaf 7: sub-leaf 0 EDX bit 22 AMX-BF16, bit 25 AMX-INT8, ECX bit 11 AVX512-VNNI;
 // sub-leaf 1 EAX bit 5 AVX512-BF16, bit 4 AVX-VNNI (Intel SDM vol. 2A, CPUID).
 CpuFeatures read_cpuid() {
   CpuFeatures f;
@@ -21,12 +23,29 @@ CpuFeatures read_cpuid() {
   if (__get_cpuid_max(0, nullptr) < 7) return f;
   __cpuid_count(7, 0, a, b, c, d);
   f.amx_bf16 = (d >> 22) & 1U;
+  f.amx_int8 = (d >> 25) & 1U;
   f.avx512_vnni = (c >> 11) & 1U;
   __cpuid_count(7, 1, a, b, c, d);
   f.avx512_bf16 = (a >> 5) & 1U;
   f.avx_vnni = (a >> 4) & 1U;
 #endif
   return f;
+}
+
+// Whether the environment caps oneDNN's instruction set below AMX: one of the values
+// oneDNN 2.6 reads (a value it does not know is ignored, and leaves AMX on).
+bool onednn_kept_off_amx() {
+  for (const char* name : {"ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"}) {
+    const char* value = std::getenv(name);
+    if (value == nullptr) continue;
+    std::string isa(value);
+    std::transform(isa.begin(), isa.end(), isa.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::toupper(ch)); });
+    for (const char* below : {"SSE41", "AVX", "AVX2", "AVX512_MIC", "AVX512_MIC_4OPS",
+                              "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16"})
+      if (isa == below) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -53,7 +72,19 @@ const char* precision_name(Precision precision) {
 CpuFeatures cpu_features() {
   const char* forced = std::getenv("TLCORE_CPU_FEATURES");
   if (forced != nullptr && std::string(forced) == "none") return {};
-  return read_cpuid();
+  auto features = read_cpuid();
+  if (onednn_kept_off_amx()) features.amx_bf16 = features.amx_int8 = false;
+  return features;
+}
+
+std::string int8_unavailable(const CpuFeatures& f) {
+  if (!f.vnni()) return "this CPU has no VNNI instructions (avx512_vnni, avx_vnni)";
+  if (f.amx_int8)
+    return std::string(
+               "this CPU has AMX, whose int8 convolutions in torch 1.13's oneDNN 2.6 corrupt "
+               "memory at some image sizes; start the process with ") +
+           kInt8WithoutAmx + " to run int8 without AMX";
+  return "";
 }
 
 std::string cpu_features_text(const CpuFeatures& f) {
@@ -63,31 +94,45 @@ std::string cpu_features_text(const CpuFeatures& f) {
   };
   add(f.avx512_bf16, "avx512_bf16");
   add(f.amx_bf16, "amx_bf16");
+  add(f.amx_int8, "amx_int8");
   add(f.avx512_vnni, "avx512_vnni");
   add(f.avx_vnni, "avx_vnni");
   return text.empty() ? "none" : text;
+}
+
+bool run_int8_without_amx() {
+  if (read_cpuid().amx_int8) {
+    const std::string setting = kInt8WithoutAmx;
+    const auto equals = setting.find('=');
+    setenv(setting.substr(0, equals).c_str(), setting.substr(equals + 1).c_str(), /*replace=*/0);
+  }
+  return cpu_features().int8();
 }
 
 Precision resolve_precision(const std::string& requested, const Int8Calibration& int8,
                             std::string* note, const CpuFeatures& features) {
   const bool calibrated = !int8.empty();
   if (note != nullptr) note->clear();
-  const auto fall_back = [&](const std::string& why) {
-    if (note != nullptr) *note = why + "; running in fp32";
-    return Precision::kFloat32;
+  const auto fall_back = [&](const std::string& why, Precision to = Precision::kFloat32) {
+    if (note != nullptr) *note = why + "; running in " + precision_name(to);
+    return to;
   };
   if (requested == "auto") {
-    if (calibrated && int8.agreement >= kMinAgreement && features.vnni()) return Precision::kInt8;
+    if (calibrated && int8.agreement >= kMinAgreement && features.int8()) return Precision::kInt8;
     if (features.bf16()) return Precision::kBFloat16;
     return Precision::kFloat32;
   }
   const Precision precision = parse_precision(requested);
   if (precision == Precision::kBFloat16 && !features.bf16())
-    return fall_back("bf16 asked for, but this CPU has no bf16 instructions (avx512_bf16, amx_bf16)");
-  if (precision == Precision::kInt8 && !features.vnni())
-    return fall_back("int8 asked for, but this CPU has no VNNI instructions (avx512_vnni, avx_vnni)");
+    return fall_back(
+        "bf16 asked for, but this CPU has no bf16 instructions (avx512_bf16, amx_bf16)");
   if (precision == Precision::kInt8 && !calibrated)
-    return fall_back("int8 asked for, but the model is not calibrated (tlcore quantize MODEL --data DIR)");
+    return fall_back(
+        "int8 asked for, but the model is not calibrated (tlcore quantize MODEL --data DIR)");
+  if (precision == Precision::kInt8 && !features.int8())
+    return fall_back(
+        "int8 asked for, but " + int8_unavailable(features),
+        features.vnni() && features.bf16() ? Precision::kBFloat16 : Precision::kFloat32);
   return precision;
 }
 

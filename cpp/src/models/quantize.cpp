@@ -43,6 +43,9 @@ Int8Calibration calibrate_int8(const std::shared_ptr<ModelImpl>& model, int64_t 
                             " batches");
   if (model->arch() == "torchscript")
     throw Unsupported("calibrate_int8: a TorchScript backbone cannot be quantized by tlcore");
+  // Calibration runs the int8 graph (the output offset), so it needs int8 to run here.
+  if (const auto cpu = cpu_features(); cpu.amx_int8)
+    throw Unsupported("calibrate_int8: int8 cannot run here: " + int8_unavailable(cpu));
   model->eval();
   try {
     auto traced = detail::trace_for_inference(*model, image_size, InferenceOutput::kLogits, 0);

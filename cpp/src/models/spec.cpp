@@ -109,6 +109,7 @@ json spec_to_json(const ModelSpec& s) {
           {"options", options_json(s.options)},
           {"pipeline", pipeline_to_json(*s.pipeline)},
           {"threshold", s.threshold},
+          {"min_energy", s.min_energy ? json(*s.min_energy) : json()},
           {"temperature", s.temperature},
           {"int8", int8_json(s.int8)},
           {"provenance", provenance_json(s.provenance)},
@@ -132,6 +133,9 @@ ModelSpec spec_from_json(const json& j, const std::string& source) {
     s.options = options_from(j.at("options"));
     s.pipeline = std::make_shared<const Pipeline>(pipeline_from_json(j.at("pipeline"), source));
     s.threshold = j.value("threshold", 0.0);
+    // Absent in files written before the energy rule: they keep the threshold alone.
+    if (const auto e = j.find("min_energy"); e != j.end() && !e->is_null())
+      s.min_energy = e->get<double>();
     s.temperature = j.value("temperature", 1.0);
     if (!(s.temperature > 0)) throw FormatError(source + ": temperature must be positive");
     s.int8 = int8_from(j.value("int8", json()), source);

@@ -52,24 +52,35 @@ struct PredictorInput {
   std::string source;
 };
 
+// What a model says of one image (probabilities: classes; energy: a scalar) or of
+// many (N x classes; N).
+struct Scores {
+  at::Tensor probabilities;  // softmax of the logits divided by the temperature
+  at::Tensor energy;         // of the raw logits (tlcore::energy)
+};
+
+// The scores of raw logits (classes, or N x classes), the one place where the
+// temperature and the energy are applied to a model's output.
+Scores scores_of(const at::Tensor& logits, double temperature);
+
 class Predictor {
  public:
   // The model is put in eval mode; it runs the spec's pipeline (which should be
-  // deterministic: an eval pipeline) and divides its logits by the spec's temperature.
+  // deterministic: an eval pipeline) and scores with the spec's temperature.
   Predictor(std::shared_ptr<models::ModelImpl> model, models::ModelSpec spec,
             PredictorOptions options = {});
   ~Predictor();  // answers what is queued, then stops
   Predictor(const Predictor&) = delete;
   Predictor& operator=(const Predictor&) = delete;
 
-  // Class probabilities (a float vector) for encoded image bytes or a decoded
-  // HxWxC uint8 image. Thread-safe; blocks until the request's batch has run.
-  // Throws FormatError for bad images (naming `source`), Overloaded when the queue is full.
-  at::Tensor predict(const std::uint8_t* data, std::size_t size, const std::string& source);
-  at::Tensor predict(const cv::Mat& image, const std::string& source);
-  // Every image's probabilities (a classes-wide row each), submitted together so that
-  // they share batches. A bad image throws FormatError naming it; nothing is returned.
-  at::Tensor predict_many(const std::vector<PredictorInput>& inputs);
+  // The scores of encoded image bytes or a decoded HxWxC uint8 image. Thread-safe;
+  // blocks until the request's batch has run. Throws FormatError for bad images
+  // (naming `source`), Overloaded when the queue is full.
+  Scores predict(const std::uint8_t* data, std::size_t size, const std::string& source);
+  Scores predict(const cv::Mat& image, const std::string& source);
+  // Every image's scores (a row each), submitted together so that they share
+  // batches. A bad image throws FormatError naming it; nothing is returned.
+  Scores predict_many(const std::vector<PredictorInput>& inputs);
 
   PredictorStats stats() const;
   const PredictorOptions& options() const;

@@ -16,16 +16,35 @@ enum class Precision { kFloat32, kBFloat16, kInt8 };
 Precision parse_precision(const std::string& name);
 const char* precision_name(Precision precision);
 
-// The instructions that make reduced precision fast, read from cpuid. Setting the
+// The instructions that make reduced precision fast, read from cpuid, less the AMX
+// ones when ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) keeps oneDNN off them. Setting the
 // environment variable TLCORE_CPU_FEATURES=none reports none of them, as an older CPU would.
 struct CpuFeatures {
   bool avx512_bf16 = false;
   bool amx_bf16 = false;
+  bool amx_int8 = false;
   bool avx512_vnni = false;
   bool avx_vnni = false;
   bool bf16() const { return avx512_bf16 || amx_bf16; }
   bool vnni() const { return avx512_vnni || avx_vnni; }
+  // int8 runs safely and fast: VNNI, and no AMX for oneDNN to pick. Debian's torch 1.13
+  // ships oneDNN 2.6, whose AMX int8 convolutions corrupt the heap at some shapes
+  // (mobilenet_v2 crashes at 96, 176 and 192 px on a Xeon with AMX), and oneDNN takes
+  // AMX wherever the CPU has it.
+  bool int8() const { return vnni() && !amx_int8; }
 };
+
+// The environment setting that keeps oneDNN off AMX, so that int8 runs on VNNI; it must
+// be set before the process's first oneDNN call (bf16 then runs without AMX, slower).
+inline constexpr const char* kInt8WithoutAmx = "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI";
+
+// Why int8 cannot run on a CPU with these features (ending with what to do), or empty.
+std::string int8_unavailable(const CpuFeatures& features);
+
+// Sets kInt8WithoutAmx for this process where the CPU has AMX, unless the environment
+// already sets ONEDNN_MAX_CPU_ISA; call it before any model runs (`tlcore quantize`,
+// `--precision int8`). Returns whether int8 can run here now.
+bool run_int8_without_amx();
 CpuFeatures cpu_features();
 // "avx512_bf16 avx512_vnni", or "none".
 std::string cpu_features_text(const CpuFeatures& features);
@@ -51,7 +70,8 @@ inline constexpr double kMinAgreement = 0.99;
 
 // What a model asked to run in `requested` ("fp32", "bf16", "int8" or "auto") runs in
 // on this CPU: a precision without its instructions falls back to fp32 (bf16 and int8
-// would be emulated, slower than fp32), and int8 needs a calibrated model. "auto" is
+// would be emulated, slower than fp32), int8 needs a calibrated model, and int8 where
+// AMX makes it unsafe (CpuFeatures::int8) falls back to bf16 where that runs. "auto" is
 // int8 when calibrated (with an agreement of at least kMinAgreement) and supported, else bf16 when
 // supported, else fp32. `note` receives one line saying why a fallback happened (empty when none
 // did).

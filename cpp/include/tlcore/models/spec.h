@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,8 +48,10 @@ struct ModelSpec {
   ModelOptions options;
   // The preprocessing of every image the model sees at inference.
   std::shared_ptr<const Pipeline> pipeline;
-  // Below this top probability the prediction is "unknown" (0: never).
+  // The "unknown" rule (tlcore::UnknownRule): below this calibrated top probability
+  // (0: never), or below this energy of the raw logits (none: not used).
   double threshold = 0.0;
+  std::optional<double> min_energy;
   // Logits are divided by it before the softmax (temperature scaling; 1: uncalibrated).
   double temperature = 1.0;
   // Set by int8 calibration (tlcore quantize); empty: the model runs in fp32 or bf16 only.
