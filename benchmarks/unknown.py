@@ -1,13 +1,15 @@
 """Which score tells a flowers model's "unknown" images apart: the evidence for the default rule.
 
 The flowers model of ``benchmarks/budget.py`` (``tlcore.train_budget``, the shared MobileNetV2,
-10 minutes) is scored four ways: the calibrated top probability (the rule tlcore applies), the
-top probability at temperature 1, the energy score (logsumexp of the logits, Liu et al. 2020)
-and the top logit. For each, and for several ``keep`` targets, the threshold is chosen on the
-selection half of the validation split (``keep`` of its correctly classified images at or
-above it), then applied to the untouched half, to 1,000 CIFAR-10 images (no flowers among
-them: a stand-in for what users send that is not a flower, used to compare the scores) and to
-../shared/data/photos (the issue's check: seven photos, none of them a flower).
+10 minutes) is scored five ways: the calibrated top probability, the top probability at
+temperature 1, the energy score (logsumexp of the logits, Liu et al. 2020: tlcore's rule), the
+top logit, and the cosine similarity of the image's embedding to its 10th nearest training
+embedding (Sun et al. 2022: a score from the features, not the outputs). For each, and for
+several ``keep`` targets, the floor is chosen on the selection half of the validation split
+(``keep`` of its correctly classified images at or above it), then applied to the untouched
+half, to 1,000 CIFAR-10 images (no flowers among them: a stand-in for what users send that is
+not a flower, used to compare the scores) and to ../shared/data/photos (the issue's check:
+seven photos, none of them a flower).
 
 Prints one JSON line: per score, the AUROC of correct validation images against the CIFAR-10
 images, and per keep the share of the untouched half answered, its accuracy there, the share
@@ -22,7 +24,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Tuple
 
 import torch
 
@@ -33,29 +35,43 @@ from _common import shared_dir
 KEEPS = (0.95, 0.97, 0.98)
 
 
-def score_functions(temperature: float) -> Dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """Higher means "more likely one of the classes"."""
+# A set's (embeddings, logits, labels), all in dataset order.
+Outputs = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def score_functions(temperature: float, train_embeddings: torch.Tensor,
+                    k: int = 10) -> Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """Higher means "more likely one of the classes"; each takes (embeddings, logits)."""
+    train = torch.nn.functional.normalize(train_embeddings, dim=1)
+
+    def knn(embeddings: torch.Tensor) -> torch.Tensor:
+        similarity = torch.nn.functional.normalize(embeddings, dim=1) @ train.T
+        return similarity.topk(k, dim=1).values[:, -1]
+
     return {
-        "top_probability_calibrated": lambda lo: torch.softmax(lo / temperature, 1).max(1).values,
-        "top_probability": lambda lo: torch.softmax(lo, 1).max(1).values,
-        "energy": lambda lo: torch.logsumexp(lo, 1),
-        "top_logit": lambda lo: lo.max(1).values,
+        "top_probability_calibrated": lambda e, lo: torch.softmax(lo / temperature, 1).max(1).values,
+        "top_probability": lambda e, lo: torch.softmax(lo, 1).max(1).values,
+        "energy": lambda e, lo: torch.logsumexp(lo, 1),
+        "top_logit": lambda e, lo: lo.max(1).values,
+        f"knn{k}_cosine": lambda e, lo: knn(e),
     }
 
 
-def folder_logits(learner: "tlcore.Learner", dataset) -> torch.Tensor:
-    engine = learner.model.compile_for_inference(learner.data.image_size)
+def outputs(learner: "tlcore.Learner", dataset) -> Outputs:
+    size = learner.data.image_size
+    embed, classify = (learner.model.compile_for_inference(size, output=o) for o in ("embedding", "logits"))
     loader = tlcore.DataLoader(dataset, learner.data.eval_pipeline, batch_size=32, shuffle=False)
-    return torch.cat([engine(x) for x, _ in loader])
+    parts = [(embed(x), classify(x), y) for x, y in loader]
+    return tuple(torch.cat([p[i] for p in parts]) for i in range(3))
 
 
-def photo_logits(learner: "tlcore.Learner", photos: Path) -> torch.Tensor:
+def photo_outputs(learner: "tlcore.Learner", photos: Path) -> Outputs:
     """The photos, which lie loose in their folder, as a one-class folder dataset."""
     with tempfile.TemporaryDirectory(prefix="tlcore-unknown-") as tmp:
         (Path(tmp) / "photos").mkdir()
         for p in sorted(photos.glob("*.jpg")):
             os.symlink(p, Path(tmp) / "photos" / p.name)
-        return folder_logits(learner, tlcore.open_dataset(tmp))
+        return outputs(learner, tlcore.open_dataset(tmp))
 
 
 def auroc(positive: torch.Tensor, negative: torch.Tensor) -> float:
@@ -64,20 +80,19 @@ def auroc(positive: torch.Tensor, negative: torch.Tensor) -> float:
     return float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
 
 
-def compare(score, val, test, cifar: torch.Tensor, photos: torch.Tensor) -> dict:
-    (val_logits, val_labels), (test_logits, test_labels) = val, test
-    val_score, test_score, cifar_score, photo_score = (score(x) for x in (val_logits, test_logits, cifar, photos))
-    correct = val_logits.argmax(1) == val_labels
+def compare(score, val: Outputs, test: Outputs, cifar: Outputs, photos: Outputs) -> dict:
+    val_score, test_score, cifar_score, photo_score = (score(s[0], s[1]) for s in (val, test, cifar, photos))
+    correct = val[1].argmax(1) == val[2]
     row = {"auroc_vs_cifar10": round(auroc(val_score[correct], cifar_score), 4)}
     for keep in KEEPS:
-        threshold = tlcore.calibration.keep_floor(val_score, correct, keep)
-        answered = test_score >= threshold
-        right = (test_logits.argmax(1) == test_labels) & answered
+        floor = tlcore.calibration.keep_floor(val_score, correct, keep)
+        answered = test_score >= floor
+        right = (test[1].argmax(1) == test[2]) & answered
         row[f"keep_{keep}"] = {
             "test_answered": round(float(answered.double().mean()), 4),
             "test_accuracy_answered": round(float(right.sum() / max(1, int(answered.sum()))), 4),
-            "cifar10_unknown": round(float((cifar_score < threshold).double().mean()), 4),
-            "photos_unknown": f"{int((photo_score < threshold).sum())}/{len(photos)}"}
+            "cifar10_unknown": round(float((cifar_score < floor).double().mean()), 4),
+            "photos_unknown": f"{int((photo_score < floor).sum())}/{len(photo_score)}"}
     return row
 
 
@@ -88,14 +103,14 @@ def main() -> None:
     shared = shared_dir()
     result = tlcore.train_budget(shared / "data/flowers/train", args.budget,
                                  weights=shared / "weights/mobilenet_v2-imagenet-dequantized.pth", verbose=False)
-    learner = result.learner
-    val, test = (learner.logits(split)[:2] for split in ("val", "test"))
+    learner, data = result.learner, result.learner.data
+    train, val, test = (outputs(learner, ds) for ds in (data.train, data.val, data.test))
     cifar10 = tlcore.open_dataset(shared / "data/cifar10/train.tar.gz")
-    cifar = folder_logits(learner, tlcore.Subset(cifar10, list(range(0, len(cifar10), len(cifar10) // 1000))))
-    photos = photo_logits(learner, shared / "data/photos")
-    scores = score_functions(result.calibration["temperature"])
-    print(json.dumps({"benchmark": "unknown", "test_images": len(test[1]), "test_accuracy": round(result.accuracy, 4),
-                      "temperature": round(result.calibration["temperature"], 4), "cifar10_images": len(cifar),
+    cifar = outputs(learner, tlcore.Subset(cifar10, list(range(0, len(cifar10), len(cifar10) // 1000))))
+    photos = photo_outputs(learner, shared / "data/photos")
+    scores = score_functions(result.calibration["temperature"], train[0])
+    print(json.dumps({"benchmark": "unknown", "test_images": len(test[2]), "test_accuracy": round(result.accuracy, 4),
+                      "temperature": round(result.calibration["temperature"], 4), "cifar10_images": len(cifar[2]),
                       "scores": {name: compare(f, val, test, cifar, photos) for name, f in scores.items()}}))
 
 

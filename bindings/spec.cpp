@@ -4,7 +4,7 @@
 #include "bindings.h"
 #include "tlcore/error.h"
 #include "tlcore/infer/prediction.h"
-#include "tlcore/infer/predictor.h"
+#include "tlcore/infer/scores.h"
 #include "tlcore/models/model_file.h"
 #include "tlcore/models/spec.h"
 
@@ -123,15 +123,7 @@ void bind_spec(py::module_& m) {
       "is_unknown",
       [](const at::Tensor& confidence, const at::Tensor& energy, double threshold,
          std::optional<double> min_energy) {
-        const auto c = confidence.to(at::kDouble).contiguous();
-        const auto e = energy.to(at::kDouble).contiguous();
-        if (c.dim() != 1 || !c.sizes().equals(e.sizes()))
-          throw InvalidArgument("is_unknown: expected one confidence and one energy per image");
-        auto out = at::empty({c.size(0)}, at::kBool);
-        for (int64_t i = 0; i < c.size(0); ++i)
-          out.data_ptr<bool>()[i] =
-              is_unknown(c.data_ptr<double>()[i], e.data_ptr<double>()[i], {threshold, min_energy});
-        return out;
+        return unknown_mask(confidence, energy, {threshold, min_energy});
       },
       py::arg("confidence"), py::arg("energy"), py::arg("threshold"), py::arg("min_energy"),
       "The 'unknown' rule over many images: a bool per image.");

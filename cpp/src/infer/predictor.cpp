@@ -15,7 +15,6 @@
 #include "tlcore/data/decode.h"
 #include "tlcore/device.h"
 #include "tlcore/error.h"
-#include "tlcore/infer/prediction.h"
 #include "tlcore/memory.h"
 #include "tlcore/models/inference.h"
 
@@ -38,17 +37,6 @@ void check(const PredictorOptions& o) {
 }
 
 }  // namespace
-
-Scores scores_of(const at::Tensor& logits, double temperature) {
-  if (!(temperature > 0)) throw InvalidArgument("scores: temperature must be positive");
-  const auto rows = logits.to(torch::kFloat).contiguous().view({-1, logits.size(-1)});
-  auto energy = torch::empty({rows.size(0)});
-  auto* out = energy.data_ptr<float>();
-  for (int64_t i = 0; i < rows.size(0); ++i)
-    out[i] = static_cast<float>(tlcore::energy(rows[i].data_ptr<float>(), rows.size(1)));
-  return {torch::softmax(logits.to(torch::kFloat) / temperature, -1),
-          logits.dim() == 1 ? energy[0] : energy};
-}
 
 struct Predictor::Impl {
   std::shared_ptr<models::ModelImpl> model;

@@ -15,6 +15,7 @@
 #include <opencv2/core/mat.hpp>
 
 #include "tlcore/augment/pipeline.h"
+#include "tlcore/infer/scores.h"
 #include "tlcore/models/model.h"
 #include "tlcore/models/spec.h"
 
@@ -51,17 +52,6 @@ struct PredictorInput {
   cv::Mat image;
   std::string source;
 };
-
-// What a model says of one image (probabilities: classes; energy: a scalar) or of
-// many (N x classes; N).
-struct Scores {
-  at::Tensor probabilities;  // softmax of the logits divided by the temperature
-  at::Tensor energy;         // of the raw logits (tlcore::energy)
-};
-
-// The scores of raw logits (classes, or N x classes), the one place where the
-// temperature and the energy are applied to a model's output.
-Scores scores_of(const at::Tensor& logits, double temperature);
 
 class Predictor {
  public:
