@@ -3,6 +3,7 @@
 
 #include "bindings.h"
 #include "tlcore/infer/predictor.h"
+#include "tlcore/infer/scores.h"
 
 namespace py = pybind11;
 
@@ -95,6 +96,21 @@ void bind_infer(py::module_& m) {
       .def_property_readonly("precision", &Predictor::precision)
       .def_property_readonly("precision_note", &Predictor::precision_note)
       .def_property_readonly("spec", &Predictor::spec);
+  m.def(
+      "is_unknown",
+      [](const at::Tensor& confidence, const at::Tensor& energy, double threshold,
+         std::optional<double> min_energy) {
+        return unknown_mask(confidence, energy, {threshold, min_energy});
+      },
+      py::arg("confidence"), py::arg("energy"), py::arg("threshold"), py::arg("min_energy"),
+      "The 'unknown' rule over many images: a bool per image.");
+  m.def(
+      "scores",
+      [](const at::Tensor& logits, double temperature) {
+        return as_tuple(scores_of(logits, temperature));
+      },
+      py::arg("logits"), py::arg("temperature"),
+      "(probabilities, energies) of raw logits: softmax(logits / temperature) and logsumexp.");
 }
 
 }  // namespace tlcore::bindings

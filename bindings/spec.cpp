@@ -4,7 +4,6 @@
 #include "bindings.h"
 #include "tlcore/error.h"
 #include "tlcore/infer/prediction.h"
-#include "tlcore/infer/scores.h"
 #include "tlcore/models/model_file.h"
 #include "tlcore/models/spec.h"
 
@@ -119,22 +118,6 @@ void bind_spec(py::module_& m) {
       py::arg("probabilities"), py::arg("energy"), py::arg("classes"), py::arg("top_k"),
       py::arg("threshold"), py::arg("min_energy"),
       "Top-k labels and the 'unknown' rule for one image's probabilities and energy.");
-  m.def(
-      "is_unknown",
-      [](const at::Tensor& confidence, const at::Tensor& energy, double threshold,
-         std::optional<double> min_energy) {
-        return unknown_mask(confidence, energy, {threshold, min_energy});
-      },
-      py::arg("confidence"), py::arg("energy"), py::arg("threshold"), py::arg("min_energy"),
-      "The 'unknown' rule over many images: a bool per image.");
-  m.def(
-      "scores",
-      [](const at::Tensor& logits, double temperature) {
-        auto s = scores_of(logits, temperature);
-        return std::make_pair(s.probabilities, s.energy);
-      },
-      py::arg("logits"), py::arg("temperature"),
-      "(probabilities, energies) of raw logits: softmax(logits / temperature) and logsumexp.");
 }
 
 }  // namespace tlcore::bindings

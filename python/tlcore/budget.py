@@ -431,9 +431,7 @@ def _select_and_report(learner: Learner, plan: Plan, start: float, keep: float) 
     val_tta, _, _ = learner.logits("val", tta=True)
     plain, flipped = (_accuracy(x, val_labels) for x in (val_logits, val_tta))
     tta = flipped > plain
-    cal = calibration.calibrate(val_logits, val_labels, keep)
-    learner.temperature, learner.threshold = cal["temperature"], cal["threshold"]
-    learner.min_energy = cal["min_energy"]
+    cal = learner.use_calibration(calibration.calibrate(val_logits, val_labels, keep))
     logits, labels, _ = learner.logits("test")
     tta_logits, _, _ = learner.logits("test", tta=True)
     t, classes = learner.temperature, learner.data.classes

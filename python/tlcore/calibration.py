@@ -91,6 +91,11 @@ def is_unknown(probs: torch.Tensor, energy: torch.Tensor, threshold: float,
     return _core.is_unknown(probs.max(1).values, energy, float(threshold), min_energy)
 
 
+def has_rule(threshold: float, min_energy: Optional[float]) -> bool:
+    """Whether the rule can call anything "unknown"."""
+    return threshold > 0 or min_energy is not None
+
+
 def describe_rule(threshold: float, min_energy: Optional[float]) -> str:
     """The rule in words, e.g. ``"energy < 7.412"``; ``"never"`` when nothing is unknown."""
     parts = ([f"confidence < {threshold:.3f}"] if threshold > 0 else []) + \

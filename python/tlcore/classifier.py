@@ -190,7 +190,7 @@ class Classifier:
         probs = torch.softmax(logits / self.temperature, 1)
         report = Report.from_predictions(to_model[labels].tolist(), probs, self.classes)
         rule = self.unknown_rule(threshold, min_energy)
-        if rule != (0.0, None):
+        if calibration.has_rule(*rule):
             served = calibration.scores(logits_of(False)[0] if tta else logits, self.temperature)
             report.extra.update(calibration.unknown_scores(*served, to_model[labels], *rule))
         if skip_corrupt:

@@ -372,7 +372,11 @@ class Learner:
         Usage: ``learner.calibrate("val", keep=0.98)``
         """
         logits, labels, _ = self.logits(split)
-        result = calibration.calibrate(logits, labels, keep)
+        return self.use_calibration(calibration.calibrate(logits, labels, keep))
+
+    def use_calibration(self, result: Dict[str, Optional[float]]) -> Dict[str, Optional[float]]:
+        """Takes the temperature and the "unknown" rule of ``calibration.calibrate``'s result;
+        returns it. Usage: ``learner.use_calibration(calibration.calibrate(logits, labels))``"""
         self.temperature, self.threshold = result["temperature"], result["threshold"]
         self.min_energy = result["min_energy"]
         return result
@@ -387,7 +391,7 @@ class Learner:
         probs = torch.softmax(logits / self.temperature, 1)
         report = Report.from_predictions(labels.tolist(), probs, self.data.classes)
         report.extra["expected_calibration_error"] = calibration.expected_calibration_error(probs, labels)
-        if self.threshold > 0 or self.min_energy is not None:  # as served: one view
+        if calibration.has_rule(self.threshold, self.min_energy):  # as served: one view
             served = calibration.scores(self.logits(split)[0] if tta else logits, self.temperature)
             report.extra.update(calibration.unknown_scores(*served, labels, self.threshold, self.min_energy))
         train_acc = [h["train_accuracy"] for h in self.history]
