@@ -60,6 +60,7 @@ void bind_models(py::module_& m) {
       .def_readwrite("image_size", &models::Int8Calibration::image_size)
       .def_readwrite("agreement", &models::Int8Calibration::agreement)
       .def_readwrite("output_offset", &models::Int8Calibration::output_offset)
+      .def_readwrite("float_first_conv", &models::Int8Calibration::float_first_conv)
       .def_property_readonly("empty", &models::Int8Calibration::empty);
 
   py::class_<ModelImpl, std::shared_ptr<ModelImpl>>(m, "Model")

@@ -136,6 +136,52 @@ def test_with_amx_int8_falls_back_to_bf16_unless_onednn_is_kept_off_amx(caplog):
     assert "torch.Size([2, 5])" in done.stdout
 
 
+# A calibration saved before the first convolution stayed in float32: its file has no
+# "float_first_conv", and its first scale is the image's (here [-4, 4] in 255 steps).
+_OLD_CALIBRATION_SCRIPT = """
+import json, torch, tlcore
+from tlcore import _core
+from tlcore.model_file import make_spec, model_options
+assert tlcore.precision.run_int8_without_amx()
+torch.manual_seed(0)
+m = tlcore.create_model("resnet18", 3); m.eval()
+x = torch.randn(16, 3, 64, 64)
+new = _core.calibrate_int8(m, 64, [x])
+spec = make_spec("resnet18", ["a", "b", "c"], {"kind": "linear", "dropout": 0.2, "hidden": []},
+                 _core.Pipeline.preset("imagenet-eval", 64, 3), model_options())
+spec.int8 = new
+saved = json.loads(spec.to_json())
+old = {k: v for k, v in saved["int8"].items() if k != "float_first_conv"}
+old.update(scales=[8 / 255] + old["scales"], zero_points=[128] + old["zero_points"])
+def read(entry):
+    saved["int8"] = entry
+    return _core.ModelSpec.from_json(json.dumps(saved), "old.tlc").int8
+fp32 = m.compile_for_inference(64)(x)
+out = {"new_flag": new.float_first_conv, "old_flag": read(old).float_first_conv, "spread": float(fp32.std())}
+for name, c in (("old", read(old)), ("new", new)):
+    out[name + "_gap"] = float((m.compile_for_inference(64, precision="int8", int8=c)(x) - fp32).abs().max())
+try:
+    m.compile_for_inference(64, precision="int8", int8=read(dict(old, scales=old["scales"][1:],
+                                                                 zero_points=old["zero_points"][1:])))
+except ValueError as e:
+    out["without_the_image_scale"] = str(e)
+print(json.dumps(out))
+"""
+
+
+@needs_vnni
+def test_int8_keeps_the_first_convolution_in_float_and_old_calibrations_run_as_made():
+    """New calibrations leave the first convolution in float32 (one scale fewer); a file saved
+    before that says nothing, and runs the graph it was calibrated for: within int8's error of fp32."""
+    done = subprocess.run([sys.executable, "-c", _OLD_CALIBRATION_SCRIPT], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["new_flag"] is True and out["old_flag"] is False
+    assert out["new_gap"] < 0.25 * out["spread"] and out["old_gap"] < 0.25 * out["spread"]
+    assert "calibrate it again" in out["without_the_image_scale"]
+
+
 def test_int8_needs_a_calibrated_model(caplog):
     model = tlcore.create_model("resnet18", 3)
     clf = tlcore.Classifier(_spec(model), model, precision="int8")

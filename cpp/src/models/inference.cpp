@@ -126,7 +126,8 @@ torch::jit::Module optimized(detail::TracedGraph& traced, Precision precision,
     case Precision::kBFloat16:
       return to_bf16(traced.module);
     case Precision::kInt8:
-      return detail::convert_to_int8(detail::observe_for_int8(traced.module), int8, traced.example);
+      return detail::convert_to_int8(detail::observe_for_int8(traced.module, int8.float_first_conv),
+                                     int8, traced.example);
     case Precision::kFloat32:
       break;
   }

