@@ -6,7 +6,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,3 +27,16 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def median_times(fns: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
+    """Median wall time of each of ``fns`` over ``repeats`` rounds, the functions taking turns
+    within each round: a machine that slows down for a while (other tenants of a virtual
+    machine) then slows them all alike, and the ratios hold."""
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}

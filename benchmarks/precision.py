@@ -14,6 +14,10 @@ and agreement, then "min_agreement" and, last, "ratio" (resnet50: best precision
 int8 runs in a child process that keeps oneDNN off AMX (tlcore.precision.run_int8_without_amx):
 on a CPU with AMX, torch 1.13's oneDNN corrupts memory in AMX int8 convolutions, and the cap
 would slow bf16 in this one. Elsewhere the cap does nothing, so every CPU runs the same way.
+Each ratio is measured side by side in one process, the precisions taking turns in every round
+(bf16 and torchvision against fp32 here, int8 against fp32 in the child, where fp32 runs as here:
+it never uses AMX), so that a machine whose speed drifts, as a shared virtual machine's does,
+still gives fair ratios; "fp32_img_s" is this process's.
 
 Usage: .venv/bin/python benchmarks/precision.py [--repeats 5] [--models mobilenet_v2 ...]
 """
@@ -31,7 +35,7 @@ import torchvision
 
 import tlcore
 
-from _common import median_time, shared_dir
+from _common import median_times, shared_dir
 
 BATCH, SIZE, CLASSES = 32, 224, 5
 FLOWERS_SPLIT = {"val_split": 0.2, "seed": 42}  # train_budget's split; half its validation is the test
@@ -55,9 +59,12 @@ def trained_model(arch: str, images) -> "tlcore.Learner":
     return learner
 
 
-def images_per_second(run, x: torch.Tensor, repeats: int) -> float:
-    run(x)  # warm-up
-    return BATCH / median_time(lambda: run(x), repeats)
+def images_per_second(runs: dict, x: torch.Tensor, repeats: int) -> dict:
+    """Images/s of each of ``runs`` on the batch ``x``, measured in turns."""
+    for run in runs.values():
+        run(x)  # warm-up
+    times = median_times({name: (lambda run=run: run(x)) for name, run in runs.items()}, repeats)
+    return {name: BATCH / t for name, t in times.items()}
 
 
 def in_int8_process(job: dict) -> dict:
@@ -83,11 +90,12 @@ def int8_job(job: dict) -> dict:
     calibration, _, _ = flower_batches(pipeline, 0, 400)
     _, test_x, _ = flower_batches(pipeline, 400, 500)
     int8 = tlcore.precision.calibrate_int8(clf.model, calibration, pipeline, images=len(calibration))
-    compiled = clf.model.compile_for_inference(SIZE, precision="int8", int8=int8)
+    compiled = {p: clf.model.compile_for_inference(SIZE, precision=p, int8=int8) for p in ("fp32", "int8")}
     with torch.inference_mode():
-        labels = torch.cat([compiled(b) for b in test_x.split(BATCH)]).argmax(1)
+        labels = torch.cat([compiled["int8"](b) for b in test_x.split(BATCH)]).argmax(1)
         speed = images_per_second(compiled, test_x[:BATCH].contiguous(), job["repeats"])
-    return {"labels": labels.tolist(), "img_s": speed, "ran_in": compiled.precision}
+    return {"labels": labels.tolist(), "img_s": speed["int8"], "vs_fp32": speed["int8"] / speed["fp32"],
+            "ran_in": compiled["int8"].precision}
 
 
 def bench(arch: str, repeats: int, tmp: Path) -> dict:
@@ -105,13 +113,11 @@ def bench(arch: str, repeats: int, tmp: Path) -> dict:
     with torch.inference_mode():
         baseline = torch.jit.optimize_for_inference(torch.jit.trace(ref, test_x[:1]))
         labels = {p: torch.cat([m(b) for b in test_x.split(BATCH)]).argmax(1) for p, m in compiled.items()}
-        x = test_x[:BATCH].contiguous()
-        speed = {p: images_per_second(m, x, repeats) for p, m in compiled.items()}
-        speed["torchvision"] = images_per_second(baseline, x, repeats)
+        speed = images_per_second({**compiled, "torchvision": baseline}, test_x[:BATCH].contiguous(), repeats)
     labels["int8"], speed["int8"] = torch.tensor(int8["labels"]), int8["img_s"]
     row = {"arch": arch, "ran_in": {**{p: m.precision for p, m in compiled.items()}, "int8": int8["ran_in"]}}
     row.update({f"{p}_img_s": round(s, 1) for p, s in speed.items()})
-    row.update({f"{p}_vs_fp32": round(speed[p] / speed["fp32"], 2) for p in ("bf16", "int8")})
+    row.update(bf16_vs_fp32=round(speed["bf16"] / speed["fp32"], 2), int8_vs_fp32=round(int8["vs_fp32"], 2))
     row["fp32_vs_torchvision"] = round(speed["fp32"] / speed["torchvision"], 2)
     row.update({f"{p}_agreement": round(float((labels[p] == labels["fp32"]).float().mean()), 4) for p in ("bf16", "int8")})
     row.update({f"{p}_accuracy": round(float((labels[p] == test_y).float().mean()), 4) for p in labels})

@@ -3,8 +3,11 @@
 The flowers model of ``benchmarks/budget.py`` (``tlcore.train_budget``, the shared MobileNetV2,
 10 minutes) is scored five ways: the calibrated top probability, the top probability at
 temperature 1, the energy score (logsumexp of the logits, Liu et al. 2020: tlcore's rule), the
-top logit, and the cosine similarity of the image's embedding to its 10th nearest training
-embedding (Sun et al. 2022: a score from the features, not the outputs). For each, and for
+top logit, the cosine similarity of the image's embedding to its 10th nearest training
+embedding (Sun et al. 2022: a score from the features, not the outputs), and the energy of the
+logits of the embedding clipped at the 90th or 95th percentile of the training embeddings'
+activations (ReAct, Sun et al. 2021: the clipped logits also classify, and
+"clipped_test_accuracy" says what that costs). For each, and for
 several ``keep`` targets, the floor is chosen on the selection half of the validation split
 (``keep`` of its correctly classified images at or above it), then applied to the untouched
 half, to 1,000 CIFAR-10 images (no flowers among them: a stand-in for what users send that is
@@ -39,10 +42,19 @@ KEEPS = (0.95, 0.97, 0.98)
 Outputs = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def score_functions(temperature: float, train_embeddings: torch.Tensor,
+def clipped_logits(classifier: Tuple[torch.Tensor, torch.Tensor], train_embeddings: torch.Tensor,
+                   percentile: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The linear head's logits of embeddings clipped at ``percentile`` of the training activations."""
+    weight, bias = classifier
+    clip = float(torch.quantile(train_embeddings.flatten()[::7], percentile / 100))  # a sample: quantile's limit
+    return lambda e: e.clamp(max=clip) @ weight.T + bias
+
+
+def score_functions(temperature: float, train_embeddings: torch.Tensor, classifier: Tuple[torch.Tensor, torch.Tensor],
                     k: int = 10) -> Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
     """Higher means "more likely one of the classes"; each takes (embeddings, logits)."""
     train = torch.nn.functional.normalize(train_embeddings, dim=1)
+    react90, react95 = (clipped_logits(classifier, train_embeddings, p) for p in (90, 95))
 
     def knn(embeddings: torch.Tensor) -> torch.Tensor:
         similarity = torch.nn.functional.normalize(embeddings, dim=1) @ train.T
@@ -54,7 +66,16 @@ def score_functions(temperature: float, train_embeddings: torch.Tensor,
         "energy": lambda e, lo: torch.logsumexp(lo, 1),
         "top_logit": lambda e, lo: lo.max(1).values,
         f"knn{k}_cosine": lambda e, lo: knn(e),
+        "react90_energy": lambda e, lo: torch.logsumexp(react90(e), 1),
+        "react95_energy": lambda e, lo: torch.logsumexp(react95(e), 1),
     }
+
+
+def linear_head(learner: "tlcore.Learner") -> Tuple[torch.Tensor, torch.Tensor]:
+    """The classifier's weight and bias (the last layer of a linear head)."""
+    state = learner.model.state_dict()
+    name = [k for k, v in state.items() if k.endswith(".weight") and v.dim() == 2][-1]
+    return state[name].float(), state[name[:-len("weight")] + "bias"].float()
 
 
 def outputs(learner: "tlcore.Learner", dataset) -> Outputs:
@@ -108,9 +129,13 @@ def main() -> None:
     cifar10 = tlcore.open_dataset(shared / "data/cifar10/train.tar.gz")
     cifar = outputs(learner, tlcore.Subset(cifar10, list(range(0, len(cifar10), len(cifar10) // 1000))))
     photos = photo_outputs(learner, shared / "data/photos")
-    scores = score_functions(result.calibration["temperature"], train[0])
+    head = linear_head(learner)
+    scores = score_functions(result.calibration["temperature"], train[0], head)
+    clipped = {p: float((clipped_logits(head, train[0], p)(test[0]).argmax(1) == test[2]).double().mean())
+               for p in (90, 95)}
     print(json.dumps({"benchmark": "unknown", "test_images": len(test[2]), "test_accuracy": round(result.accuracy, 4),
                       "temperature": round(result.calibration["temperature"], 4), "cifar10_images": len(cifar[2]),
+                      "clipped_test_accuracy": {f"react{p}": round(a, 4) for p, a in clipped.items()},
                       "scores": {name: compare(f, val, test, cifar, photos) for name, f in scores.items()}}))
 
 
