@@ -23,8 +23,9 @@ import torch
 from . import _core
 
 # The share of correctly classified validation images the default "unknown" rule keeps.
-# 0.98, not 0.95: at 95% accuracy a 0.95 keep answers only about 90% of the images, and
-# with the energy floor 0.98 still calls 7 of 7 non-flower photos unknown (benchmarks/unknown.py).
+# 0.98, not 0.95: at 95% accuracy a 0.95 keep answers only about 90% of the images. With the
+# energy floor, 0.98 called 7, 6, 3, 3 and 6 of 7 non-flower photos unknown on five flowers
+# models (benchmarks/unknown.py): most, not all.
 DEFAULT_KEEP = 0.98
 
 # Far outside what a trained classifier needs; keeps a degenerate fit (all correct) finite.
