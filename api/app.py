@@ -325,6 +325,8 @@ def create_app(models_dir: Union[str, os.PathLike, None] = None, *, default_mode
                          f"got {settings.batch.precision!r}")
     if settings.max_upload_bytes <= 0:
         raise ValueError(f"upload limit must be positive, got {settings.max_upload_bytes} bytes")
+    if settings.batch.precision == "int8":  # before any model runs; where a model ran, int8 falls back
+        tlcore.precision.run_int8_without_amx()
     models = ModelRegistry(settings.models_dir, settings.batch, settings.default_model)
 
     async def load_models() -> None:

@@ -52,7 +52,8 @@ def cpu_features() -> str:
 def run_int8_without_amx() -> bool:
     """Keeps oneDNN off AMX in this process where the CPU has AMX (``ONEDNN_MAX_CPU_ISA``, unless
     the environment already sets it), so that int8 can run; bf16 then runs without AMX, slower.
-    Call it before any model runs: oneDNN reads the setting once. Returns whether int8 can run.
+    Call it before any model runs: oneDNN keeps the instruction set it started with, so after a
+    model ran it returns False and int8 falls back to bf16. Returns whether int8 can run.
 
     Usage: ``tlcore.precision.run_int8_without_amx()`` at the top of an int8 serving script
     """

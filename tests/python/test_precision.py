@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,6 +181,45 @@ def test_int8_keeps_the_first_convolution_in_float_and_old_calibrations_run_as_m
     assert out["new_flag"] is True and out["old_flag"] is False
     assert out["new_gap"] < 0.25 * out["spread"] and out["old_gap"] < 0.25 * out["spread"]
     assert "calibrate it again" in out["without_the_image_scale"]
+
+
+# In a fresh process: a bf16 model runs first (oneDNN starts with AMX), then int8 is asked for.
+_LATE_CAP_SCRIPT = """
+import torch, tlcore
+from tlcore import _core
+m = tlcore.create_model("mobilenet_v2", 5); m.eval()
+m.compile_for_inference(64, precision="bf16")(torch.randn(2, 3, 64, 64))
+can_run = tlcore.precision.run_int8_without_amx()
+c = _core.Int8Calibration(); c.scales, c.zero_points, c.image_size = [0.1], [0], 64
+shared_onednn = "libdnnl.so" in open("/proc/self/maps").read()
+print(shared_onednn, can_run, tlcore.precision.resolve("int8", c), tlcore.precision.cpu_features())
+"""
+
+
+@needs_amx
+def test_int8_asked_for_after_a_model_ran_on_amx_falls_back_instead_of_running_there():
+    """oneDNN keeps the instruction set it started with, so a cap set after a model ran comes too
+    late: run_int8_without_amx says int8 cannot run, and int8 falls back to bf16, not onto AMX.
+    (oneDNN itself is asked, where its C API is a shared library, as with Debian's torch.)"""
+    done = subprocess.run([sys.executable, "-c", _LATE_CAP_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    shared_onednn, can_run, precision, features = done.stdout.split()[:4]
+    if shared_onednn != "True":
+        pytest.skip("oneDNN is linked statically here: its instruction set cannot be asked")
+    assert (can_run, precision) == ("False", "bf16")
+    assert "amx_int8" in done.stdout
+
+
+@needs_amx
+def test_the_service_asked_for_int8_keeps_onednn_off_amx(tmp_path):
+    """`uvicorn api.app:app` with TLCORE_PRECISION=int8: the app keeps oneDNN off AMX before any
+    model loads, so int8 runs instead of falling back."""
+    script = ("import tlcore; from api.app import create_app; "
+              f"create_app({str(tmp_path)!r}, precision='int8'); print(tlcore.precision.cpu_features())")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert "amx_int8" not in done.stdout and "vnni" in done.stdout
 
 
 def test_int8_needs_a_calibrated_model(caplog):

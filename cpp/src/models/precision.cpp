@@ -3,10 +3,12 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "tlcore/error.h"
@@ -32,10 +34,35 @@ CpuFeatures read_cpuid() {
   return f;
 }
 
+const char* const kIsaSettings[] = {"ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"};
+
+// oneDNN's C API where this process has it as a shared library (Debian's torch links
+// libdnnl.so.2; a wheel's static copy hides it): `name`, or null. RTLD_NOLOAD: only a
+// library already loaded, never a second oneDNN.
+void* onednn_function(const char* name) {
+  static void* const library = dlopen("libdnnl.so.2", RTLD_LAZY | RTLD_NOLOAD);
+  return library == nullptr ? nullptr : dlsym(library, name);
+}
+
+// oneDNN 2.6's instruction sets are bit sets: avx512_core_amx (0x3e7) is avx512_core_bf16
+// (0xe7) plus these two bits; avx512_core_vnni is 0x67.
+constexpr int kOnednnAmxBits = 0x300;
+constexpr int kOnednnAvx512CoreVnni = 0x67;
+
+// Whether oneDNN in this process runs AMX kernels, from oneDNN itself; none without its C
+// API. Asking fixes its instruction set for the process, as its first kernel would.
+std::optional<bool> onednn_uses_amx() {
+  using EffectiveIsa = int (*)();
+  const auto effective =
+      reinterpret_cast<EffectiveIsa>(onednn_function("dnnl_get_effective_cpu_isa"));
+  if (effective == nullptr) return std::nullopt;
+  return (effective() & kOnednnAmxBits) != 0;
+}
+
 // Whether the environment caps oneDNN's instruction set below AMX: one of the values
 // oneDNN 2.6 reads (a value it does not know is ignored, and leaves AMX on).
 bool onednn_kept_off_amx() {
-  for (const char* name : {"ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"}) {
+  for (const char* name : kIsaSettings) {
     const char* value = std::getenv(name);
     if (value == nullptr) continue;
     std::string isa(value);
@@ -73,7 +100,9 @@ CpuFeatures cpu_features() {
   const char* forced = std::getenv("TLCORE_CPU_FEATURES");
   if (forced != nullptr && std::string(forced) == "none") return {};
   auto features = read_cpuid();
-  if (onednn_kept_off_amx()) features.amx_bf16 = features.amx_int8 = false;
+  if (!features.amx_bf16 && !features.amx_int8) return features;
+  const auto uses_amx = onednn_uses_amx();
+  if (uses_amx ? !*uses_amx : onednn_kept_off_amx()) features.amx_bf16 = features.amx_int8 = false;
   return features;
 }
 
@@ -101,8 +130,16 @@ std::string cpu_features_text(const CpuFeatures& f) {
 }
 
 bool run_int8_without_amx() {
-  if (read_cpuid().amx_int8) {
-    const std::string setting = kInt8WithoutAmx;
+  if (!read_cpuid().amx_int8) return cpu_features().int8();
+  const bool user_chose =
+      std::getenv(kIsaSettings[0]) != nullptr || std::getenv(kIsaSettings[1]) != nullptr;
+  if (!user_chose) {
+    // oneDNN refuses the cap once its instruction set is fixed (a model already ran): then
+    // cpu_features still reports AMX, and int8 falls back instead of running on it.
+    using SetMaxIsa = int (*)(int);
+    if (const auto set = reinterpret_cast<SetMaxIsa>(onednn_function("dnnl_set_max_cpu_isa")))
+      set(kOnednnAvx512CoreVnni);
+    const std::string setting = kInt8WithoutAmx;  // for child processes, and without the C API
     const auto equals = setting.find('=');
     setenv(setting.substr(0, equals).c_str(), setting.substr(equals + 1).c_str(), /*replace=*/0);
   }

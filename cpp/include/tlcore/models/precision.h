@@ -41,10 +41,14 @@ inline constexpr const char* kInt8WithoutAmx = "ONEDNN_MAX_CPU_ISA=AVX512_CORE_V
 // Why int8 cannot run on a CPU with these features (ending with what to do), or empty.
 std::string int8_unavailable(const CpuFeatures& features);
 
-// Sets kInt8WithoutAmx for this process where the CPU has AMX, unless the environment
-// already sets ONEDNN_MAX_CPU_ISA; call it before any model runs (`tlcore quantize`,
-// `--precision int8`). Returns whether int8 can run here now.
+// Keeps oneDNN off AMX in this process (kInt8WithoutAmx) where the CPU has AMX, unless the
+// environment already sets ONEDNN_MAX_CPU_ISA; call it before any model runs (`tlcore
+// quantize`, `--precision int8`). Returns whether int8 can run here now: false when a model
+// ran before, since oneDNN keeps the instruction set it started with.
 bool run_int8_without_amx();
+// The CPU's reduced-precision instructions, AMX only where oneDNN uses it in this process
+// (asked of oneDNN where its C API is loaded, which fixes its instruction set; else read
+// from ONEDNN_MAX_CPU_ISA). TLCORE_CPU_FEATURES=none: none.
 CpuFeatures cpu_features();
 // "avx512_bf16 avx512_vnni", or "none".
 std::string cpu_features_text(const CpuFeatures& features);
