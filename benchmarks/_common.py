@@ -21,12 +21,7 @@ def shared_dir() -> Path:
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:
     """Median wall time of ``fn`` over ``repeats`` runs."""
-    times: List[float] = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_times({"fn": fn}, repeats)["fn"]
 
 
 def median_times(fns: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:

@@ -233,6 +233,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="compare tlcore in this precision with tlcore in fp32 instead of with the naive service")
     parser.add_argument("--arch", default="mobilenet_v2", help="with --precision: the model served")
     args = parser.parse_args(argv)
+    if args.precision == "int8":
+        tlcore.precision.run_int8_without_amx()  # this process calibrates, so int8 runs here first
     if args.precision:
         return compare_precisions(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -50,11 +50,12 @@ def clipped_logits(classifier: Tuple[torch.Tensor, torch.Tensor], train_embeddin
     return lambda e: e.clamp(max=clip) @ weight.T + bias
 
 
-def score_functions(temperature: float, train_embeddings: torch.Tensor, classifier: Tuple[torch.Tensor, torch.Tensor],
+def score_functions(temperature: float, train_embeddings: torch.Tensor,
+                    clipped: Dict[int, Callable[[torch.Tensor], torch.Tensor]],
                     k: int = 10) -> Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-    """Higher means "more likely one of the classes"; each takes (embeddings, logits)."""
+    """Higher means "more likely one of the classes"; each takes (embeddings, logits).
+    ``clipped``: ReAct's logits by percentile (``clipped_logits``)."""
     train = torch.nn.functional.normalize(train_embeddings, dim=1)
-    react90, react95 = (clipped_logits(classifier, train_embeddings, p) for p in (90, 95))
 
     def knn(embeddings: torch.Tensor) -> torch.Tensor:
         similarity = torch.nn.functional.normalize(embeddings, dim=1) @ train.T
@@ -66,8 +67,7 @@ def score_functions(temperature: float, train_embeddings: torch.Tensor, classifi
         "energy": lambda e, lo: torch.logsumexp(lo, 1),
         "top_logit": lambda e, lo: lo.max(1).values,
         f"knn{k}_cosine": lambda e, lo: knn(e),
-        "react90_energy": lambda e, lo: torch.logsumexp(react90(e), 1),
-        "react95_energy": lambda e, lo: torch.logsumexp(react95(e), 1),
+        **{f"react{p}_energy": (lambda e, lo, f=f: torch.logsumexp(f(e), 1)) for p, f in clipped.items()},
     }
 
 
@@ -129,13 +129,13 @@ def main() -> None:
     cifar10 = tlcore.open_dataset(shared / "data/cifar10/train.tar.gz")
     cifar = outputs(learner, tlcore.Subset(cifar10, list(range(0, len(cifar10), len(cifar10) // 1000))))
     photos = photo_outputs(learner, shared / "data/photos")
-    head = linear_head(learner)
-    scores = score_functions(result.calibration["temperature"], train[0], head)
-    clipped = {p: float((clipped_logits(head, train[0], p)(test[0]).argmax(1) == test[2]).double().mean())
-               for p in (90, 95)}
+    clipped = {p: clipped_logits(linear_head(learner), train[0], p) for p in (90, 95)}
+    scores = score_functions(result.calibration["temperature"], train[0], clipped)
+    clipped_accuracy = {f"react{p}": round(float((f(test[0]).argmax(1) == test[2]).double().mean()), 4)
+                        for p, f in clipped.items()}
     print(json.dumps({"benchmark": "unknown", "test_images": len(test[2]), "test_accuracy": round(result.accuracy, 4),
                       "temperature": round(result.calibration["temperature"], 4), "cifar10_images": len(cifar[2]),
-                      "clipped_test_accuracy": {f"react{p}": round(a, 4) for p, a in clipped.items()},
+                      "clipped_test_accuracy": clipped_accuracy,
                       "scores": {name: compare(f, val, test, cifar, photos) for name, f in scores.items()}}))
 
 
