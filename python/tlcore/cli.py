@@ -911,18 +911,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     args.argv, args.parser = argv, parser
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.command == "quantize" or _asks_for_int8(args):
+    # Before any model runs. `serve` leaves it to the service's create_app, which also reads
+    # TLCORE_PRECISION and runs under uvicorn without this CLI.
+    if args.command == "quantize" or (args.command != "serve" and getattr(args, "precision", None) == "int8"):
         from tlcore.precision import run_int8_without_amx
 
-        run_int8_without_amx()  # before any model runs
+        run_int8_without_amx()
     return _run(args)
-
-
-def _asks_for_int8(args: argparse.Namespace) -> bool:
-    precision = getattr(args, "precision", None)
-    if args.command == "serve" and precision is None:
-        precision = os.environ.get("TLCORE_PRECISION")
-    return precision == "int8"
 
 
 if __name__ == "__main__":
