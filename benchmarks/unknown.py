@@ -7,7 +7,8 @@ top logit, the cosine similarity of the image's embedding to its 10th nearest tr
 embedding (Sun et al. 2022: a score from the features, not the outputs), and the energy of the
 logits of the embedding clipped at the 90th or 95th percentile of the training embeddings'
 activations (ReAct, Sun et al. 2021: the clipped logits also classify, and
-"clipped_test_accuracy" says what that costs). For each, and for
+"clipped_test_accuracy" says what that costs), and the energy and the kNN cosine together (an
+image is answered when it clears both floors, chosen by ``joint_floors``). For each, and for
 several ``keep`` targets, the floor is chosen on the selection half of the validation split
 (``keep`` of its correctly classified images at or above it), then applied to the untouched
 half, to 1,000 CIFAR-10 images (no flowers among them: a stand-in for what users send that is
@@ -27,7 +28,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -67,6 +68,7 @@ def score_functions(temperature: float, train_embeddings: torch.Tensor,
         "energy": lambda e, lo: torch.logsumexp(lo, 1),
         "top_logit": lambda e, lo: lo.max(1).values,
         f"knn{k}_cosine": lambda e, lo: knn(e),
+        f"energy_and_knn{k}": lambda e, lo: (torch.logsumexp(lo, 1), knn(e)),
         **{f"react{p}_energy": (lambda e, lo, f=f: torch.logsumexp(f(e), 1)) for p, f in clipped.items()},
     }
 
@@ -101,19 +103,45 @@ def auroc(positive: torch.Tensor, negative: torch.Tensor) -> float:
     return float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
 
 
+def joint_floors(val_scores: Sequence[torch.Tensor], correct: torch.Tensor, keep: float) -> List[float]:
+    """One floor per score, each keeping the same share of the correct images, that share the
+    smallest whose floors together (an image is answered when it clears every floor) still keep
+    ``keep`` of them: a bisection on the per-score share."""
+    def floors(share: float) -> List[float]:
+        return [tlcore.calibration.keep_floor(s, correct, share) for s in val_scores]
+
+    def kept(share: float) -> float:
+        clears = torch.stack([s >= f for s, f in zip(val_scores, floors(share))]).all(0)
+        return float(clears[correct].double().mean())
+
+    low, high = keep, 1.0
+    for _ in range(30):
+        middle = (low + high) / 2
+        low, high = (low, middle) if kept(middle) >= keep else (middle, high)
+    return floors(high)
+
+
 def compare(score, val: Outputs, test: Outputs, cifar: Outputs, photos: Outputs) -> dict:
-    val_score, test_score, cifar_score, photo_score = (score(s[0], s[1]) for s in (val, test, cifar, photos))
+    """``score`` gives one tensor, or a tuple of them for a rule of several floors (``joint_floors``)."""
+    def as_tuple(s):
+        return s if isinstance(s, tuple) else (s,)
+
+    val_score, test_score, cifar_score, photo_score = (as_tuple(score(s[0], s[1])) for s in (val, test, cifar, photos))
     correct = val[1].argmax(1) == val[2]
-    row = {"auroc_vs_cifar10": round(auroc(val_score[correct], cifar_score), 4)}
+    row = {"auroc_vs_cifar10": round(auroc(val_score[0][correct], cifar_score[0]), 4)} if len(val_score) == 1 else {}
+
+    def clears(scores, floors):
+        return torch.stack([s >= f for s, f in zip(scores, floors)]).all(0)
+
     for keep in KEEPS:
-        floor = tlcore.calibration.keep_floor(val_score, correct, keep)
-        answered = test_score >= floor
+        floors = joint_floors(val_score, correct, keep)
+        answered = clears(test_score, floors)
         right = (test[1].argmax(1) == test[2]) & answered
         row[f"keep_{keep}"] = {
             "test_answered": round(float(answered.double().mean()), 4),
             "test_accuracy_answered": round(float(right.sum() / max(1, int(answered.sum()))), 4),
-            "cifar10_unknown": round(float((cifar_score < floor).double().mean()), 4),
-            "photos_unknown": f"{int((photo_score < floor).sum())}/{len(photo_score)}"}
+            "cifar10_unknown": round(float((~clears(cifar_score, floors)).double().mean()), 4),
+            "photos_unknown": f"{int((~clears(photo_score, floors)).sum())}/{len(photo_score[0])}"}
     return row
 
 

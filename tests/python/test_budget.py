@@ -2,6 +2,7 @@
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import tlcore
@@ -134,3 +135,49 @@ def test_the_planner_tries_fp32_before_bf16_and_a_wider_cnn_before_the_default(m
     if tlcore._core.resolve_device("auto") == "cpu":
         assert budget._candidates("auto", "mobilenet_v2", True) == [("off", None)]
         assert budget._candidates("auto", "simple_cnn", False) == [("off", wide), ("off", None)]
+
+
+def test_random_crops_replace_the_flip_cache_only_where_enough_epochs_of_them_fit():
+    # The probe's paces on the flowers (seconds an image): caching 4 ms, a cached epoch 8.9 ms,
+    # a forward pass 4.8 ms; about 510 s left after the probe, 11 s for the final evaluation.
+    timing = {"cache": 0.004, "epoch": 0.0089, "forward": 0.0048}
+    epochs, epoch_s = budget._augmented_option(timing, 224, 224, 510.0, 11.0, 2347, 293, 20)
+    # An epoch runs every image through the frozen blocks and the tail, and validates.
+    assert epoch_s == pytest.approx((0.004 + 0.0089) * 2347 + 0.0048 * 293)
+    assert epochs == int((510.0 - 11.0) // epoch_s) >= budget._AUGMENTED_EPOCHS
+    # CIFAR-10's 45,000 images in 30 minutes: too few epochs of crops; the cache stays.
+    assert budget._augmented_option(timing, 224, 224, 1700.0, 60.0, 45000, 2500, 20) is None
+    # The cap holds when crops would fit more.
+    assert budget._augmented_option(timing, 112, 224, 5000.0, 11.0, 2347, 293, 20)[0] == 20
+
+
+def test_random_crops_are_drawn_from_the_train_pipeline_only():
+    train, evaluate = budget._pipelines("mobilenet_v2", 96, 240, 3, True, augment=True)
+    image = (np.arange(240 * 320 * 3) % 251).astype(np.uint8).reshape(240, 320, 3)
+    crops = {train(image, seed=0, epoch=0, index=i).tobytes() for i in range(4)}
+    assert len(crops) > 1 and train(image, seed=0, epoch=0, index=0).shape == (96, 96, 3)
+    assert evaluate == "imagenet-eval"
+    assert budget._pipelines("mobilenet_v2", 96, 240, 3, True)[0] == "imagenet-eval"
+    small_train, small_eval = budget._pipelines("mobilenet_v2", 96, 32, 3, True, augment=True)
+    assert small_train.mean == small_eval.mean  # ImageNet's statistics, as the weights expect
+    tiny = image[:32, :32]
+    assert len({small_train(tiny, seed=0, epoch=0, index=i).tobytes() for i in range(6)}) > 1
+    assert len({small_eval(tiny, seed=0, epoch=0, index=i).tobytes() for i in range(6)}) == 1
+
+
+def test_a_pretrained_model_keeps_fp32_where_bf16_buys_no_more(monkeypatch):
+    """Neither precision reaches the largest size at the epoch cap: the one that buys more wins."""
+    paces = {"off": 0.013, "bf16": 0.016}  # a training epoch's seconds an image: bf16 slower
+
+    def probe(arch, weights, data, seed, amp, widths=None):
+        return {"setup": 0.0, "cache": 0.004, "epoch": paces[amp], "forward": 0.005, "blocks": 19}
+
+    monkeypatch.setattr(budget, "_probe", probe)
+    sizing = budget._Sizing(600.0, time.perf_counter(), (224, 192, 160, 128), 20, True, 2347, 293, 1761)
+    candidates = [("off", None), ("bf16", None)]
+    amp, widths, timing, probed = budget._probe_candidates("mobilenet_v2", "w.pth", None, 0, candidates, sizing)
+    assert (amp, probed) == ("off", 2)
+    paces["bf16"] = 0.008  # bf16 faster: it buys more epochs at 224 px
+    assert budget._probe_candidates("mobilenet_v2", "w.pth", None, 0, candidates, sizing)[0] == "bf16"
+    paces["off"] = 0.001  # fp32 alone reaches the cap: bf16 is never probed
+    assert budget._probe_candidates("mobilenet_v2", "w.pth", None, 0, candidates, sizing)[::3] == ("off", 1)
