@@ -7,7 +7,8 @@ plan with its reasons before it starts. A pretrained model fine-tunes on cached 
 its frozen blocks (mirror images its only augmentation), or, where the budget affords enough
 epochs of them, on random crops run through the frozen blocks every epoch. Epochs are chosen
 on part of the validation split, TTA, the temperature and the "unknown" rule on the same
-part, and the figure reported is on images no choice saw: ``test`` (a separate set) or the rest of the validation split.
+part, and the figure reported is on images no choice saw: ``test`` (a separate set) or the
+rest of the validation split.
 
 Usage::
 
@@ -283,11 +284,11 @@ def _pipelines(arch: str, size: int, native: int, channels: int, pretrained: boo
     if native > 64:
         crops = [_core.RandomResizedCrop(size, scale=_CROP_SCALE), _core.RandomHorizontalFlip(0.5)]
         return _core.Pipeline(crops, size, base.mean, base.std) if augment else "imagenet-eval", "imagenet-eval"
+    def imagenet_stats(preset: str) -> "_core.Pipeline":  # a CIFAR preset's ops, ImageNet's mean and std
+        return _core.Pipeline(_core.Pipeline.preset(preset, size, channels).ops, size, base.mean, base.std)
+
     # Small images: upscaled whole; their crops are CIFAR's padded shifts, in proportion.
-    resize = _core.Pipeline.preset("cifar-eval", size, channels).ops
-    shifts = _core.Pipeline.preset("cifar-train", size, channels).ops
-    pipeline = _core.Pipeline(resize, size, base.mean, base.std)
-    return (_core.Pipeline(shifts, size, base.mean, base.std) if augment else pipeline), pipeline
+    return imagenet_stats("cifar-train" if augment else "cifar-eval"), imagenet_stats("cifar-eval")
 
 
 class _Eta:
