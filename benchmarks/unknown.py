@@ -103,17 +103,23 @@ def auroc(positive: torch.Tensor, negative: torch.Tensor) -> float:
     return float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
 
 
+def clears(scores: Sequence[torch.Tensor], floors: Sequence[float]) -> torch.Tensor:
+    """Whether each image is answered: at or above every floor."""
+    return torch.stack([s >= f for s, f in zip(scores, floors)]).all(0)
+
+
 def joint_floors(val_scores: Sequence[torch.Tensor], correct: torch.Tensor, keep: float) -> List[float]:
     """One floor per score, each keeping the same share of the correct images, that share the
     smallest whose floors together (an image is answered when it clears every floor) still keep
-    ``keep`` of them: a bisection on the per-score share."""
+    ``keep`` of them: a bisection on the per-score share. One score: its ``keep_floor``."""
     def floors(share: float) -> List[float]:
         return [tlcore.calibration.keep_floor(s, correct, share) for s in val_scores]
 
     def kept(share: float) -> float:
-        clears = torch.stack([s >= f for s, f in zip(val_scores, floors(share))]).all(0)
-        return float(clears[correct].double().mean())
+        return float(clears(val_scores, floors(share))[correct].double().mean())
 
+    if kept(keep) >= keep:
+        return floors(keep)
     low, high = keep, 1.0
     for _ in range(30):
         middle = (low + high) / 2
@@ -129,10 +135,6 @@ def compare(score, val: Outputs, test: Outputs, cifar: Outputs, photos: Outputs)
     val_score, test_score, cifar_score, photo_score = (as_tuple(score(s[0], s[1])) for s in (val, test, cifar, photos))
     correct = val[1].argmax(1) == val[2]
     row = {"auroc_vs_cifar10": round(auroc(val_score[0][correct], cifar_score[0]), 4)} if len(val_score) == 1 else {}
-
-    def clears(scores, floors):
-        return torch.stack([s >= f for s, f in zip(scores, floors)]).all(0)
-
     for keep in KEEPS:
         floors = joint_floors(val_score, correct, keep)
         answered = clears(test_score, floors)
