@@ -41,6 +41,11 @@ class AutocastGuard {
   AutocastGuard(const AutocastGuard&) = delete;
   AutocastGuard& operator=(const AutocastGuard&) = delete;
 
+  // Whether autocast is on for `device` now, computing in `dtype`.
+  static bool computes_in(c10::DeviceType device, c10::ScalarType dtype) {
+    return is_enabled(device) && get_dtype(device) == dtype;
+  }
+
  private:
 #if TLCORE_TORCH_AT_LEAST(2, 4)
   static bool is_enabled(c10::DeviceType d) { return at::autocast::is_autocast_enabled(d); }

@@ -14,25 +14,37 @@ using detail::ConvNormActOptions;
 class InvertedResidualImpl : public nn::Module {
  public:
   InvertedResidualImpl(int64_t in, int64_t out, int64_t stride, int64_t expand)
-      : residual_(stride == 1 && in == out) {
+      : residual_(stride == 1 && in == out),
+        project_(nn::Conv2dOptions(in * expand, out, 1).bias(false)),
+        project_norm_(out) {
     const int64_t hidden = in * expand;
     nn::Sequential conv;
-    if (expand != 1)
-      conv->push_back(ConvNormAct(ConvNormActOptions(in, hidden, 1).act(Act::kReLU6)));
-    conv->push_back(ConvNormAct(
+    if (expand != 1) {
+      layers_.push_back(ConvNormAct(ConvNormActOptions(in, hidden, 1).act(Act::kReLU6)));
+      conv->push_back(layers_.back());
+    }
+    layers_.push_back(ConvNormAct(
         ConvNormActOptions(hidden, hidden, 3).stride(stride).groups(hidden).act(Act::kReLU6)));
-    conv->push_back(nn::Conv2d(nn::Conv2dOptions(hidden, out, 1).bias(false)));
-    conv->push_back(detail::BatchNorm(out));
-    conv_ = register_module("conv", conv);
+    conv->push_back(layers_.back());
+    conv->push_back(project_);
+    conv->push_back(project_norm_);
+    register_module("conv", conv);
   }
 
   torch::Tensor forward(torch::Tensor x) {
-    return residual_ ? x + conv_->forward(x) : conv_->forward(x);
+    auto y = x;
+    for (auto& layer : layers_) y = layer->forward(y);
+    // Called here, not through the Sequential, so that the projection is a convolve().
+    y = project_norm_->forward(detail::convolve(project_, y));
+    return residual_ ? x + y : y;
   }
 
  private:
   bool residual_;
-  nn::Sequential conv_{nullptr};
+  // The children of "conv", in order: [expand], depthwise, project, its BatchNorm.
+  std::vector<ConvNormAct> layers_;
+  nn::Conv2d project_;
+  detail::BatchNorm project_norm_;
 };
 TORCH_MODULE(InvertedResidual);
 

@@ -40,9 +40,9 @@ class ResidualImpl : public nn::Module {
   }
 
   torch::Tensor forward(torch::Tensor x) {
-    auto y = bn1_->forward(conv1_->forward(x)).relu_();
+    auto y = bn1_->forward(detail::convolve(conv1_, x)).relu_();
     y = bn2_->forward(conv2_->forward(y));
-    if (bottleneck_) y = bn3_->forward(conv3_->forward(torch::relu_(y)));
+    if (bottleneck_) y = bn3_->forward(detail::convolve(conv3_, torch::relu_(y)));
     auto identity = downsample_ ? downsample_->forward(x) : x;
     return (y += identity).relu_();
   }
