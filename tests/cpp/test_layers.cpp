@@ -3,8 +3,6 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <string>
-
 #include "../../cpp/src/core/torch_compat.h"
 #include "../../cpp/src/models/layers.h"
 
@@ -12,10 +10,6 @@ namespace tlcore::models {
 namespace {
 
 using detail::Act;
-
-compat::AutocastGuard bf16_autocast() {
-  return compat::AutocastGuard(c10::DeviceType::CPU, torch::kBFloat16, true);
-}
 
 TEST(Layers, ReLU6TrainsInBf16WithHardtanhsGradient) {
   // Pre-activations on both sides of 0 and 6, the kinks themselves included.
@@ -52,7 +46,7 @@ TEST(Layers, PointwiseConvolutionTrainsInBf16AsTheConvolution) {
   const auto step = [&](bool through_convolve) {
     conv->zero_grad();
     auto input = x.clone().requires_grad_();
-    const auto guard = bf16_autocast();
+    const compat::AutocastGuard bf16(c10::DeviceType::CPU, torch::kBFloat16, true);
     auto y = through_convolve ? detail::convolve(conv, input) : conv->forward(input);
     // The product's rows come back as a view in the map's shape: the other path ran.
     EXPECT_EQ(y.is_view(), through_convolve);
@@ -68,7 +62,6 @@ TEST(Layers, PointwiseConvolutionTrainsInBf16AsTheConvolution) {
   }
   EXPECT_EQ(got[0].sizes(), expected[0].sizes());
   // Without autocast it is the module's own forward.
-  conv->zero_grad();
   EXPECT_TRUE(torch::equal(detail::convolve(conv, x), conv->forward(x)));
 }
 
