@@ -65,5 +65,31 @@ TEST(Layers, PointwiseConvolutionTrainsInBf16AsTheConvolution) {
   EXPECT_TRUE(torch::equal(detail::convolve(conv, x), conv->forward(x)));
 }
 
+TEST(Layers, WideDepthwiseConvolutionTrainsInBf16AsInFp32) {
+  torch::manual_seed(0);
+  torch::nn::Conv2d conv(torch::nn::Conv2dOptions(8, 8, 5).padding(2).groups(8).bias(false));
+  const auto x =
+      torch::randn({2, 8, 6, 6}).to(torch::kBFloat16).contiguous(torch::MemoryFormat::ChannelsLast);
+  // bf16 values, which the gradient reaching the convolution keeps exactly.
+  const auto target = torch::randn({2, 8, 6, 6}).to(torch::kBFloat16).to(torch::kFloat);
+  auto input = x.clone().requires_grad_();
+  torch::Tensor y;
+  {
+    const compat::AutocastGuard bf16(c10::DeviceType::CPU, torch::kBFloat16, true);
+    y = detail::convolve(conv, input);
+  }
+  EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
+  (y.to(torch::kFloat) * target).sum().backward();
+  // The definition, in fp32 on the same (bf16) input: the output rounded to bf16, the gradients
+  // exact.
+  auto reference_input = x.to(torch::kFloat).requires_grad_();
+  const auto weight = conv->weight.detach().clone().requires_grad_();
+  const auto reference = torch::conv2d(reference_input, weight, {}, 1, 2, 1, 8);
+  (reference * target).sum().backward();
+  EXPECT_TRUE(torch::equal(y, reference.detach().to(torch::kBFloat16)));
+  EXPECT_TRUE(torch::allclose(input.grad().to(torch::kFloat), reference_input.grad(), 1e-2, 1e-2));
+  EXPECT_TRUE(torch::allclose(conv->weight.grad(), weight.grad(), 1e-5, 1e-5));
+}
+
 }  // namespace
 }  // namespace tlcore::models

@@ -64,7 +64,14 @@ torch::Tensor activate(torch::Tensor x, Act act) {
 
 namespace {
 
-bool trains_pointwise_in_bf16(const torch::nn::Conv2d& conv, const torch::Tensor& x) {
+bool trains_in_bf16(const torch::nn::Conv2d& conv, const torch::Tensor& x) {
+  return torch::GradMode::is_enabled() && x.dim() == 4 && x.device().is_cpu() &&
+         (x.requires_grad() || conv->weight.requires_grad()) &&
+         x.is_contiguous(torch::MemoryFormat::ChannelsLast) &&
+         compat::AutocastGuard::computes_in(c10::DeviceType::CPU, torch::kBFloat16);
+}
+
+bool pointwise(const torch::nn::Conv2d& conv) {
   const auto& o = conv->options;
   // Unqualified, `visit` finds c10's for torch 1.x's c10::variant and std's for 2.x's.
   const bool unpadded = visit(
@@ -74,19 +81,25 @@ bool trains_pointwise_in_bf16(const torch::nn::Conv2d& conv, const torch::Tensor
         return true;  // "valid", or "same", which pads nothing around a 1x1 kernel
       },
       o.padding());
-  const bool pointwise = (*o.kernel_size())[0] == 1 && (*o.kernel_size())[1] == 1 &&
-                         (*o.stride())[0] == 1 && (*o.stride())[1] == 1 && o.groups() == 1 &&
-                         unpadded;
-  return pointwise && torch::GradMode::is_enabled() && x.dim() == 4 && x.device().is_cpu() &&
-         (x.requires_grad() || conv->weight.requires_grad()) &&
-         x.is_contiguous(torch::MemoryFormat::ChannelsLast) &&
-         compat::AutocastGuard::computes_in(c10::DeviceType::CPU, torch::kBFloat16);
+  return (*o.kernel_size())[0] == 1 && (*o.kernel_size())[1] == 1 && (*o.stride())[0] == 1 &&
+         (*o.stride())[1] == 1 && o.groups() == 1 && unpadded;
+}
+
+bool depthwise_wider_than_3(const torch::nn::Conv2d& conv) {
+  const auto& o = conv->options;
+  return o.groups() > 1 && o.groups() == o.in_channels() && o.groups() == o.out_channels() &&
+         ((*o.kernel_size())[0] > 3 || (*o.kernel_size())[1] > 3);
 }
 
 }  // namespace
 
 torch::Tensor convolve(torch::nn::Conv2d& conv, const torch::Tensor& x) {
-  if (!trains_pointwise_in_bf16(conv, x)) return conv->forward(x);
+  if (!trains_in_bf16(conv, x)) return conv->forward(x);
+  if (depthwise_wider_than_3(conv)) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+    return conv->forward(x.to(torch::kFloat)).to(torch::kBFloat16);
+  }
+  if (!pointwise(conv)) return conv->forward(x);
   const auto n = x.size(0), h = x.size(2), w = x.size(3);
   // Channels-last: (n, h, w, c) is a view, and so is the product's way back.
   const auto rows = x.permute({0, 2, 3, 1}).reshape({n * h * w, x.size(1)});

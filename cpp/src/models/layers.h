@@ -48,11 +48,15 @@ enum class Act { kNone, kReLU, kReLU6, kHardswish, kSiLU, kSigmoid, kHardsigmoid
 
 torch::Tensor activate(torch::Tensor x, Act act);
 
-// conv->forward(x). A pointwise convolution (1x1, stride 1, ungrouped) that trains on a
-// channels-last map under bf16 autocast on the CPU runs as a matrix product of its rows:
-// torch 1.13's oneDNN bf16 convolution backward ran no faster than fp32 on a Xeon with AMX
-// (a 160-to-960 1x1 at 5x5, batch 32: 7.0 ms against 6.5, forward and backward), its bf16
-// matrix product 2.7x faster (2.6 ms). The same sums, in another order.
+// conv->forward(x), with two exceptions where a convolution trains on a channels-last map
+// under bf16 autocast on the CPU, for torch 1.13's oneDNN bf16 convolution backward:
+// - A pointwise convolution (1x1, stride 1, ungrouped) runs as a matrix product of its rows.
+//   The backward ran no faster than fp32 on a Xeon with AMX (a 160-to-960 1x1 at 5x5, batch
+//   32: 7.0 ms against 6.5, forward and backward), the bf16 matrix product 2.7x faster (2.6
+//   ms). The same sums, in another order.
+// - A depthwise convolution wider than 3x3 (EfficientNet's 5x5) runs in fp32, its output
+//   rounded to bf16: in bf16 its backward took 4-6x fp32's (1152 channels at 5x5: 95 ms
+//   against 15).
 torch::Tensor convolve(torch::nn::Conv2d& conv, const torch::Tensor& x);
 
 // torchvision's _make_divisible: round to a multiple of `divisor`, never more than 10% down.
