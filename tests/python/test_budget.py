@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import tlcore
 from tlcore import budget
@@ -141,14 +142,67 @@ def test_random_crops_replace_the_flip_cache_only_where_enough_epochs_of_them_fi
     # The probe's paces on the flowers (seconds an image): caching 4 ms, a cached epoch 8.9 ms,
     # a forward pass 4.8 ms; about 510 s left after the probe, 11 s for the final evaluation.
     timing = {"cache": 0.004, "epoch": 0.0089, "forward": 0.0048}
-    epochs, epoch_s = budget._augmented_option(timing, 224, 224, 510.0, 11.0, 2347, 293, 20)
+    epochs, epoch_s, final_s = budget._augmented_option(timing, 224, 224, 510.0, 11.0, 2347, 293, 20)
     # An epoch runs every image through the frozen blocks and the tail, and validates.
     assert epoch_s == pytest.approx((0.004 + 0.0089) * 2347 + 0.0048 * 293)
-    assert epochs == int((510.0 - 11.0) // epoch_s) >= budget._AUGMENTED_EPOCHS
+    # The final evaluation runs again at the larger eval size, (8/7)^2 the pixels.
+    assert final_s == pytest.approx(11.0 * (1 + (256 / 224) ** 2))
+    assert epochs == int((510.0 - final_s) // epoch_s) >= budget._AUGMENTED_EPOCHS
     # CIFAR-10's 45,000 images in 30 minutes: too few epochs of crops; the cache stays.
     assert budget._augmented_option(timing, 224, 224, 1700.0, 60.0, 45000, 2500, 20) is None
     # The cap holds when crops would fit more.
     assert budget._augmented_option(timing, 112, 224, 5000.0, 11.0, 2347, 293, 20)[0] == 20
+
+
+def _plan(size: int = 224, augment: bool = True, unfreeze=8) -> "budget.Plan":
+    estimate = dict.fromkeys(("probe", "setup", "cache", "epoch", "final", "total"), 1.0)
+    return budget.Plan(600.0, "mobilenet_v2", size, 300, 16, unfreeze, 19, 1e-3, 64, augment=augment,
+                       estimate_s=estimate)
+
+
+def test_a_tail_on_random_crops_keeps_its_last_epoch_and_a_cached_tail_its_best():
+    crops, cached = _plan().fit_options(), _plan(augment=False).fit_options()
+    assert crops["restore_best"] is False and "patience" not in crops and not crops["cache_features"]
+    assert cached["restore_best"] is True and cached["monitor"] == "val_loss" and cached["cache_features"]
+    assert "last epoch" in _plan().describe() and "best epoch" in _plan(augment=False).describe()
+
+
+def test_a_tail_on_random_crops_is_also_evaluated_8_7_as_wide():
+    assert _plan(224).eval_sizes == [224, 256]
+    assert _plan(160).eval_sizes == [160, 192]
+    assert _plan(224, augment=False).eval_sizes == [224]  # trained on the eval crop itself
+    assert _plan(28, augment=False, unfreeze=None).eval_sizes == [28]
+
+
+class _SizedLearner:
+    """A learner whose validation accuracy depends on its eval pipeline's size and on TTA."""
+
+    def __init__(self, accuracy: dict) -> None:
+        self.accuracy = accuracy  # (size, tta) -> share of the 100 images right
+        self.data = type("Data", (), {"channels": 3})()
+        self.data.eval_pipeline = tlcore.Pipeline.preset("imagenet-eval", 224, 3)
+
+    def logits(self, split: str = "val", tta: bool = False):
+        right = round(100 * self.accuracy[(self.data.eval_pipeline.size[0], tta)])
+        labels = torch.zeros(100, dtype=torch.long)
+        logits = torch.zeros(100, 2)
+        logits[:right, 0], logits[right:, 1] = 1.0, 1.0
+        return logits, labels, torch.arange(100)
+
+
+@pytest.mark.parametrize("accuracy, chosen", [
+    ({(224, False): 0.90, (224, True): 0.91, (256, False): 0.93, (256, True): 0.92}, (256, False)),
+    ({(224, False): 0.90, (224, True): 0.92, (256, False): 0.91, (256, True): 0.92}, (224, True)),
+    ({(224, False): 0.90, (224, True): 0.90, (256, False): 0.90, (256, True): 0.90}, (224, False)),
+])
+def test_validation_chooses_the_eval_size_and_tta_the_first_of_equals(accuracy, chosen):
+    learner = _SizedLearner(accuracy)
+    size, tta, logits, _, plain, flipped = budget._choose_views(learner, _plan())
+    assert (size, tta) == chosen
+    # The learner predicts at the chosen size from now on, and its logits are that size's.
+    assert learner.data.eval_pipeline.size == (size, size)
+    assert plain == accuracy[(size, False)] and flipped == accuracy[(size, True)]
+    assert float((logits.argmax(1) == 0).double().mean()) == plain
 
 
 def test_random_crops_are_drawn_from_the_train_pipeline_only():
