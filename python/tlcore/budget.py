@@ -434,11 +434,12 @@ def _augmented_option(timing: Dict[str, float], size: int, probe_size: int, left
     """(epochs, epoch s, final evaluation s) of fine-tuning on random crops at ``size``, or None
     when fewer than ``_AUGMENTED_EPOCHS`` fit in ``left`` seconds: each image then runs through the
     frozen blocks (the probe's caching pace) and the tail (its training pace) every epoch, and
-    validation runs the whole model. The final evaluation runs again at the larger eval size
-    (``Plan.eval_sizes``), 8/7 as wide."""
-    scale = (size / probe_size) ** 2
+    validation runs the whole model. The final evaluation also runs validation at the larger
+    eval size (``Plan.eval_sizes``: (8/7)^2 the pixels), and the test there if chosen; the test
+    set is taken to be as large as validation, as the plan does."""
+    scale, larger = (size / probe_size) ** 2, (8 / 7) ** 2
     epoch = ((timing["epoch"] + timing["cache"]) * n_train + timing["forward"] * n_val) * scale
-    final *= 1 + (8 / 7) ** 2
+    final += timing["forward"] * scale * 3 * n_val * (2 * larger - 1)  # three passes: one view, TTA's two
     epochs = math.floor((left - final) / epoch) if epoch > 0 else 0
     return (min(epochs, cap), epoch, final) if epochs >= _AUGMENTED_EPOCHS else None
 
