@@ -40,6 +40,7 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 # Pretrained models: the sizes tried, largest first, for photos and for small (CIFAR-like) images.
 _PHOTO_SIZES = (224, 192, 160, 128)
 _SMALL_SIZES = (224, 192, 160, 128, 112, 96)
+_SMALL_IMAGES = 64  # images with a shorter side up to this (CIFAR's 32) are upscaled whole, not cropped
 _GOOD_EPOCHS, _MIN_EPOCHS, _MAX_EPOCHS = 10, 4, 20
 # Image-passes that make a run "enough" on a large set (CIFAR-10's 45,000 images: 7 epochs).
 _GOOD_SAMPLES = 300_000
@@ -144,14 +145,15 @@ class Plan:
     @property
     def eval_sizes(self) -> List[int]:
         """The eval sizes validation chooses from: the training size, and for a tail trained on
-        random crops also 8/7 of it (224 -> 256, to a multiple of 32). Crops of 35-100% of a photo
+        random crops of photos also 8/7 of it (224 -> 256, to a multiple of 32). Crops of 35-100% of a photo
         show its subject larger than the eval crop does; a larger eval image shows it at its training
         scale (Touvron et al. 2019, "Fixing the train-test resolution discrepancy"). On the flowers
         (seeds 42, 7, 1, the last epoch), 256 px gave 98.30%, 94.56% and 94.56% on the untouched
         split against 97.28%, 93.88% and 94.22%, and 96.59%, 94.20% and 94.20% on the selection
         half against 95.90%, 93.17% and 93.86%."""
         larger = 32 * round(self.image_size * _LARGER_EVAL / 32)
-        return [self.image_size] + ([larger] if self.augment and larger > self.image_size else [])
+        photo_crops = self.augment and self.native_size > _SMALL_IMAGES  # small images: padded shifts
+        return [self.image_size] + ([larger] if photo_crops and larger > self.image_size else [])
 
     def _which_epoch(self) -> str:
         if self.augment:
@@ -308,7 +310,7 @@ def _pipelines(arch: str, size: int, native: int, channels: int, pretrained: boo
         # the test set, against 92.9% without (26 epochs each).
         return "cifar-eval", "cifar-eval"
     base = _core.Pipeline.preset("imagenet-eval", size, channels)
-    if native > 64:
+    if native > _SMALL_IMAGES:
         crops = [_core.RandomResizedCrop(size, scale=_CROP_SCALE), _core.RandomHorizontalFlip(0.5)]
         return _core.Pipeline(crops, size, base.mean, base.std) if augment else "imagenet-eval", "imagenet-eval"
     def imagenet_stats(preset: str) -> "_core.Pipeline":  # a CIFAR preset's ops, ImageNet's mean and std
@@ -335,7 +337,7 @@ class _Eta:
 def _plan(arch: str, weights: Optional[PathLike], split_data, native: int, budget_s: float,
           start: float, seed: int, separate_test: bool, candidates: Sequence[tuple]) -> Plan:
     pretrained = weights is not None
-    sizes = ([s for s in (_SMALL_SIZES if native <= 64 else _PHOTO_SIZES)] if pretrained else [native])
+    sizes = ([s for s in (_SMALL_SIZES if native <= _SMALL_IMAGES else _PHOTO_SIZES)] if pretrained else [native])
     batch = 64 if pretrained else 128
     probe_data = split_data(sizes[0], batch)
     n_train, n_val = len(probe_data.train), len(probe_data.val)

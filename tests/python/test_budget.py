@@ -156,9 +156,9 @@ def test_random_crops_replace_the_flip_cache_only_where_enough_epochs_of_them_fi
     assert budget._augmented_option(timing, 112, 224, 5000.0, 11.0, 2347, 293, 20)[0] == 20
 
 
-def _plan(size: int = 224, augment: bool = True, unfreeze=8) -> "budget.Plan":
+def _plan(size: int = 224, augment: bool = True, unfreeze=8, native: int = 300) -> "budget.Plan":
     estimate = dict.fromkeys(("probe", "setup", "cache", "epoch", "final", "total"), 1.0)
-    return budget.Plan(600.0, "mobilenet_v2", size, 300, 16, unfreeze, 19, 1e-3, 64, augment=augment,
+    return budget.Plan(600.0, "mobilenet_v2", size, native, 16, unfreeze, 19, 1e-3, 64, augment=augment,
                        estimate_s=estimate)
 
 
@@ -174,6 +174,8 @@ def test_a_tail_on_random_crops_is_also_evaluated_8_7_as_wide():
     assert _plan(160).eval_sizes == [160, 192]
     assert _plan(224, augment=False).eval_sizes == [224]  # trained on the eval crop itself
     assert _plan(28, augment=False, unfreeze=None).eval_sizes == [28]
+    # Small images train on padded shifts of the whole image, and their eval pipeline is no crop.
+    assert _plan(160, native=32).eval_sizes == [160]
 
 
 class _SizedLearner:
