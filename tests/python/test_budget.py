@@ -1,6 +1,7 @@
 """Budgeted training: the plan fits the budget, impossible budgets say so, the test set waits."""
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -183,8 +184,7 @@ class _SizedLearner:
 
     def __init__(self, accuracy: dict) -> None:
         self.accuracy = accuracy  # (size, tta) -> share of the 100 images right
-        self.data = type("Data", (), {"channels": 3})()
-        self.data.eval_pipeline = tlcore.Pipeline.preset("imagenet-eval", 224, 3)
+        self.data = SimpleNamespace(channels=3, eval_pipeline=tlcore.Pipeline.preset("imagenet-eval", 224, 3))
 
     def logits(self, split: str = "val", tta: bool = False):
         right = round(100 * self.accuracy[(self.data.eval_pipeline.size[0], tta)])
