@@ -157,6 +157,14 @@ def test_random_crops_replace_the_flip_cache_only_where_enough_epochs_of_them_fi
     assert budget._augmented_option(timing, 112, 224, 5000.0, 11.0, 2347, 293, 20)[0] == 20
 
 
+def test_a_tail_on_a_large_set_trains_at_a_lower_rate():
+    # Large: enough image-passes (300,000) in fewer than 10 epochs, so 33,334 images or more.
+    assert budget._good_epochs(33_333) == 10 and budget._tail_lr(33_333) == pytest.approx(1e-3)
+    assert budget._good_epochs(33_334) == 9 and budget._tail_lr(33_334) == pytest.approx(3e-4)
+    assert budget._tail_lr(2_347) == pytest.approx(1e-3)  # the flowers
+    assert budget._tail_lr(45_000) == pytest.approx(3e-4)  # CIFAR-10
+
+
 def _plan(size: int = 224, augment: bool = True, unfreeze=8, native: int = 300) -> "budget.Plan":
     estimate = dict.fromkeys(("probe", "setup", "cache", "epoch", "final", "total"), 1.0)
     return budget.Plan(600.0, "mobilenet_v2", size, native, 16, unfreeze, 19, 1e-3, 64, augment=augment,
