@@ -209,18 +209,19 @@ void bind_models(py::module_& m) {
   m.def(
       "create_model",
       [](const std::string& arch, int64_t num_classes, int64_t in_channels, int64_t input_size,
-         std::vector<int64_t> widths, double dropout) {
+         std::vector<int64_t> widths, std::vector<int64_t> depths, double dropout) {
         return models::create_model(arch, num_classes,
                                     models::ModelOptions()
                                         .in_channels(in_channels)
                                         .input_size(input_size)
                                         .widths(std::move(widths))
+                                        .depths(std::move(depths))
                                         .dropout(dropout))
             .ptr();
       },
       py::arg("arch"), py::arg("num_classes") = 1000, py::arg("in_channels") = 3,
       py::arg("input_size") = 0, py::arg("widths") = std::vector<int64_t>{},
-      py::arg("dropout") = -1.0, Release());
+      py::arg("depths") = std::vector<int64_t>{}, py::arg("dropout") = -1.0, Release());
   m.def("model_names", &models::model_names);
   m.def(
       "load_torchscript_backbone",

@@ -52,6 +52,9 @@ void bind_spec(py::module_& m) {
           "widths", [](const models::ModelOptions& o) { return o.widths(); },
           [](models::ModelOptions& o, std::vector<int64_t> v) { o.widths(std::move(v)); })
       .def_property(
+          "depths", [](const models::ModelOptions& o) { return o.depths(); },
+          [](models::ModelOptions& o, std::vector<int64_t> v) { o.depths(std::move(v)); })
+      .def_property(
           "dropout", [](const models::ModelOptions& o) { return o.dropout(); },
           [](models::ModelOptions& o, double v) { o.dropout(v); });
 

@@ -18,9 +18,10 @@ from .files import atomic_write_bytes
 
 
 def model_options(in_channels: int = 3, input_size: int = 0, widths: Sequence[int] = (),
-                   dropout: float = -1.0) -> "_core.ModelOptions":
+                  depths: Sequence[int] = (), dropout: float = -1.0) -> "_core.ModelOptions":
     o = _core.ModelOptions()
-    o.in_channels, o.input_size, o.widths, o.dropout = in_channels, input_size, list(widths), dropout
+    o.in_channels, o.input_size, o.dropout = in_channels, input_size, dropout
+    o.widths, o.depths = list(widths), list(depths)
     return o
 
 

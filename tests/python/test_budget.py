@@ -125,18 +125,18 @@ def test_train_budget_from_the_command_line(tmp_path: Path, capsys):
     assert "never used for any choice" in report and "**Unknown**" in report
 
 
-def test_the_planner_tries_fp32_before_bf16_and_a_wider_cnn_before_the_default(monkeypatch):
-    wide = budget._WIDE_CNN
-    assert budget._candidates("off", "mobilenet_v2", True) == [("off", None)]  # asked for: used
-    assert budget._candidates("bf16", "simple_cnn", False) == [("bf16", wide), ("bf16", None)]
-    assert budget._candidates("off", "mlp", False) == [("off", None)]
+def test_the_planner_tries_fp32_before_bf16_and_a_deeper_cnn_before_the_default(monkeypatch):
+    deep = budget._DEEPER_CNN
+    assert budget._candidates("off", "mobilenet_v2", True) == [("off", {})]  # asked for: used
+    assert budget._candidates("bf16", "simple_cnn", False) == [("bf16", deep), ("bf16", {})]
+    assert budget._candidates("off", "mlp", False) == [("off", {})]
     monkeypatch.setenv("TLCORE_CPU_FEATURES", "avx512_bf16 avx512_vnni")
-    assert budget._candidates("auto", "mobilenet_v2", True) == [("off", None), ("bf16", None)]
-    assert budget._candidates("auto", "simple_cnn", False) == [("bf16", wide), ("bf16", None)]
+    assert budget._candidates("auto", "mobilenet_v2", True) == [("off", {}), ("bf16", {})]
+    assert budget._candidates("auto", "simple_cnn", False) == [("bf16", deep), ("bf16", {})]
     monkeypatch.setenv("TLCORE_CPU_FEATURES", "none")
     if tlcore._core.resolve_device("auto") == "cpu":
-        assert budget._candidates("auto", "mobilenet_v2", True) == [("off", None)]
-        assert budget._candidates("auto", "simple_cnn", False) == [("off", wide), ("off", None)]
+        assert budget._candidates("auto", "mobilenet_v2", True) == [("off", {})]
+        assert budget._candidates("auto", "simple_cnn", False) == [("off", deep), ("off", {})]
 
 
 def test_random_crops_replace_the_flip_cache_only_where_enough_epochs_of_them_fit():
@@ -231,17 +231,26 @@ def test_random_crops_are_drawn_from_the_train_pipeline_only():
     assert len({small_eval(tiny, seed=0, epoch=0, index=i).tobytes() for i in range(6)}) == 1
 
 
+def test_a_cnn_from_scratch_trains_on_the_images_and_their_mirror_images_only():
+    train, evaluate = budget._pipelines("simple_cnn", 28, 28, 1, False)
+    image = (np.arange(28 * 28) % 251).astype(np.uint8).reshape(28, 28, 1)
+    views = {train(image, seed=0, epoch=0, index=i).tobytes() for i in range(16)}
+    assert views == {image.tobytes(), np.ascontiguousarray(image[:, ::-1]).tobytes()}
+    assert evaluate == "cifar-eval"
+    assert train.mean == tlcore._core.Pipeline.preset("cifar-eval", 28, 1).mean
+
+
 def test_a_pretrained_model_keeps_fp32_where_bf16_buys_no_more(monkeypatch):
     """Neither precision reaches the largest size at the epoch cap: the one that buys more wins."""
     paces = {"off": 0.013, "bf16": 0.016}  # a training epoch's seconds an image: bf16 slower
 
-    def probe(arch, weights, data, seed, amp, widths=None):
+    def probe(arch, weights, data, seed, amp, cnn=None):
         return {"setup": 0.0, "cache": 0.004, "epoch": paces[amp], "forward": 0.005, "blocks": 19}
 
     monkeypatch.setattr(budget, "_probe", probe)
     sizing = budget._Sizing(600.0, time.perf_counter(), (224, 192, 160, 128), 20, True, 2347, 293, 1761)
-    candidates = [("off", None), ("bf16", None)]
-    amp, widths, timing, probed = budget._probe_candidates("mobilenet_v2", "w.pth", None, 0, candidates, sizing)
+    candidates = [("off", {}), ("bf16", {})]
+    amp, cnn, timing, probed = budget._probe_candidates("mobilenet_v2", "w.pth", None, 0, candidates, sizing)
     assert (amp, probed) == ("off", 2)
     paces["bf16"] = 0.008  # bf16 faster: it buys more epochs at 224 px
     assert budget._probe_candidates("mobilenet_v2", "w.pth", None, 0, candidates, sizing)[0] == "bf16"

@@ -87,19 +87,21 @@ def test_embedding_is_the_input_of_the_head(arch, strip):
 class RefSimpleCNN(nn.Module):
     """The documented simple_cnn, written independently in PyTorch."""
 
-    def __init__(self, in_channels, widths, num_classes):
+    def __init__(self, in_channels, widths, num_classes, depths=None):
         super().__init__()
-        blocks, c = [], in_channels
-        for w in widths:
-            blocks.append(nn.Sequential(nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w)))
-            c = w
-        self.features = nn.Sequential(*blocks)
+        convs, self.pool_after, c = [], [], in_channels
+        for w, depth in zip(widths, depths or [1] * len(widths)):
+            for d in range(depth):
+                convs.append(nn.Sequential(nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w)))
+                self.pool_after.append(d == depth - 1)
+                c = w
+        self.features = nn.Sequential(*convs)
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(c, num_classes))
 
     def forward(self, x):
-        for b in self.features:
-            x = F.relu(b(x))
-            if x.shape[2] >= 2 and x.shape[3] >= 2:
+        for conv, pool in zip(self.features, self.pool_after):
+            x = F.relu(conv(x))
+            if pool and x.shape[2] >= 2 and x.shape[3] >= 2:
                 x = F.max_pool2d(x, 2)
         return self.classifier(x.mean((2, 3)))
 
@@ -121,6 +123,8 @@ class RefMLP(nn.Module):
 @pytest.mark.parametrize("arch,ref,kwargs,shape", [
     ("simple_cnn", lambda: RefSimpleCNN(1, [8, 16, 32], 10), dict(in_channels=1, widths=[8, 16, 32]), (1, 28)),
     ("simple_cnn", lambda: RefSimpleCNN(3, [32, 64, 128], 10), {}, (3, 32)),
+    ("simple_cnn", lambda: RefSimpleCNN(1, [8, 16, 32], 10, depths=[1, 2, 3]),
+     dict(in_channels=1, widths=[8, 16, 32], depths=[1, 2, 3]), (1, 28)),
     ("mlp", lambda: RefMLP(28 * 28, [64, 32], 10), dict(in_channels=1, input_size=28, widths=[64, 32]), (1, 28)),
 ])
 def test_baselines_match_a_pytorch_reference(arch, ref, kwargs, shape):
@@ -142,6 +146,10 @@ def test_registry_errors():
         _core.create_model("resnet51")
     with pytest.raises(ValueError, match="in_channels"):
         _core.create_model("resnet18", 10, in_channels=1)
+    with pytest.raises(ValueError, match="2 depths for 3 blocks"):
+        _core.create_model("simple_cnn", 10, depths=[1, 2])
+    with pytest.raises(ValueError, match="depths"):
+        _core.create_model("resnet18", 10, depths=[1])
     names = _core.model_names()
     assert set(PARITY) | {"simple_cnn", "mlp"} <= set(names)
 

@@ -128,6 +128,24 @@ def test_spec_records_recipe_and_history(fashion, tmp_path):
     assert clf.history == learner.history
 
 
+def test_a_deeper_cnn_reloads_with_its_depths(fashion, tmp_path):
+    data = tlcore.ImageData(fashion, val_split=0, seed=0, image_size=28, channels=1)
+    learner = tlcore.Learner("simple_cnn", data, verbose=False, widths=[8, 16], depths=[2, 1])
+    path = learner.save(tmp_path / "deep.tlc")
+    assert json.loads(torch.load(str(path), weights_only=True)["spec"])["options"]["depths"] == [2, 1]
+    x = torch.rand(2, 1, 28, 28)
+    learner.model.eval()
+    with torch.no_grad():
+        assert torch.equal(tlcore.load(path).model(x), learner.model(x))
+    # A file from before depths existed holds a one-deep model.
+    shallow = tlcore.Learner("simple_cnn", data, verbose=False, widths=[8, 16])
+    payload = torch.load(str(shallow.save(tmp_path / "shallow.tlc")), weights_only=True)
+    spec = json.loads(payload["spec"])
+    del spec["options"]["depths"]
+    torch.save(dict(payload, spec=json.dumps(spec)), tmp_path / "old.tlc")
+    assert list(tlcore.load(tmp_path / "old.tlc").model.state_dict()) == list(shallow.model.state_dict())
+
+
 def test_format_1_files_still_load(fashion, tmp_path):
     """tlcore 0.1 wrote the preset's name and the statistics, not the ops."""
     learner = learner_for(fashion, "cifar-eval", 32, 3)

@@ -42,12 +42,22 @@ SimpleCNNImpl::SimpleCNNImpl(const SimpleCNNOptions& o)
     : ModelImpl("simple_cnn", baseline_preprocess("simple_cnn", o.in_channels(), o.input_size()),
                 o.in_channels()) {
   if (o.channels().empty()) throw InvalidArgument("simple_cnn: needs at least one block");
+  if (!o.depths().empty() && o.depths().size() != o.channels().size()) {
+    throw InvalidArgument("simple_cnn: " + std::to_string(o.depths().size()) + " depths for " +
+                          std::to_string(o.channels().size()) + " blocks");
+  }
   features_ = nn::Sequential();
   int64_t in = o.in_channels();
-  for (int64_t c : o.channels()) {
+  for (size_t b = 0; b < o.channels().size(); ++b) {
+    const int64_t c = o.channels()[b];
+    const int64_t depth = o.depths().empty() ? 1 : o.depths()[b];
     if (c <= 0) throw InvalidArgument("simple_cnn: channel counts must be positive");
-    features_->push_back(detail::ConvNormAct(detail::ConvNormActOptions(in, c, 3)));
-    in = c;
+    if (depth <= 0) throw InvalidArgument("simple_cnn: depths must be positive");
+    for (int64_t d = 0; d < depth; ++d) {
+      features_->push_back(detail::ConvNormAct(detail::ConvNormActOptions(in, c, 3)));
+      pool_after_.push_back(d == depth - 1);
+      in = c;
+    }
   }
   register_module("features", features_);
   init_head(indexed_blocks("features", features_->size()), "classifier", in,
@@ -57,10 +67,10 @@ SimpleCNNImpl::SimpleCNNImpl(const SimpleCNNOptions& o)
 
 torch::Tensor SimpleCNNImpl::compute_embedding(const torch::Tensor& x) {
   auto y = x;
-  for (auto& block : *features_) {
-    y = block.forward(y);
+  for (size_t i = 0; i < features_->size(); ++i) {
+    y = features_->ptr<detail::ConvNormActImpl>(i)->forward(y);
     // Halve while there is something to halve, so small inputs still work.
-    if (y.size(2) >= 2 && y.size(3) >= 2) y = torch::max_pool2d(y, 2, 2);
+    if (pool_after_[i] && y.size(2) >= 2 && y.size(3) >= 2) y = torch::max_pool2d(y, 2, 2);
   }
   return detail::global_avg_pool(y);
 }

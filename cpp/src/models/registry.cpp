@@ -15,9 +15,9 @@ namespace {
 
 // The pretrained architectures have a fixed input: reject knobs they do not have.
 void require_plain(const std::string& name, const ModelOptions& o) {
-  if (o.in_channels() != 3 || o.input_size() != 0 || !o.widths().empty()) {
-    throw InvalidArgument(name +
-                          ": in_channels, input_size and widths apply only to simple_cnn and mlp");
+  if (o.in_channels() != 3 || o.input_size() != 0 || !o.widths().empty() || !o.depths().empty()) {
+    throw InvalidArgument(
+        name + ": in_channels, input_size, widths and depths apply only to simple_cnn and mlp");
   }
 }
 
@@ -90,12 +90,14 @@ void register_builtins(Registry& r) {
     opt.num_classes(n).in_channels(o.in_channels()).dropout(dropout_or(o, opt.dropout()));
     if (o.input_size() > 0) opt.input_size(o.input_size());
     if (!o.widths().empty()) opt.channels(o.widths());
+    opt.depths(o.depths());
     return as_model(SimpleCNN(opt));
   });
   r.add("mlp", [](int64_t n, const ModelOptions& o) {
     MLPOptions opt;
     opt.num_classes(n).in_channels(o.in_channels()).dropout(dropout_or(o, opt.dropout()));
     if (o.input_size() > 0) opt.input_size(o.input_size());
+    if (!o.depths().empty()) throw InvalidArgument("mlp: has no depths (widths are its layers)");
     if (!o.widths().empty()) opt.hidden(o.widths());
     return as_model(MLP(opt));
   });

@@ -34,6 +34,7 @@ json options_json(const ModelOptions& o) {
   return {{"in_channels", o.in_channels()},
           {"input_size", o.input_size()},
           {"widths", o.widths()},
+          {"depths", o.depths()},
           {"dropout", o.dropout()}};
 }
 
@@ -42,6 +43,8 @@ ModelOptions options_from(const json& j) {
       .in_channels(j.at("in_channels").get<int64_t>())
       .input_size(j.at("input_size").get<int64_t>())
       .widths(j.at("widths").get<std::vector<int64_t>>())
+      // Files from before depths existed hold one-deep models.
+      .depths(j.value("depths", std::vector<int64_t>{}))
       .dropout(j.at("dropout").get<double>());
 }
 

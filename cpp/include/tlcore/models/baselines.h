@@ -13,13 +13,17 @@ struct SimpleCNNOptions {
   TORCH_ARG(int64_t, num_classes) = 10;
   // 1 for grayscale.
   TORCH_ARG(int64_t, in_channels) = 3;
-  // One conv-BN-ReLU-maxpool block per entry.
+  // One block per entry: conv-BN-ReLU, then a 2x2 max pool.
   TORCH_ARG(std::vector<int64_t>, channels) = std::vector<int64_t>{32, 64, 128};
+  // Convolutions per block (all at the block's channels, the pool after the last); empty: one
+  // each. A second convolution sees twice the context at the block's resolution.
+  TORCH_ARG(std::vector<int64_t>, depths) = {};
   TORCH_ARG(int64_t, input_size) = 32;
   TORCH_ARG(double, dropout) = 0.2;
 };
 
-// Blocks features.0 .. features.(k-1); embedding: global average of the last block.
+// Convolutions features.0 .. features.(n-1), one per block unless `depths` says more, so a
+// one-deep model's weights keep their names; embedding: global average of the last block.
 // Head: "classifier" (dropout + linear).
 class SimpleCNNImpl : public ModelImpl {
  public:
@@ -30,6 +34,8 @@ class SimpleCNNImpl : public ModelImpl {
 
  private:
   torch::nn::Sequential features_{nullptr};
+  // Whether a block ends after each convolution (and the map is pooled).
+  std::vector<bool> pool_after_;
 };
 TORCH_MODULE(SimpleCNN);
 

@@ -20,6 +20,8 @@ struct ModelOptions {
   TORCH_ARG(int64_t, input_size) = 0;
   // simple_cnn: channels per block; mlp: hidden sizes. Empty keeps the default.
   TORCH_ARG(std::vector<int64_t>, widths) = {};
+  // simple_cnn: convolutions per block, one entry per block. Empty: one each.
+  TORCH_ARG(std::vector<int64_t>, depths) = {};
   // Dropout before the classifier; negative keeps the architecture's default.
   TORCH_ARG(double, dropout) = -1.0;
 };
