@@ -320,7 +320,8 @@ def native_size(dataset: "_core.Dataset", sample: int = 32) -> int:
 
 def _pipelines(arch: str, size: int, native: int, channels: int, pretrained: bool, augment: bool = False):
     """(train, eval). Photos: the ImageNet eval crop. Small images (<= 64 px): a plain resize,
-    nothing cropped. ``augment``: random crops and mirror images to train on."""
+    nothing cropped. ``augment``: random crops and mirror images to train on. From scratch: the
+    images and their mirror images, whatever ``augment`` says."""
     if not pretrained:
         # Mirror images only: in a 10-minute budget, shifts as well (translate=0.07) left
         # Fashion-MNIST's one-deep CNN underfitting (92.3% on the test set against 92.9%
