@@ -206,6 +206,8 @@ class Learner:
     ``weights`` is None (random init), "imagenet" (torchvision's checkpoint from the torch
     hub cache, downloaded if needed) or a path to a state dict. ``device`` is "cpu",
     "cuda" or "auto"; ``amp`` ("off", "bf16", "fp16") trains in mixed precision.
+    ``model_options`` are the architecture's own knobs: ``widths`` (simple_cnn's channels per
+    block, mlp's hidden sizes) and ``depths`` (simple_cnn's convolutions per block).
 
     Usage: ``learner = tlcore.Learner("mobilenet_v2", data, weights="imagenet")``
     """
