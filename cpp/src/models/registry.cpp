@@ -16,8 +16,9 @@ namespace {
 // The pretrained architectures have a fixed input: reject knobs they do not have.
 void require_plain(const std::string& name, const ModelOptions& o) {
   if (o.in_channels() != 3 || o.input_size() != 0 || !o.widths().empty() || !o.depths().empty()) {
-    throw InvalidArgument(
-        name + ": in_channels, input_size, widths and depths apply only to simple_cnn and mlp");
+    throw InvalidArgument(name +
+                          ": in_channels, input_size and widths apply only to simple_cnn and mlp, "
+                          "depths only to simple_cnn");
   }
 }
 
