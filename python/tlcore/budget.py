@@ -47,6 +47,10 @@ _GOOD_EPOCHS, _MIN_EPOCHS, _MAX_EPOCHS = 10, 4, 20
 _GOOD_SAMPLES = 300_000
 _SCRATCH_MAX_EPOCHS = 40
 _SCRATCH_GOOD_EPOCHS = 8  # the deeper CNN from scratch is worth it while it fits this many
+# The deeper CNN trains at 1.6x the default's cost an image (0.85 against 0.53 ms in bf16), so it
+# is probed only where the default fits this many epochs: a probe trains three, and on 800
+# images and 20 s, probing it first left the default too little.
+_DEEPER_WORTH_PROBING = 13
 # simple_cnn with a second convolution in its last two blocks (default channels 32, 64, 128),
 # for the cost of the 1.5x wider one-deep CNN (48, 96, 192) it replaced (0.85 against 0.9 ms an
 # image in bf16; the default 0.53). Fashion-MNIST's test set, 15 epochs in bf16 without mirror
@@ -295,14 +299,14 @@ def _candidates(amp: str, arch: str, pretrained: bool) -> List[Tuple[str, Dict[s
 
     A pretrained model: fp32, then bf16 ("auto", where the hardware runs it fast) if fp32 cannot
     reach the largest size at the epoch cap; on the flowers, where fp32 reaches both, bf16
-    bought nothing (94.9% against 95.2%, one image). From scratch: bf16 where fast, and the
-    deeper simple CNN if it still fits 8 epochs (``_DEEPER_CNN``: the evidence)."""
+    bought nothing (94.9% against 95.2%, one image). From scratch: bf16 where fast, the default
+    simple CNN, then a deeper one, taken if it still fits 8 epochs (``_DEEPER_CNN``: the evidence)."""
     fast = _core.resolve_device("auto") == "cuda" or "bf16" in precision.cpu_features()
     amps = [amp] if amp != "auto" else ["off", "bf16"] if pretrained and fast else \
         ["bf16"] if fast else ["off"]
     if pretrained or arch != "simple_cnn":
         return [(a, {}) for a in amps]
-    return [(amps[-1], _DEEPER_CNN), (amps[-1], {})]
+    return [(amps[-1], {}), (amps[-1], _DEEPER_CNN)]
 
 
 def _cnn_text(cnn: Dict[str, List[int]]) -> str:
@@ -368,7 +372,8 @@ def _plan(arch: str, weights: Optional[PathLike], split_data, native: int, budge
     n_final = 3 * (n_val + n_test)
     cap = _epoch_cap(pretrained)
     sizing = _Sizing(budget_s, start, sizes, cap, pretrained, n_train, n_val, n_final)
-    amp, cnn, timing, probed = _probe_candidates(arch, weights, probe_data, seed, candidates, sizing)
+    probe = _probe_precisions if pretrained else _probe_cnns
+    amp, cnn, timing, probed = probe(arch, weights, probe_data, seed, candidates, sizing)
     left, options, chosen, reasons = sizing.fit(timing)
     blocks = timing["blocks"]
     unfreeze = max(1, round(0.4 * blocks)) if pretrained else None
@@ -388,6 +393,8 @@ def _plan(arch: str, weights: Optional[PathLike], split_data, native: int, budge
         reasons.append("fp32: bf16 mixed precision, probed too, would buy no more on this machine")
     if cnn:
         reasons.append(f"a deeper CNN ({_cnn_text(cnn)}): it fits {_SCRATCH_GOOD_EPOCHS}+ epochs")
+    elif probed > 1:
+        reasons.append(f"the default CNN: a deeper one, probed too, fits fewer than {_SCRATCH_GOOD_EPOCHS} epochs")
     augment = False
     if pretrained:
         augmented = _augmented_option(timing, size, sizes[0], left, final, n_train, n_val, cap)
@@ -429,33 +436,46 @@ class _Sizing:
                            self.n_final)
         return (left, options, *_choose(options, self.n_train))
 
-    def enough(self, chosen: Optional[tuple]) -> bool:
+    def enough(self, chosen: Optional[tuple], epochs: Optional[int] = None) -> bool:
         """Whether an option buys all a plan wants: the largest size at the epoch cap (pretrained),
-        or enough epochs for a wider CNN (from scratch)."""
+        or ``epochs`` (from scratch)."""
         return chosen is not None and (chosen[0] == self.sizes[0] and chosen[1] >= self.cap if self.pretrained
-                                       else chosen[1] >= _SCRATCH_GOOD_EPOCHS)
+                                       else chosen[1] >= epochs)
 
     def buys(self, chosen: Optional[tuple]) -> Tuple[int, int]:
         """An option's worth: a larger size first, then more epochs."""
         return (-self.sizes.index(chosen[0]), chosen[1]) if chosen is not None else (-len(self.sizes), -1)
 
 
-def _probe_candidates(arch: str, weights: Optional[PathLike], probe_data: ImageData, seed: int,
+def _probe_precisions(arch: str, weights: Optional[PathLike], probe_data: ImageData, seed: int,
                       candidates: Sequence[tuple], sizing: _Sizing) -> tuple:
-    """(amp, cnn, timing, candidates probed) of the candidate the plan takes: the first that
-    buys enough. Else a pretrained model takes the precision that buys the most (bf16 is not
-    faster everywhere: on a Xeon with AMX the probe trained MobileNetV2's tail at 15.8 ms an
-    image in bf16, 12.2 in fp32, until its 1x1 convolutions trained as matrix products: 6.8
-    against 11.6), a scratch CNN the last (the narrower) candidate."""
+    """(amp, cnn, timing, candidates probed) of a pretrained model: the first precision that
+    buys enough, else the one that buys the most (bf16 is not faster everywhere: on a Xeon with
+    AMX the probe trained MobileNetV2's tail at 15.8 ms an image in bf16, 12.2 in fp32, until
+    its 1x1 convolutions trained as matrix products: 6.8 against 11.6)."""
     probed = []
     for amp, cnn in candidates:
         timing = _probe(arch, weights, probe_data, seed, amp, cnn)
         probed.append((amp, cnn, timing))
         if sizing.enough(sizing.fit(timing)[2]):
             return (amp, cnn, timing, len(probed))
-    if sizing.pretrained:
-        return (*max(probed, key=lambda p: sizing.buys(sizing.fit(p[2])[2])), len(probed))
-    return (*probed[-1], len(probed))
+    return (*max(probed, key=lambda p: sizing.buys(sizing.fit(p[2])[2])), len(probed))
+
+
+def _probe_cnns(arch: str, weights: None, probe_data: ImageData, seed: int,
+                candidates: Sequence[tuple], sizing: _Sizing) -> tuple:
+    """(amp, cnn, timing, candidates probed) of a CNN from scratch: the deeper one (the second
+    candidate) where it fits ``_SCRATCH_GOOD_EPOCHS``, probed only where the default (the first)
+    fits ``_DEEPER_WORTH_PROBING``; else the default."""
+    (amp, cnn), *deeper = candidates
+    timing = _probe(arch, weights, probe_data, seed, amp, cnn)
+    if not deeper or not sizing.enough(sizing.fit(timing)[2], _DEEPER_WORTH_PROBING):
+        return (amp, cnn, timing, 1)
+    deep_amp, deep_cnn = deeper[0]
+    deep_timing = _probe(arch, weights, probe_data, seed, deep_amp, deep_cnn)
+    if sizing.enough(sizing.fit(deep_timing)[2], _SCRATCH_GOOD_EPOCHS):
+        return (deep_amp, deep_cnn, deep_timing, 2)
+    return (amp, cnn, timing, 2)
 
 
 def _augmented_option(timing: Dict[str, float], size: int, probe_size: int, left: float, final: float,

@@ -128,15 +128,15 @@ def test_train_budget_from_the_command_line(tmp_path: Path, capsys):
 def test_the_planner_tries_fp32_before_bf16_and_a_deeper_cnn_before_the_default(monkeypatch):
     deep = budget._DEEPER_CNN
     assert budget._candidates("off", "mobilenet_v2", True) == [("off", {})]  # asked for: used
-    assert budget._candidates("bf16", "simple_cnn", False) == [("bf16", deep), ("bf16", {})]
+    assert budget._candidates("bf16", "simple_cnn", False) == [("bf16", {}), ("bf16", deep)]
     assert budget._candidates("off", "mlp", False) == [("off", {})]
     monkeypatch.setenv("TLCORE_CPU_FEATURES", "avx512_bf16 avx512_vnni")
     assert budget._candidates("auto", "mobilenet_v2", True) == [("off", {}), ("bf16", {})]
-    assert budget._candidates("auto", "simple_cnn", False) == [("bf16", deep), ("bf16", {})]
+    assert budget._candidates("auto", "simple_cnn", False) == [("bf16", {}), ("bf16", deep)]
     monkeypatch.setenv("TLCORE_CPU_FEATURES", "none")
     if tlcore._core.resolve_device("auto") == "cpu":
         assert budget._candidates("auto", "mobilenet_v2", True) == [("off", {})]
-        assert budget._candidates("auto", "simple_cnn", False) == [("off", deep), ("off", {})]
+        assert budget._candidates("auto", "simple_cnn", False) == [("off", {}), ("off", deep)]
 
 
 def test_random_crops_replace_the_flip_cache_only_where_enough_epochs_of_them_fit():
@@ -250,9 +250,27 @@ def test_a_pretrained_model_keeps_fp32_where_bf16_buys_no_more(monkeypatch):
     monkeypatch.setattr(budget, "_probe", probe)
     sizing = budget._Sizing(600.0, time.perf_counter(), (224, 192, 160, 128), 20, True, 2347, 293, 1761)
     candidates = [("off", {}), ("bf16", {})]
-    amp, cnn, timing, probed = budget._probe_candidates("mobilenet_v2", "w.pth", None, 0, candidates, sizing)
+    amp, cnn, timing, probed = budget._probe_precisions("mobilenet_v2", "w.pth", None, 0, candidates, sizing)
     assert (amp, probed) == ("off", 2)
     paces["bf16"] = 0.008  # bf16 faster: it buys more epochs at 224 px
-    assert budget._probe_candidates("mobilenet_v2", "w.pth", None, 0, candidates, sizing)[0] == "bf16"
+    assert budget._probe_precisions("mobilenet_v2", "w.pth", None, 0, candidates, sizing)[0] == "bf16"
     paces["off"] = 0.001  # fp32 alone reaches the cap: bf16 is never probed
-    assert budget._probe_candidates("mobilenet_v2", "w.pth", None, 0, candidates, sizing)[::3] == ("off", 1)
+    assert budget._probe_precisions("mobilenet_v2", "w.pth", None, 0, candidates, sizing)[::3] == ("off", 1)
+
+
+@pytest.mark.parametrize("default_pace, deep_pace, chosen, probed", [
+    (0.0015, 0.0025, "default", 1),  # 20 s: the default fits 11 epochs, the deeper is not probed
+    (0.0008, 0.0012, "deep", 2),     # the default fits 21, the deeper 14
+    (0.0008, 0.0025, "default", 2),  # the default fits 21, the deeper 6
+])
+def test_a_deeper_cnn_is_probed_where_the_default_fits_13_epochs_and_taken_where_it_fits_8(
+        monkeypatch, default_pace, deep_pace, chosen, probed):
+    def probe(arch, weights, data, seed, amp, cnn=None):
+        pace = deep_pace if cnn else default_pace
+        return {"setup": 0.0, "cache": 0.0, "epoch": pace, "forward": 0.0005, "blocks": 3}
+
+    monkeypatch.setattr(budget, "_probe", probe)
+    candidates = budget._candidates("bf16", "simple_cnn", False)
+    sizing = budget._Sizing(20.0, time.perf_counter(), (28,), 40, False, 640, 80, 480)
+    _, cnn, _, n = budget._probe_cnns("simple_cnn", None, None, 0, candidates, sizing)
+    assert (cnn, n) == ({"default": {}, "deep": budget._DEEPER_CNN}[chosen], probed)
