@@ -169,7 +169,7 @@ class _Progress:
             self.bar.close()
             self.bar = None
         self.epoch += 1
-        self.epochs = s.epochs  # a time limit may have cut them
+        self.epochs = s.epochs  # a time limit sets them from the pace
         val = (f" val_loss {s.val_loss:.4f} val_acc {s.val_accuracy:.4f} val_f1 {s.val_f1:.4f}"
                if s.has_val else "")
         log.info("%s epoch %d/%d: loss %.4f acc %.4f%s lr %.2e %.1fs (%.0f img/s)", s.phase,

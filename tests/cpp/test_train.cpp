@@ -280,10 +280,20 @@ TEST(TimeLimit, EpochsThatFitThePaceSoFar) {
   using detail::epochs_within;
   EXPECT_EQ(epochs_within(0, 100, 10, 1, 20), 20);     // no limit
   EXPECT_EQ(epochs_within(100, 30, 10, 1, 20), 8);     // 70 s left: 7 more epochs of 10 s
-  EXPECT_EQ(epochs_within(100, 30, 10, 1, 5), 5);      // never more than planned
+  EXPECT_EQ(epochs_within(100, 30, 10, 1, 5), 5);      // never more than asked for
   EXPECT_EQ(epochs_within(100, 120, 10, 3, 20), 3);    // over already: what is done
   EXPECT_EQ(epochs_within(100, 95.5, 4.5, 2, 20), 3);  // exactly one more fits
   EXPECT_EQ(epochs_within(100, 30, 10, 20, 20), 20);
+}
+
+TEST(TimeLimit, ThePaceLeavesOutTheFirstEpochAndLooksAtTheLastThree) {
+  using detail::epoch_pace;
+  EXPECT_EQ(epoch_pace({}), 0);
+  EXPECT_EQ(epoch_pace({88}), 88);                  // all there is
+  EXPECT_EQ(epoch_pace({88, 55}), 55);              // the warm-up aside
+  EXPECT_EQ(epoch_pace({88, 55, 57, 52}), 57);      // the slowest of the last three
+  EXPECT_EQ(epoch_pace({88, 70, 55, 57, 52}), 57);  // a slow moment passes
+  EXPECT_EQ(epoch_pace({50, 52, 90}), 90);          // a slowdown now counts at once
 }
 
 TEST(Fit, TimeLimitCutsTheEpochs) {
@@ -298,9 +308,26 @@ TEST(Fit, TimeLimitCutsTheEpochs) {
   EXPECT_GE(r.history.size(), 3u);
   EXPECT_LE(r.history.size(), 4u);
   EXPECT_FALSE(r.stopped_early);
+  EXPECT_EQ(r.history.back().epochs, std::int64_t(r.history.size()));
   FitOptions bad = small_fit(1);
   bad.time_limit = -1;
   EXPECT_EQ(error_of<InvalidArgument>([&] { trainer.fit(bad); }), "time_limit must be >= 0");
+}
+
+TEST(Fit, TimeLimitGrowsTheEpochsBackAfterASlowFirstEpoch) {
+  auto data = std::make_shared<ColourDataset>(16, 3, 8);
+  Trainer trainer(tiny_cnn(3, 1), make_loader(data, 8, true), nullptr);
+  FitOptions o = small_fit(50);
+  o.time_limit = 2.0;
+  // The first epoch's two batches take 0.4 s each, the rest 0.05: after the first, one more
+  // epoch fits at its pace; at the later pace, 10 or so.
+  int batches = 0;
+  const FitResult r = trainer.fit(o, nullptr, [&](std::int64_t, std::int64_t, double) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(batches++ < 2 ? 400 : 50));
+  });
+  EXPECT_EQ(r.history.front().epochs, 2);
+  EXPECT_GE(r.history.size(), 6u);
+  EXPECT_LT(r.history.size(), 50u);
 }
 
 // The optimizer's state travels too: momentum, Adam's moments and step count.

@@ -123,8 +123,8 @@ std::vector<Entry> make_entries() {
       entry<std::string>("checkpoint", "str", "file written every epoch and resumed from",
                          [](O& o) -> std::string& { return o.checkpoint; }),
       entry<double>("time_limit", "float",
-                    "seconds this phase may take, caching included; epochs are cut to what "
-                    "the measured pace fits (0: no limit)",
+                    "seconds this phase may take, caching included; after each epoch, the "
+                    "epochs are set to what the measured pace fits, up to epochs (0: no limit)",
                     [](O& o) -> double& { return o.time_limit; }),
   };
 }

@@ -133,7 +133,7 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
 
   if (data) result.feature_cache = data->cache_report();
   std::int64_t epochs = o.epochs;  // fewer when the time limit says so
-  double slowest = 0;
+  std::vector<double> epoch_seconds;
   for (std::int64_t epoch = progress.next_epoch(); !progress.done(epochs); ++epoch) {
     const auto start = Clock::now();
     const auto trained =
@@ -142,10 +142,10 @@ FitResult Trainer::fit(const FitOptions& o, const EpochCallback& on_epoch,
     if (val_) add_validation(s, detail::evaluate(*data, model.num_classes()));
     s.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     s.images_per_second = trained.samples / std::max(s.seconds, 1e-9);
-    slowest = std::max(slowest, s.seconds);
-    epochs = detail::epochs_within(
-        o.time_limit, std::chrono::duration<double>(Clock::now() - fit_start).count(), slowest,
-        epoch + 1, epochs);
+    epoch_seconds.push_back(s.seconds);
+    epochs = detail::epochs_within(o.time_limit,
+                                   std::chrono::duration<double>(Clock::now() - fit_start).count(),
+                                   detail::epoch_pace(epoch_seconds), epoch + 1, o.epochs);
     opt.total_steps = steps * epochs;
     s.epochs = epochs;
     detail::record_epoch(progress, s, o, model);

@@ -97,8 +97,8 @@ struct FitOptions {
   std::int64_t epoch_offset = 0;
   std::string checkpoint;  // written after every epoch; resumed from when present
   // Seconds this fit may take, feature caching included (0: no limit). After each
-  // epoch the epochs are cut to what the measured pace leaves room for, and the
-  // schedule is stretched over the new length. One process only.
+  // epoch the epochs are set to what the measured pace leaves room for, up to
+  // `epochs`, and the schedule is fitted to the new length. One process only.
   double time_limit = 0.0;
 };
 
