@@ -74,7 +74,7 @@ def run(name: str, budget: Optional[str] = None) -> dict:
     row = {"benchmark": "budget", "data": name, "budget_s": result.plan.budget_s, "wall_s": round(wall, 1),
            "within_budget": wall <= max(result.plan.budget_s * 1.05, result.plan.budget_s + 30),
            "test_images": result.test.num_samples, "test_accuracy": round(result.test.accuracy, 4),
-           "test_accuracy_tta": round(result.test_tta.accuracy, 4), "tta_chosen": result.tta, "eval_size": result.eval_size,
+           "test_accuracy_tta": round(result.test_tta.accuracy, 4) if result.test_tta else None, "tta_chosen": result.tta, "eval_size": result.eval_size,
            "accuracy": round(result.accuracy, 4),
            "calibration": {k: round(v, 4) if isinstance(v, float) else v for k, v in result.calibration.items()},
            "test_unknown_share": round(result.test.extra["unknown_share"], 4),

@@ -122,6 +122,9 @@ class Plan:
     cnn: Dict[str, List[int]] = field(default_factory=dict)  # a scratch simple_cnn's options; {}: its default
     estimate_s: Dict[str, float] = field(default_factory=dict)
     reasons: List[str] = field(default_factory=list)
+    # Whether a mirror image shows the same class (clothes, flowers; not digits or text): it
+    # decides training on mirror images, the flip cache and flip TTA.
+    flip: bool = True
 
     @property
     def tail(self) -> bool:
@@ -136,7 +139,7 @@ class Plan:
     @property
     def augmented(self) -> bool:
         """Whether training sees changed images: a tail's random crops, or mirror images from scratch."""
-        return self.augment or not self.tail
+        return self.augment or (not self.tail and self.flip)
 
     @property
     def max_epochs(self) -> int:
@@ -154,7 +157,7 @@ class Plan:
             best = dict(restore_best=True, monitor="val_loss", patience=_PATIENCE) if self.cached else \
                 dict(restore_best=False)
             return dict(optimizer="adamw", weight_decay=0.05, schedule="cosine", warmup_epochs=0.5,
-                        label_smoothing=_LABEL_SMOOTHING, cache_features=self.cached, cache_flip=self.cached,
+                        label_smoothing=_LABEL_SMOOTHING, cache_features=self.cached, cache_flip=self.cached and self.flip,
                         **best)
         # No early stopping: a one-cycle schedule's loss rises at its peak before it falls.
         # Label smoothing: on Fashion-MNIST in 10 minutes, 93.5% on validation and 93.0-93.2%
@@ -184,11 +187,16 @@ class Plan:
 
     def describe(self) -> str:
         tail = f"the last {self.unfreeze} of {self.blocks} blocks and a new head fine-tuned on "
-        what = (tail + ("cached features of the frozen blocks (and of mirrored images: an exact random flip)"
-                        if self.cached else f"random crops (area {_CROP_SCALE[0]:g}-{_CROP_SCALE[1]:g}) and "
-                        "mirror images, run through the frozen blocks every epoch")
+        mirrors = " (and of mirrored images: an exact random flip)" if self.flip else ""
+        what = (tail + ("cached features of the frozen blocks" + mirrors
+                        if self.cached else f"random crops (area {_CROP_SCALE[0]:g}-{_CROP_SCALE[1]:g})"
+                        + (" and mirror images" if self.flip else "")
+                        + ", run through the frozen blocks every epoch")
                 if self.tail else "every layer trained from the start"
-                + (f" ({_cnn_text(self.cnn)})" if self.cnn else "") + ", on mirror images as well")
+                + (f" ({_cnn_text(self.cnn)})" if self.cnn else "")
+                + (", on mirror images as well" if self.flip else ""))
+        if not self.flip:
+            what += "; no mirror images anywhere (flip=False), no flip TTA"
         e = self.estimate_s
         lines = [f"plan for a {_clock(self.budget_s)} budget:",
                  f"  {self.arch} at {self.image_size} px (the images' native size: {self.native_size} px)",
@@ -217,7 +225,7 @@ class BudgetResult:
     eval_size: int  # the size validation chose to evaluate and predict at
     calibration: Dict[str, float]
     test: Report
-    test_tta: Report
+    test_tta: Optional[Report]  # None where mirror images are not the same class (flip=False)
     splits: Dict[str, str]
 
     @property
@@ -227,7 +235,8 @@ class BudgetResult:
 
     def to_dict(self) -> Dict[str, object]:
         return {"budget_s": self.plan.budget_s, "seconds": round(self.seconds, 1),
-                "test_accuracy": self.test.accuracy, "test_accuracy_tta": self.test_tta.accuracy,
+                "test_accuracy": self.test.accuracy,
+                "test_accuracy_tta": self.test_tta.accuracy if self.test_tta else None,
                 "tta_chosen": self.tta, "eval_size": self.eval_size, "accuracy": self.accuracy,
                 "calibration": self.calibration,
                 "test_unknown": dict(self.test.extra), "splits": self.splits,
@@ -237,8 +246,10 @@ class BudgetResult:
         c = self.calibration
         return "\n".join([
             f"trained in {self.seconds:.0f} s of a {_clock(self.plan.budget_s)} budget",
-            f"test accuracy {self.test.accuracy:.4f}, with flip TTA {self.test_tta.accuracy:.4f} "
-            f"(validation chose {'TTA' if self.tta else 'no TTA'}, at {self.eval_size} px)",
+            f"test accuracy {self.test.accuracy:.4f}, "
+            + (f"with flip TTA {self.test_tta.accuracy:.4f} (validation chose {'TTA' if self.tta else 'no TTA'}, "
+               if self.test_tta else "no flip TTA (flip=False) (")
+            + f"at {self.eval_size} px)",
             f"calibration: temperature {c['temperature']:.3f}; test ECE {c['test_ece_before']:.4f} -> "
             f"{c['test_ece_after']:.4f}; unknown when {calibration.describe_rule(c['threshold'], c['min_energy'])} "
             f"(keeps {c['keep']:.0%} of "
@@ -251,14 +262,16 @@ def train_budget(source: Union[PathLike, "_core.Dataset"], budget: Union[str, fl
                  arch: str = "mobilenet_v2", weights: Optional[PathLike] = None,
                  test: Union[PathLike, "_core.Dataset", None] = None, valid: Union[PathLike, "_core.Dataset", None] = None,
                  val_split: float = 0.2, seed: int = 42, keep: float = calibration.DEFAULT_KEEP,
-                 channels: int = 3, amp: str = "auto", verbose: bool = True) -> BudgetResult:
+                 channels: int = 3, amp: str = "auto", flip: bool = True, verbose: bool = True) -> BudgetResult:
     """Plans and trains the best model ``budget`` buys on this machine; see the module docstring.
 
     ``test`` is a separate labelled set evaluated once at the end; without it, half of the
     validation split is held out for the final figure. ``keep`` is the share of correctly
     classified validation images the "unknown" rule keeps. ``amp`` "auto" fine-tunes a
     pretrained model in bf16 where the hardware has it and fp32 cannot buy the best plan (the
-    final figures are in fp32, as ``predict`` runs by default); "off" or "bf16" choose.
+    final figures are in fp32, as ``predict`` runs by default); "off" or "bf16" choose. ``flip``
+    False: a mirror image is not the same class (digits, text), so nothing trains on mirror
+    images and there is no flip TTA.
 
     Usage: ``tlcore.train_budget("flowers/train", "10m", weights="imagenet")``
     """
@@ -268,7 +281,7 @@ def train_budget(source: Union[PathLike, "_core.Dataset"], budget: Union[str, fl
     name = source_name(source)
 
     def split_data(size: int, batch: int, augment: bool = False) -> ImageData:
-        train_t, eval_t = _pipelines(arch, size, native, channels, weights is not None, augment)
+        train_t, eval_t = _pipelines(arch, size, native, channels, weights is not None, augment, flip)
         data = ImageData(full, val_split=val_split, seed=seed, image_size=size, batch_size=batch,
                          train_transform=train_t, eval_transform=eval_t, channels=channels, valid=valid,
                          test=test, test_split=0.0 if test is not None else 0.5)
@@ -278,6 +291,7 @@ def train_budget(source: Union[PathLike, "_core.Dataset"], budget: Union[str, fl
     native = native_size(full)
     candidates = _candidates(amp, arch, weights is not None)
     plan = _plan(arch, weights, split_data, native, budget_s, start, seed, test is not None, candidates)
+    plan.flip = flip
     log.info("%s", plan.describe())
     data = split_data(plan.image_size, plan.batch_size, plan.augment)
     learner = Learner(arch, data, weights=weights, seed=seed, verbose=verbose, amp=plan.amp,
@@ -322,10 +336,20 @@ def native_size(dataset: "_core.Dataset", sample: int = 32) -> int:
     return int(statistics.median(min(dataset.image(i).shape[:2]) for i in picks))
 
 
-def _pipelines(arch: str, size: int, native: int, channels: int, pretrained: bool, augment: bool = False):
+def _pipelines(arch: str, size: int, native: int, channels: int, pretrained: bool, augment: bool = False,
+               flip: bool = True):
     """(train, eval). Photos: the ImageNet eval crop. Small images (<= 64 px): a plain resize,
     nothing cropped. ``augment``: random crops and mirror images to train on. From scratch: the
-    images and their mirror images, whatever ``augment`` says."""
+    images and their mirror images, whatever ``augment`` says. ``flip`` False: no mirror images."""
+    train, evaluate = _pipelines_with_mirrors(arch, size, native, channels, pretrained, augment)
+    if flip or isinstance(train, str):
+        return train, evaluate
+    ops = [op for op in train.ops if not isinstance(op, _core.RandomHorizontalFlip)]
+    return _core.Pipeline(ops, size, train.mean, train.std, channels), evaluate
+
+
+def _pipelines_with_mirrors(arch: str, size: int, native: int, channels: int, pretrained: bool,
+                            augment: bool):
     if not pretrained:
         # Mirror images only: in a 10-minute budget, shifts as well (translate=0.07) left
         # Fashion-MNIST's one-deep CNN underfitting (92.3% on the test set against 92.9%
@@ -602,16 +626,18 @@ def _caching_seconds(learner: Learner, data: ImageData, frozen: int, amp: str) -
 
 
 def _choose_views(learner: Learner, plan: Plan) -> tuple:
-    """(eval size, TTA, validation logits and labels at that size, accuracy without and with TTA):
-    the best validation accuracy, the first of equals (the training size, one view). The learner's
-    eval pipeline is left at the chosen size, the one a saved model predicts at."""
+    """(eval size, TTA, validation logits and labels at that size, accuracy without and with TTA,
+    None without ``plan.flip``): the best validation accuracy, the first of equals (the training
+    size, one view). The learner's eval pipeline is left at the chosen size, the one a saved model
+    predicts at."""
     best: Dict[str, object] = {}
     for size in plan.eval_sizes:
         if size != plan.image_size:
             learner.data.eval_pipeline = _core.Pipeline.preset("imagenet-eval", size, learner.data.channels)
         logits, labels, _ = learner.logits("val")
-        plain, flipped = _accuracy(logits, labels), _accuracy(learner.logits("val", tta=True)[0], labels)
-        for tta, accuracy in ((False, plain), (True, flipped)):
+        plain = _accuracy(logits, labels)
+        flipped = _accuracy(learner.logits("val", tta=True)[0], labels) if plan.flip else None
+        for tta, accuracy in ((False, plain), (True, flipped))[:1 + plan.flip]:
             if not best or accuracy > best["accuracy"]:
                 best = dict(accuracy=accuracy, size=size, tta=tta, pipeline=learner.data.eval_pipeline,
                             logits=logits, labels=labels, plain=plain, flipped=flipped)
@@ -625,10 +651,12 @@ def _select_and_report(learner: Learner, plan: Plan, start: float, keep: float) 
     size, tta, val_logits, val_labels, plain, flipped = _choose_views(learner, plan)
     cal = learner.use_calibration(calibration.calibrate(val_logits, val_labels, keep))
     logits, labels, _ = learner.logits("test")
-    tta_logits, _, _ = learner.logits("test", tta=True)
     t, classes = learner.temperature, learner.data.classes
     test = Report.from_predictions(labels.tolist(), torch.softmax(logits / t, 1), classes)
-    test_tta = Report.from_predictions(labels.tolist(), torch.softmax(tta_logits / t, 1), classes)
+    test_tta = None
+    if plan.flip:
+        tta_logits, _, _ = learner.logits("test", tta=True)
+        test_tta = Report.from_predictions(labels.tolist(), torch.softmax(tta_logits / t, 1), classes)
     # "unknown" as served: one view, calibrated.
     test.extra.update(calibration.unknown_scores(*calibration.scores(logits, t), labels,
                                                  learner.threshold, learner.min_energy))
@@ -637,7 +665,8 @@ def _select_and_report(learner: Learner, plan: Plan, start: float, keep: float) 
                test_ece_after=calibration.expected_calibration_error(torch.softmax(logits / t, 1), labels))
     seconds = time.perf_counter() - start
     splits = learner.data.describe_splits()
-    learner.metrics = {"test_accuracy": test.accuracy, "test_accuracy_tta": test_tta.accuracy,
+    learner.metrics = {"test_accuracy": test.accuracy,
+                       "test_accuracy_tta": test_tta.accuracy if test_tta else None,
                        "tta": tta, "eval_size": size, **cal, "splits": splits, "budget_s": plan.budget_s,
                        "seconds": seconds}
     return BudgetResult(learner, plan, seconds, tta, size, cal, test, test_tta, splits)

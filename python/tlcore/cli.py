@@ -196,7 +196,7 @@ def _train_budget(args: argparse.Namespace) -> int:
     result = tlcore.train_budget(source, args.budget, arch=args.backbone, weights=args.weights, test=test,
                                  val_split=args.val_split, seed=args.seed,
                                  keep=DEFAULT_KEEP if args.keep is None else args.keep, channels=channels,
-                                 amp=args.amp or "auto")
+                                 amp=args.amp or "auto", flip=args.flip)
     learner, plan = result.learner, result.plan
     stem = f"{args.backbone}__{learner.data.name or FASHION}__img{plan.image_size}__budget{plan.budget_s:.0f}s"
     model_path = learner.save(Path(args.out) / f"{stem}.tlc")
@@ -832,6 +832,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     train.add_argument("--keep", type=float, default=None,
                        help="with --budget: the share of correctly classified validation images the "
                             "'unknown' rule keeps (default 0.98)")
+    train.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                       help="with --budget: whether a mirror image shows the same class; --no-flip for "
+                            "digits or text: nothing trains on mirror images and there is no flip TTA")
     train.add_argument("--out", default="runs")
     train.add_argument("--nproc", type=int, default=1,
                        help="data-parallel ranks on this machine (torch.distributed: Gloo, NCCL on CUDA); each "

@@ -30,8 +30,9 @@ def _destinations(command: argparse.ArgumentParser) -> Dict[str, str]:
         if action.dest in _NOT_OPTIONS:
             continue
         names[action.dest.removeprefix(_FIT_DEST)] = action.dest
+        negated = isinstance(action, argparse.BooleanOptionalAction)  # "no_flip: true" is not "flip"
         for flag in action.option_strings:
-            if flag.startswith("--"):
+            if flag.startswith("--") and not (negated and flag.startswith("--no-")):
                 names[flag[2:].replace("-", "_")] = action.dest
     return names
 

@@ -61,6 +61,23 @@ def _as_folder(dataset, folder: Path) -> Path:
     return folder
 
 
+def test_a_budget_without_flip_trains_and_reports_without_mirror_images(monkeypatch):
+    tta_calls = []
+    real_logits = tlcore.Learner.logits
+
+    def logits_recording(self, split="val", tta=False, **k):
+        tta_calls.append(tta)
+        return real_logits(self, split, tta=tta, **k)
+
+    monkeypatch.setattr(tlcore.Learner, "logits", logits_recording)
+    result = tlcore.train_budget(_fashion(True, 60), "20s", arch="simple_cnn", test=_fashion(False, 10),
+                                 channels=1, flip=False, verbose=False)
+    assert not result.plan.flip and not result.plan.augmented and not result.tta
+    assert result.test_tta is None and result.to_dict()["test_accuracy_tta"] is None
+    assert tta_calls and not any(tta_calls)
+    assert "no flip TTA" in result.summary()
+
+
 def test_the_test_set_is_opened_only_after_every_choice(monkeypatch, tmp_path: Path):
     """The test set is a folder; nothing reads it before training, TTA and calibration are done."""
     train = _as_folder(_fashion(True, 60), tmp_path / "train")
@@ -238,6 +255,29 @@ def test_a_cnn_from_scratch_trains_on_the_images_and_their_mirror_images_only():
     assert views == {image.tobytes(), np.ascontiguousarray(image[:, ::-1]).tobytes()}
     assert evaluate == "cifar-eval"
     assert train.mean == tlcore._core.Pipeline.preset("cifar-eval", 28, 1).mean
+
+
+@pytest.mark.parametrize("arch, native, pretrained", [("simple_cnn", 28, False), ("mobilenet_v2", 240, True),
+                                                     ("mobilenet_v2", 32, True)])
+def test_without_flip_no_pipeline_mirrors_an_image(arch, native, pretrained):
+    channels = 1 if arch == "simple_cnn" else 3
+    train, _ = budget._pipelines(arch, 28, native, channels, pretrained, augment=True, flip=False)
+    assert not any(isinstance(op, tlcore._core.RandomHorizontalFlip) for op in train.ops)
+    assert any(isinstance(op, tlcore._core.RandomHorizontalFlip)
+               for op in budget._pipelines(arch, 28, native, channels, pretrained, augment=True)[0].ops)
+
+
+def test_without_flip_validation_never_chooses_tta_and_a_cached_tail_caches_no_mirrors():
+    accuracy = {(224, False): 0.90, (224, True): 0.95, (256, False): 0.91, (256, True): 0.96}
+    plan = _plan()
+    plan.flip = False
+    size, tta, _, _, plain, flipped = budget._choose_views(_SizedLearner(accuracy), plan)
+    assert (size, tta, plain, flipped) == (256, False, 0.91, None)
+    cached = _plan(augment=False)
+    assert cached.fit_options()["cache_flip"]
+    cached.flip = False
+    assert cached.fit_options()["cache_features"] and not cached.fit_options()["cache_flip"]
+    assert "no flip TTA" in cached.describe() and "mirror" not in cached.describe().split(";")[0]
 
 
 def test_a_pretrained_model_keeps_fp32_where_bf16_buys_no_more(monkeypatch):

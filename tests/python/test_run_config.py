@@ -66,7 +66,7 @@ def test_config_written_beside_the_model_reruns_to_the_same_weights(folders, tmp
 
 def test_the_command_line_overrides_the_config(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text("epochs: 5\nlabel_smoothing: 0.2\nhead: dropout\n")
+    config.write_text("epochs: 5\nlabel_smoothing: 0.2\nhead: dropout\nflip: false\n")
     parsed = {}
 
     def capture(args):
@@ -81,10 +81,12 @@ def test_the_command_line_overrides_the_config(tmp_path):
     finally:
         cli._train = original
     assert parsed["epochs"] == 1 and parsed["fit_option_label_smoothing"] == 0.2 and parsed["head"] == "dropout"
+    assert parsed["flip"] is False
 
 
 @pytest.mark.parametrize("text, words", [
     ("bogus: 1\n", "unknown option 'bogus'"),
+    ("no_flip: true\n", "unknown option 'no_flip'"),  # "flip: false" says it once
     ("[1, 2\n", "not YAML"),
     ("- epochs\n", "expected a mapping of option: value"),
 ])
