@@ -417,7 +417,7 @@ def _plan(arch: str, weights: Optional[PathLike], split_data, native: int, budge
         reasons.append("fp32: bf16 mixed precision, probed too, would buy no more on this machine")
     if cnn:
         reasons.append(f"a deeper CNN ({_cnn_text(cnn)}): it fits {_SCRATCH_GOOD_EPOCHS}+ epochs")
-    elif probed > 1:
+    elif probed > 1 and not pretrained:
         reasons.append(f"the default CNN: a deeper one, probed too, fits fewer than {_SCRATCH_GOOD_EPOCHS} epochs")
     augment = False
     if pretrained:

@@ -298,6 +298,20 @@ def test_a_pretrained_model_keeps_fp32_where_bf16_buys_no_more(monkeypatch):
     assert budget._probe_precisions("mobilenet_v2", "w.pth", None, 0, candidates, sizing)[::3] == ("off", 1)
 
 
+def test_a_pretrained_plan_gives_reasons_about_precision_not_about_a_cnn(monkeypatch):
+    paces = {"off": 0.013, "bf16": 0.007}  # fp32 cannot reach the cap: bf16 is probed and taken
+
+    def probe(arch, weights, data, seed, amp, cnn=None):
+        return {"setup": 0.0, "cache": 0.004, "epoch": paces[amp], "forward": 0.005, "blocks": 19}
+
+    monkeypatch.setattr(budget, "_probe", probe)
+    data = SimpleNamespace(train=[0] * 2347, val=[0] * 293, test=[0] * 294)
+    plan = budget._plan("mobilenet_v2", "w.pth", lambda size, batch: data, 224, 600.0, time.perf_counter(), 42,
+                        False, [("off", {}), ("bf16", {})])
+    assert plan.amp == "bf16"
+    assert not any("CNN" in r for r in plan.reasons), plan.reasons
+
+
 @pytest.mark.parametrize("default_pace, deep_pace, chosen, probed", [
     (0.0015, 0.0025, "default", 1),  # 20 s: the default fits 11 epochs, the deeper is not probed
     (0.0008, 0.0012, "deep", 2),     # the default fits 21, the deeper 14
