@@ -157,8 +157,8 @@ class Plan:
             best = dict(restore_best=True, monitor="val_loss", patience=_PATIENCE) if self.cached else \
                 dict(restore_best=False)
             return dict(optimizer="adamw", weight_decay=0.05, schedule="cosine", warmup_epochs=0.5,
-                        label_smoothing=_LABEL_SMOOTHING, cache_features=self.cached, cache_flip=self.cached and self.flip,
-                        **best)
+                        label_smoothing=_LABEL_SMOOTHING, cache_features=self.cached,
+                        cache_flip=self.cached and self.flip, **best)
         # No early stopping: a one-cycle schedule's loss rises at its peak before it falls.
         # Label smoothing: on Fashion-MNIST in 10 minutes, 93.5% on validation and 93.0-93.2%
         # on the test set (two runs), against 93.3% and 93.0% without (the wide CNN in bf16,
@@ -262,7 +262,8 @@ def train_budget(source: Union[PathLike, "_core.Dataset"], budget: Union[str, fl
                  arch: str = "mobilenet_v2", weights: Optional[PathLike] = None,
                  test: Union[PathLike, "_core.Dataset", None] = None, valid: Union[PathLike, "_core.Dataset", None] = None,
                  val_split: float = 0.2, seed: int = 42, keep: float = calibration.DEFAULT_KEEP,
-                 channels: int = 3, amp: str = "auto", flip: bool = True, verbose: bool = True) -> BudgetResult:
+                 channels: int = 3, amp: str = "auto", flip: bool = True,
+                 verbose: bool = True) -> BudgetResult:
     """Plans and trains the best model ``budget`` buys on this machine; see the module docstring.
 
     ``test`` is a separate labelled set evaluated once at the end; without it, half of the
@@ -350,6 +351,7 @@ def _pipelines(arch: str, size: int, native: int, channels: int, pretrained: boo
 
 def _pipelines_with_mirrors(arch: str, size: int, native: int, channels: int, pretrained: bool,
                             augment: bool):
+    """``_pipelines`` where a mirror image is the same class."""
     if not pretrained:
         # Mirror images only: in a 10-minute budget, shifts as well (translate=0.07) left
         # Fashion-MNIST's one-deep CNN underfitting (92.3% on the test set against 92.9%
