@@ -488,7 +488,7 @@ def _probe_precisions(arch: str, weights: Optional[PathLike], probe_data: ImageD
     return (*max(probed, key=lambda p: sizing.buys(sizing.fit(p[2])[2])), len(probed))
 
 
-def _probe_cnns(arch: str, weights: None, probe_data: ImageData, seed: int,
+def _probe_cnns(arch: str, weights: Optional[PathLike], probe_data: ImageData, seed: int,
                 candidates: Sequence[tuple], sizing: _Sizing) -> tuple:
     """(amp, cnn, timing, candidates probed) of a CNN from scratch: the deeper one (the second
     candidate) where it fits ``_SCRATCH_GOOD_EPOCHS``, probed only where the default (the first)
@@ -639,7 +639,8 @@ def _choose_views(learner: Learner, plan: Plan) -> tuple:
         logits, labels, _ = learner.logits("val")
         plain = _accuracy(logits, labels)
         flipped = _accuracy(learner.logits("val", tta=True)[0], labels) if plan.flip else None
-        for tta, accuracy in ((False, plain), (True, flipped))[:1 + plan.flip]:
+        views = [(False, plain)] + ([(True, flipped)] if plan.flip else [])
+        for tta, accuracy in views:
             if not best or accuracy > best["accuracy"]:
                 best = dict(accuracy=accuracy, size=size, tta=tta, pipeline=learner.data.eval_pipeline,
                             logits=logits, labels=labels, plain=plain, flipped=flipped)

@@ -318,9 +318,9 @@ TEST(Fit, TimeLimitGrowsTheEpochsBackAfterASlowFirstEpoch) {
   auto data = std::make_shared<ColourDataset>(16, 3, 8);
   Trainer trainer(tiny_cnn(3, 1), make_loader(data, 8, true), nullptr);
   FitOptions o = small_fit(50);
-  o.time_limit = 2.0;
+  o.time_limit = 2.2;
   // The first epoch's two batches take 0.4 s each, the rest 0.05: after the first, one more
-  // epoch fits at its pace; at the later pace, 10 or so.
+  // epoch fits at its pace; at the later pace, 10 or more.
   int batches = 0;
   const FitResult r = trainer.fit(o, nullptr, [&](std::int64_t, std::int64_t, double) {
     std::this_thread::sleep_for(std::chrono::milliseconds(batches++ < 2 ? 400 : 50));
